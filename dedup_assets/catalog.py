@@ -1,0 +1,96 @@
+"""The DuckDB catalog: `$DEDUP_HOME/dedup.duckdb` holds one view per asset.
+
+Views read the asset's Parquet files through a glob, so a new partition is visible
+without touching the catalog; the catalog is written only when an asset gets its first
+file. Those writes are serialised with a file lock, because DuckDB allows a single
+writing process per database file (concurrent runs would otherwise fail with
+`Could not set lock on file`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+from pathlib import Path
+
+import duckdb
+
+from dedup_assets.storage import FAILED_BLOBS, StorageLayout
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _catalog_lock(layout: StorageLayout):
+    layout.home.mkdir(parents=True, exist_ok=True)
+    with open(layout.home / ".dedup.duckdb.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _view_sql(layout: StorageLayout, asset_name: str) -> str | None:
+    directory = layout.asset_dir(asset_name)
+    pattern = "*/*.parquet" if asset_name == FAILED_BLOBS else "*.parquet"
+    if not any(directory.glob(pattern)):
+        return None  # DuckDB refuses a view over a glob that matches nothing.
+    glob = str(directory / pattern).replace("'", "''")
+    return (
+        f'create or replace view "{asset_name}" as '
+        f"select * from read_parquet('{glob}', union_by_name = true)"
+    )
+
+
+def _connect_with_retry(path: Path, attempts: int = 20) -> duckdb.DuckDBPyConnection:
+    # Another process (a user's `duckdb` shell, say) may hold the file open for a moment.
+    for attempt in range(attempts):
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(min(0.1 * 2**attempt, 2.0))
+    raise AssertionError("unreachable")
+
+
+def register_views(layout: StorageLayout, asset_names: list[str] | None = None) -> list[str]:
+    """Create (or refresh) views for the given assets, or for every asset on disk."""
+    if asset_names is None:
+        root = layout.parquet_root
+        asset_names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    statements = {name: _view_sql(layout, name) for name in asset_names}
+    statements = {name: sql for name, sql in statements.items() if sql}
+    if not statements:
+        return []
+    with _catalog_lock(layout):
+        con = _connect_with_retry(layout.catalog_path)
+        try:
+            for sql in statements.values():
+                con.execute(sql)
+        finally:
+            con.close()
+    return sorted(statements)
+
+
+def ensure_view(layout: StorageLayout, asset_name: str) -> None:
+    """Register the asset's view once; a marker file avoids reopening the catalog per write."""
+    marker = layout.asset_dir(asset_name) / ".catalogued"
+    if marker.exists() and layout.catalog_path.exists():
+        return
+    try:
+        if register_views(layout, [asset_name]):
+            marker.touch()
+    except duckdb.Error as error:  # the Parquet data is safe; the view can be rebuilt later
+        log.warning("could not update the DuckDB catalog for %s: %s", asset_name, error)
+
+
+def query(layout: StorageLayout, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(layout.catalog_path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

@@ -1,0 +1,40 @@
+"""The one assembly point: assets, resources, jobs, sensor and schedule."""
+
+import os
+
+import dagster as dg
+
+from dedup_assets.assets import pipeline_assets
+from dedup_assets.io_manager import ParquetIOManager
+from dedup_assets.jobs import dedup_job
+from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
+from dedup_assets.schedules import backfill_schedule
+from dedup_assets.sensors import new_blobs_sensor
+from dedup_assets.settings import apply_defaults
+
+apply_defaults()
+
+resources = {
+    "image_source": ImageSourceResource(uri=dg.EnvVar("DEDUP_SOURCE")),
+    "storage": DedupStorageResource(home=dg.EnvVar("DEDUP_HOME")),
+    "parquet_io_manager": ParquetIOManager(home=dg.EnvVar("DEDUP_HOME")),
+    "batching": BatchingResource(
+        max_batch_size=dg.EnvVar.int("DEDUP_BATCH_SIZE"),
+        settle_seconds=dg.EnvVar.int("DEDUP_SETTLE_SECONDS"),
+    ),
+}
+
+# Steps of a local run share one process: the heavy stages parallelise inside
+# themselves, and a subprocess per step costs 5-10 s here. `multiprocess` runs steps
+# in parallel processes instead.
+_executors = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+executor = _executors[os.environ.get("DEDUP_EXECUTOR", "in_process")]
+
+defs = dg.Definitions(
+    assets=pipeline_assets,
+    jobs=[dedup_job],
+    sensors=[new_blobs_sensor],
+    schedules=[backfill_schedule],
+    resources=resources,
+    executor=executor,
+)

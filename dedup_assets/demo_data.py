@@ -1,0 +1,154 @@
+"""Labelled demo images built from photographs that PyPI packages ship.
+
+scikit-image, scikit-learn and matplotlib bundle a few dozen real photographs. Each one
+becomes a duplicate group: the original plus transformed copies (resize, recompression,
+crop, colour change, text overlay, small rotation, format change). `truth.csv` beside
+the images lists name, group and kind (the transformation) for evaluation.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
+
+TRANSFORMS = ("resize", "recompress", "crop", "color", "text", "rotate", "format")
+
+
+def _skimage_photos() -> dict[str, np.ndarray]:
+    from skimage import data
+
+    photos = {
+        name: getattr(data, name)()
+        for name in (
+            "astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
+            "retina", "rocket", "camera", "coins", "moon", "clock", "brick", "grass", "gravel",
+        )
+    }
+    photos["motorcycle"] = data.stereo_motorcycle()[0]
+    return photos
+
+
+def _other_package_photos() -> dict[str, np.ndarray]:
+    photos: dict[str, np.ndarray] = {}
+    from sklearn.datasets import load_sample_images
+
+    for filename, image in zip(load_sample_images().filenames, load_sample_images().images):
+        photos[Path(filename).stem] = image
+    import matplotlib.cbook
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        photos["grace_hopper"] = np.asarray(Image.open(handle).convert("RGB"))
+    return photos
+
+
+def shipped_photos() -> dict[str, Image.Image]:
+    """Every shipped photograph as an RGB image, by name (sorted for determinism)."""
+    arrays = {**_skimage_photos(), **_other_package_photos()}
+    return {name: Image.fromarray(arrays[name]).convert("RGB") for name in sorted(arrays)}
+
+
+def _upscale_to(image: Image.Image, side: int) -> Image.Image:
+    ratio = side / max(image.size)
+    size = (round(image.width * ratio), round(image.height * ratio))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def transform(image: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Image, str, dict]:
+    """Apply one named transformation; return the image, the file format and save options."""
+    if kind == "resize":
+        factor = rng.uniform(0.35, 0.6)
+        size = (max(16, round(image.width * factor)), max(16, round(image.height * factor)))
+        return image.resize(size, Image.Resampling.BILINEAR), "JPEG", {"quality": 88}
+    if kind == "recompress":
+        return image, "JPEG", {"quality": rng.randint(25, 45)}
+    if kind == "crop":
+        keep = rng.uniform(0.65, 0.85)  # fraction of the area kept
+        side = keep**0.5
+        w, h = round(image.width * side), round(image.height * side)
+        x, y = rng.randint(0, image.width - w), rng.randint(0, image.height - h)
+        return image.crop((x, y, x + w, y + h)), "JPEG", {"quality": 90}
+    if kind == "color":
+        edited = ImageEnhance.Color(image).enhance(rng.uniform(0.4, 1.6))
+        edited = ImageEnhance.Brightness(edited).enhance(rng.uniform(0.8, 1.2))
+        return edited, "JPEG", {"quality": 90}
+    if kind == "text":
+        edited = image.copy()
+        draw = ImageDraw.Draw(edited)
+        size = max(12, image.height // 12)
+        draw.text((image.width // 20, image.height - 2 * size), "© dedup demo 2026",
+                  fill=(255, 255, 0), font=_font(size), stroke_width=2, stroke_fill=(0, 0, 0))
+        return edited, "JPEG", {"quality": 90}
+    if kind == "rotate":
+        angle = rng.choice([-1, 1]) * rng.uniform(3, 10)
+        return image.rotate(angle, resample=Image.Resampling.BILINEAR, expand=False), "JPEG", {"quality": 90}
+    if kind == "format":
+        return image, rng.choice(["PNG", "WEBP"]), {}
+    raise ValueError(f"unknown transformation {kind!r}")
+
+
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+
+
+def build_demo_set(out_dir: str | os.PathLike, seed: int = 7, side: int = 1024) -> Path:
+    """Write the demo images and `truth.csv`; return the image folder."""
+    out = Path(out_dir)
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    rows: list[tuple[Image.Image, str, dict, str, str]] = []
+    for group, photo in shipped_photos().items():
+        original = _upscale_to(photo, side) if max(photo.size) < side else photo
+        rows.append((original, "JPEG", {"quality": 95}, group, "original"))
+        for kind in TRANSFORMS:
+            edited, fmt, options = transform(original, kind, rng)
+            rows.append((edited, fmt, options, group, kind))
+    # Shuffled, opaque names: nothing about the group leaks through the file name.
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    truth = []
+    base_time = 1_700_000_000
+    for number, index in enumerate(order):
+        image, fmt, options, group, kind = rows[index]
+        name = f"img_{number:04d}.{_EXTENSIONS[fmt]}"
+        path = images / name
+        image.save(path, format=fmt, **options)
+        # Originals existed first, as they would in a real collection.
+        stamp = base_time + (0 if kind == "original" else 3600 + number)
+        os.utime(path, (stamp, stamp))
+        truth.append((name, group, kind))
+    with open(out / "truth.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "group", "kind"])
+        writer.writerows(sorted(truth))
+    return images
+
+
+def build_bench_set(out_dir: str | os.PathLike, count: int = 1000, side: int = 1200,
+                    seed: int = 11) -> Path:
+    """`count` distinct JPEGs of about `side` px: random crops, flips and tints of the photos."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    photos = [_upscale_to(p, int(side * 1.3)) for p in shipped_photos().values()]
+    for number in range(count):
+        photo = rng.choice(photos)
+        w, h = min(photo.width, side), min(photo.height, round(side * 0.75))
+        x, y = rng.randint(0, photo.width - w), rng.randint(0, photo.height - h)
+        image = photo.crop((x, y, x + w, y + h))
+        if rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        image = ImageEnhance.Color(image).enhance(rng.uniform(0.6, 1.4))
+        image.save(out / f"bench_{number:05d}.jpg", quality=rng.randint(80, 95))
+    return out

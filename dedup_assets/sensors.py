@@ -1,0 +1,57 @@
+"""The new-blobs sensor: new blobs in the source become new batch partitions and runs."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from dedup_assets.jobs import dedup_job
+from dedup_assets.ledger import BatchLedger, batch_sequence
+from dedup_assets.partitions import batch_partitions
+from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
+
+
+def register_new_batches(
+    ledger: BatchLedger, image_source: ImageSourceResource, batching: BatchingResource
+) -> list[str]:
+    return ledger.register(
+        image_source.open().iter_blobs(),
+        max_batch_size=batching.max_batch_size,
+        settle_seconds=batching.settle_seconds,
+    )
+
+
+@dg.sensor(job=dedup_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def new_blobs_sensor(
+    context: dg.SensorEvaluationContext,
+    image_source: ImageSourceResource,
+    storage: DedupStorageResource,
+    batching: BatchingResource,
+) -> dg.SensorResult | dg.SkipReason:
+    """Lists the source, cuts blobs not yet in any batch into new batches, adds their
+    partitions and requests one run per batch.
+
+    Exactly-once comes from two records: the ledger (which blob versions are batched,
+    written before anything else) and the cursor (the last batch whose run was
+    requested). A tick that died after writing a manifest is completed by the next one.
+    """
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    last_requested = cursor.get("last_requested_sequence", 0)
+    ledger = storage.ledger
+    created = register_new_batches(ledger, image_source, batching)
+    all_keys = ledger.batch_keys()
+    known = set(context.instance.get_dynamic_partitions(batch_partitions.name))
+    to_add = [key for key in all_keys if key not in known]
+    to_request = [key for key in all_keys if batch_sequence(key) > last_requested]
+    if not to_add and not to_request:
+        return dg.SkipReason("no new blobs")
+    if created:
+        context.log.info(f"cut {len(created)} new batch(es): {created[0]}..{created[-1]}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=key, run_key=key) for key in to_request],
+        dynamic_partitions_requests=[batch_partitions.build_add_request(to_add)] if to_add else [],
+        cursor=json.dumps(
+            {"last_requested_sequence": batch_sequence(to_request[-1]) if to_request else last_requested}
+        ),
+    )

@@ -1,0 +1,30 @@
+"""Where the images come from: a local folder now, Azure Blob Storage later.
+
+A source lists blobs with the properties the ledger needs and reads one blob's bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterator, Protocol
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str  # relative to the source root, '/'-separated
+    size: int
+    etag: str
+    last_modified: datetime  # UTC
+
+
+class BlobChangedError(RuntimeError):
+    """The blob's content changed since it was inventoried."""
+
+
+class BlobSource(Protocol):
+    def iter_blobs(self) -> Iterator[BlobInfo]: ...
+
+    def read_bytes(self, name: str, expected_etag: str | None = None) -> bytes: ...
+
+    def describe(self) -> str: ...

@@ -1,0 +1,77 @@
+"""A local folder as a blob source."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from dedup_assets.sources import BlobChangedError, BlobInfo
+
+
+def _etag(stat: os.stat_result) -> str:
+    # Like a web server's weak ETag: size and modification time change with the content.
+    return f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
+
+
+class LocalFolderSource:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def iter_blobs(self) -> Iterator[BlobInfo]:
+        """Every visible regular file under the root, in name order.
+
+        Hidden files and folders (a leading '.') are skipped: copy tools write their
+        partial files that way. Symlinks are not followed.
+        """
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image source folder does not exist: {self.root}")
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in sorted(filenames):
+                if filename.startswith("."):
+                    continue
+                path = Path(dirpath) / filename
+                try:
+                    stat = path.lstat()
+                except FileNotFoundError:
+                    continue  # deleted while listing; it never existed for this batch
+                if not path.is_file() or path.is_symlink():
+                    continue
+                yield BlobInfo(
+                    name=path.relative_to(self.root).as_posix(),
+                    size=stat.st_size,
+                    etag=_etag(stat),
+                    last_modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+                )
+
+    def _resolve(self, name: str) -> Path:
+        path = (self.root / name).resolve()
+        if not path.is_relative_to(self.root):
+            raise PermissionError(f"blob name escapes the source root: {name!r}")
+        return path
+
+    def read_bytes(self, name: str, expected_etag: str | None = None) -> bytes:
+        path = self._resolve(name)
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            if expected_etag is not None and _etag(stat) != expected_etag:
+                raise BlobChangedError(
+                    "blob changed since it was inventoried; its new version gets its own batch"
+                )
+            return handle.read()
+
+
+def open_source(uri: str):
+    """Build the source named by `DEDUP_SOURCE` (a folder path or file:// URI)."""
+    if uri.startswith("az://") or uri.startswith("abfs://"):
+        raise NotImplementedError(
+            "Azure sources (az://container/prefix) are not supported yet; use a local folder"
+        )
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    return LocalFolderSource(uri)

@@ -1,0 +1,49 @@
+"""Everything the hash stage learns from one image, from a single decode."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from dedup_assets.vision.color import color_signature
+from dedup_assets.vision.decode import decode_thumbnail, encode_jpeg
+from dedup_assets.vision.hashing import to_gray, wavelet_hash
+from dedup_assets.vision.quality import sharpness
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    content_hash: str
+    format: str
+    width: int
+    height: int
+    bytes: int
+    jpeg_quality: int | None
+    sharpness: float
+    wavelet_hash: int
+    color_signature: np.ndarray
+    thumbnail_jpeg: bytes
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def extract_features(data: bytes) -> ImageFeatures:
+    """Decode once at thumbnail size; raises `DecodeError` with a readable reason."""
+    decoded = decode_thumbnail(data)
+    gray = to_gray(decoded.thumbnail)
+    return ImageFeatures(
+        content_hash=content_hash(data),
+        format=decoded.format,
+        width=decoded.width,
+        height=decoded.height,
+        bytes=len(data),
+        jpeg_quality=decoded.jpeg_quality,
+        sharpness=sharpness(gray),
+        wavelet_hash=wavelet_hash(gray),
+        color_signature=color_signature(decoded.thumbnail),
+        thumbnail_jpeg=encode_jpeg(decoded.thumbnail),
+    )

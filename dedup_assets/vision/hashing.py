@@ -1,0 +1,38 @@
+"""Wavelet perceptual hash (PyWavelets) and Hamming distances."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pywt
+
+HASH_BITS = 64
+_HASH_SIDE = 8
+_INPUT_SIDE = 64  # 64 px → three Haar levels → an 8×8 approximation band
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def wavelet_hash(gray: np.ndarray) -> int:
+    """64-bit hash: signs of the Haar approximation band around its median.
+
+    The image is resized to 64×64 first, so the hash ignores resolution; the lowest
+    band keeps the coarse layout of light and dark that survives recompression, resizing
+    and mild colour edits.
+    """
+    small = cv2.resize(gray, (_INPUT_SIDE, _INPUT_SIDE), interpolation=cv2.INTER_AREA)
+    level = int(np.log2(_INPUT_SIDE // _HASH_SIDE))
+    approximation = pywt.wavedec2(small.astype(np.float32) / 255.0, "haar", level=level)[0]
+    bits = (approximation > np.median(approximation)).ravel()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def hash_to_bytes(hashes: np.ndarray) -> np.ndarray:
+    """uint64 hashes → (n, 8) uint8 rows, big-endian, for faiss binary indexes."""
+    return np.ascontiguousarray(hashes.astype(">u8")).view(np.uint8).reshape(-1, 8)
+
+
+def hamming(a: int, b: int) -> int:
+    return int((a ^ b).bit_count())

@@ -1,0 +1,52 @@
+"""Which batches need a run: shared by the sensor, the schedule and `dedup run`."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+
+from dedup_assets.ledger import batch_sequence
+from dedup_assets.partitions import batch_partitions
+
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def partitions_in_progress(instance: dg.DagsterInstance, job_name: str) -> set[str]:
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=_ACTIVE))
+    return {run.tags["dagster/partition"] for run in runs if "dagster/partition" in run.tags}
+
+
+def partitions_needing_work(
+    instance: dg.DagsterInstance,
+    asset_keys: Sequence[dg.AssetKey],
+    partition_keys: Sequence[str] | None = None,
+) -> list[str]:
+    """Batches where some asset is missing (never materialized, or its last run failed
+    before writing it) or stale (an upstream asset was materialized after it).
+
+    `asset_keys` must be in dependency order.
+    """
+    if partition_keys is None:
+        partition_keys = instance.get_dynamic_partitions(batch_partitions.name)
+    wanted = set(partition_keys)
+    latest = [
+        instance.event_log_storage.get_latest_storage_id_by_partition(
+            key, DagsterEventType.ASSET_MATERIALIZATION, partitions=wanted
+        )
+        for key in asset_keys
+    ]
+    needing = []
+    for partition in partition_keys:
+        ids = [by_partition.get(partition) for by_partition in latest]
+        missing = any(storage_id is None for storage_id in ids)
+        stale = not missing and any(later < earlier for earlier, later in zip(ids, ids[1:]))
+        if missing or stale:
+            needing.append(partition)
+    return sorted(needing, key=batch_sequence)

@@ -17,5 +17,5 @@ def backfill_schedule(context: dg.ScheduleEvaluationContext):
     todo = [p for p in partitions_needing_work(context.instance, asset_keys) if p not in busy]
     if not todo:
         return dg.SkipReason("every batch is up to date")
-    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
+    stamp = context.scheduled_execution_time.isoformat()
     return [dg.RunRequest(partition_key=key, run_key=f"{key}@{stamp}") for key in todo]

@@ -52,8 +52,13 @@ class StorageLayout:
 
     def write_failures(self, stage: str, partition_key: str, failures: list[dict]) -> int:
         """Replace this stage's failure table for a partition (empty when all succeeded)."""
-        frame = pl.DataFrame(failures, schema=FAILED_BLOBS_SCHEMA)
+        from dedup_assets.catalog import ensure_view  # the catalog builds on this module
+
+        frame = pl.DataFrame(failures, schema=FAILED_BLOBS_SCHEMA).with_columns(
+            pl.lit(partition_key, dtype=pl.String).alias("batch")
+        )
         write_parquet_atomic(frame, self.failures_path(stage, partition_key))
+        ensure_view(self, FAILED_BLOBS)
         return frame.height
 
 

@@ -42,10 +42,15 @@ def partitions_needing_work(
         )
         for key in asset_keys
     ]
+    statuses = [
+        instance.get_status_by_partition(key, list(partition_keys), batch_partitions) or {}
+        for key in asset_keys
+    ]
     needing = []
     for partition in partition_keys:
         ids = [by_partition.get(partition) for by_partition in latest]
-        missing = any(storage_id is None for storage_id in ids)
+        failed = any(status.get(partition) == dg.AssetPartitionStatus.FAILED for status in statuses)
+        missing = failed or any(storage_id is None for storage_id in ids)
         stale = not missing and any(later < earlier for earlier, later in zip(ids, ids[1:]))
         if missing or stale:
             needing.append(partition)

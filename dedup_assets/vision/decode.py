@@ -63,6 +63,8 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
         image = Image.open(io.BytesIO(data))
     except Image.UnidentifiedImageError:
         raise DecodeError("not a recognised image format") from None
+    except Image.DecompressionBombError as error:
+        raise DecodeError(f"{error}; not decoded") from None
     except Exception as error:  # Pillow raises many types on malformed headers
         raise DecodeError(f"unreadable image header: {error}") from None
     width, height = image.size

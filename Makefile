@@ -1,0 +1,30 @@
+# Two entry points: `make demo` and `make test` (see README.md).
+VENV ?= .venv
+PYTHON ?= python3
+export DEDUP_HOME ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(CURDIR)
+export HF_HUB_OFFLINE = 1
+
+.PHONY: demo test install ui clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade "pip>=24"
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/dedup demo-data
+	$(VENV)/bin/dedup run --source "$${DEDUP_SOURCE:-$(DEDUP_HOME)/demo/images}"
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+ui: $(VENV)/.installed
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(DEDUP_HOME)/parquet $(DEDUP_HOME)/batches $(DEDUP_HOME)/thumbnails \
+	       $(DEDUP_HOME)/dedup.duckdb $(DEDUP_HOME)/history $(DEDUP_HOME)/schedules $(DEDUP_HOME)/storage

@@ -1,0 +1,80 @@
+"""Shared fixtures: real photographs (built once), a fresh DEDUP_HOME per test,
+Dagster resources pointing at it, and an ephemeral Dagster instance."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import dagster as dg
+import pytest
+
+from dedup_assets.demo_data import build_demo_set
+from dedup_assets.io_manager import ParquetIOManager
+from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
+from dedup_assets.storage import StorageLayout
+
+
+@pytest.fixture(scope="session")
+def demo_set(tmp_path_factory) -> Path:
+    """The labelled demo set (real photos + transformed copies); read-only for tests."""
+    root = tmp_path_factory.mktemp("demo")
+    build_demo_set(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_truth(demo_set) -> list[dict]:
+    with open(demo_set / "truth.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def image_folder(tmp_path, demo_set, demo_truth) -> Path:
+    """A writable folder with two duplicate groups of the demo set (16 images)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    groups = sorted({row["group"] for row in demo_truth})[:2]
+    for row in demo_truth:
+        if row["group"] in groups:
+            shutil.copy2(demo_set / "images" / row["name"], folder / row["name"])
+    return folder
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def layout(home) -> StorageLayout:
+    return StorageLayout(home)
+
+
+@pytest.fixture
+def resources(home, image_folder) -> dict:
+    return {
+        "image_source": ImageSourceResource(uri=str(image_folder)),
+        "storage": DedupStorageResource(home=str(home)),
+        "parquet_io_manager": ParquetIOManager(home=str(home)),
+        "batching": BatchingResource(max_batch_size=10, settle_seconds=0),
+    }
+
+
+@pytest.fixture
+def instance():
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+@pytest.fixture
+def instance_with_ref():
+    """A temporary on-disk instance, for contexts (schedules) that need an instance ref."""
+    with dg.instance_for_test() as instance:
+        yield instance

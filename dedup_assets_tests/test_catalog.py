@@ -1,0 +1,31 @@
+import multiprocessing
+
+import duckdb
+import polars as pl
+
+from dedup_assets.catalog import ensure_view, register_views
+from dedup_assets.storage import StorageLayout, write_parquet_atomic
+
+
+def write_partition(home: str, asset: str, partition: str) -> None:
+    layout = StorageLayout(home)
+    write_parquet_atomic(pl.DataFrame({"blob_name": [f"{partition}-{i}" for i in range(5)]}),
+                         layout.partition_path(asset, partition))
+    ensure_view(layout, asset)
+
+
+def test_views_cover_every_partition_without_catalog_updates(layout):
+    write_partition(str(layout.home), "wavelet_hashes", "batch-000001")
+    write_partition(str(layout.home), "wavelet_hashes", "batch-000002")
+    con = duckdb.connect(str(layout.catalog_path), read_only=True)
+    assert con.execute("select count(*) from wavelet_hashes").fetchone()[0] == 10
+
+
+def test_concurrent_writers_in_separate_processes_do_not_conflict(layout):
+    jobs = [(str(layout.home), asset, f"batch-{n:06d}") for asset in ("a1", "a2", "a3", "a4") for n in range(3)]
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.starmap(write_partition, jobs)
+    assert register_views(layout) == ["a1", "a2", "a3", "a4"]
+    con = duckdb.connect(str(layout.catalog_path), read_only=True)
+    for asset in ("a1", "a2", "a3", "a4"):
+        assert con.execute(f"select count(*) from {asset}").fetchone()[0] == 15

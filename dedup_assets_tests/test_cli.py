@@ -1,0 +1,36 @@
+import os
+import subprocess
+import sys
+
+import polars as pl
+
+from dedup_assets.cli import build_parser
+from dedup_assets.settings import PROJECT_ROOT
+
+
+def dedup(*args, env):
+    return subprocess.run([sys.executable, "-m", "dedup_assets.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_run_registers_batches_materializes_them_and_says_where_results_are(home, image_folder):
+    env = {**os.environ, "DEDUP_HOME": str(home), "DEDUP_SOURCE": str(image_folder),
+           "DAGSTER_HOME": str(PROJECT_ROOT)}
+    first = dedup("run", "--batch-size", "10", "--no-progress", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "2 new batch(es); 2 batch(es) to materialize" in first.stdout
+    assert str(home / "dedup.duckdb") in first.stdout
+    hashes = pl.read_parquet(home / "parquet" / "wavelet_hashes" / "*.parquet")
+    assert sorted(hashes["blob_name"]) == sorted(os.listdir(image_folder))
+    # The runs live in the instance under DEDUP_HOME, so the UI shows them.
+    assert (home / "history" / "runs.db").exists()
+
+    second = dedup("run", "--no-progress", env=env)
+    assert second.returncode == 0, second.stderr
+    assert "0 new batch(es); 0 batch(es) to materialize" in second.stdout
+
+
+def test_parser_knows_the_documented_commands():
+    parser = build_parser()
+    for command in (["run"], ["demo-data"], ["catalog"]):
+        assert parser.parse_args(command).func

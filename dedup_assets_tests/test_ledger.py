@@ -1,0 +1,46 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from dedup_assets.ledger import BatchLedger
+from dedup_assets.sources import BlobInfo
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def blob(name, etag="e1", age_seconds=600):
+    return BlobInfo(name=name, size=10, etag=etag, last_modified=NOW - timedelta(seconds=age_seconds))
+
+
+def test_cuts_bounded_batches_and_never_rebatches_a_version(layout):
+    ledger = BatchLedger(layout)
+    keys = ledger.register([blob(f"b{i:02d}") for i in range(25)], max_batch_size=10, now=NOW)
+    assert keys == ["batch-000001", "batch-000002", "batch-000003"]
+    assert [ledger.read_manifest(k).height for k in keys] == [10, 10, 5]
+    # The same listing again, and a reordered one: nothing new.
+    assert ledger.register([blob(f"b{i:02d}") for i in range(25)], 10, now=NOW) == []
+    assert ledger.register([blob(f"b{i:02d}") for i in reversed(range(25))], 10, now=NOW) == []
+    names = [n for k in ledger.batch_keys() for n in ledger.read_manifest(k)["blob_name"]]
+    assert sorted(names) == sorted(set(names))
+
+
+def test_new_content_under_an_old_name_is_batched_again(layout):
+    ledger = BatchLedger(layout)
+    ledger.register([blob("a"), blob("b")], 10, now=NOW)
+    keys = ledger.register([blob("a", etag="e2"), blob("b")], 10, now=NOW)
+    assert len(keys) == 1
+    assert ledger.read_manifest(keys[0])["etag"].to_list() == ["e2"]
+
+
+def test_blobs_still_being_written_wait_for_a_later_call(layout):
+    ledger = BatchLedger(layout)
+    keys = ledger.register([blob("old"), blob("fresh", age_seconds=1)], 10, settle_seconds=5, now=NOW)
+    assert ledger.read_manifest(keys[0])["blob_name"].to_list() == ["old"]
+    later = ledger.register([blob("old"), blob("fresh", age_seconds=1)], 10, settle_seconds=5,
+                            now=NOW + timedelta(seconds=10))
+    assert ledger.read_manifest(later[0])["blob_name"].to_list() == ["fresh"]
+
+
+def test_rejects_a_zero_batch_size(layout):
+    with pytest.raises(ValueError):
+        BatchLedger(layout).register([blob("a")], max_batch_size=0)

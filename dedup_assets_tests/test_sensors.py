@@ -1,0 +1,88 @@
+import os
+import shutil
+import time
+
+import dagster as dg
+
+from dedup_assets.ledger import BatchLedger
+from dedup_assets.partitions import batch_partitions
+from dedup_assets.resources import BatchingResource
+from dedup_assets.sensors import new_blobs_sensor
+
+
+def tick(instance, resources, cursor):
+    """One sensor evaluation, applying its partition requests as the daemon would."""
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    result = new_blobs_sensor(context)
+    if isinstance(result, dg.SkipReason):
+        return [], cursor
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(batch_partitions.name, list(request.partition_keys))
+    return result.run_requests, result.cursor
+
+
+def batched_names(layout):
+    ledger = BatchLedger(layout)
+    return [n for key in ledger.batch_keys() for n in ledger.read_manifest(key)["blob_name"]]
+
+
+def test_each_blob_lands_in_exactly_one_batch_across_ticks_and_restarts(
+    instance, resources, image_folder, layout, demo_set, demo_truth
+):
+    requests, cursor = tick(instance, resources, None)
+    assert [r.partition_key for r in requests] == ["batch-000001", "batch-000002"]
+    assert all(r.run_key == r.partition_key for r in requests)
+    assert instance.get_dynamic_partitions("batches") == ["batch-000001", "batch-000002"]
+
+    # A restart that resumes from the stored cursor finds nothing new.
+    assert tick(instance, resources, cursor) == ([], cursor)
+
+    # Files copied in later, keeping their old timestamps, still form one new batch.
+    extra = [row["name"] for row in demo_truth if not (image_folder / row["name"]).exists()][:3]
+    for name in extra:
+        shutil.copy2(demo_set / "images" / name, image_folder / name)
+    requests, cursor = tick(instance, resources, cursor)
+    assert [r.partition_key for r in requests] == ["batch-000003"]
+    assert sorted(BatchLedger(resources["storage"].layout).read_manifest("batch-000003")["blob_name"]) == sorted(extra)
+
+    names = batched_names(layout)
+    assert sorted(names) == sorted(os.listdir(image_folder))
+    assert len(names) == len(set(names))
+
+
+def test_a_file_still_being_written_waits_until_it_settles(instance, resources, image_folder):
+    resources = {**resources, "batching": BatchingResource(max_batch_size=10, settle_seconds=2)}
+    for path in image_folder.iterdir():
+        os.utime(path, (time.time() - 60, time.time() - 60))
+    _, cursor = tick(instance, resources, None)
+    partial = image_folder / "incoming.jpg"
+    partial.write_bytes(b"\xff\xd8\xff")  # half-copied just now
+    assert tick(instance, resources, cursor)[0] == []
+    time.sleep(2.1)
+    requests, _ = tick(instance, resources, cursor)
+    assert len(requests) == 1
+
+
+def test_a_tick_that_died_after_writing_its_manifest_is_completed_by_the_next(
+    instance, resources, layout
+):
+    _, cursor = tick(instance, resources, None)
+    # Simulate a crash: a manifest was written but neither the partition nor the run followed.
+    (resources["image_source"].open().root / "late.jpg").write_bytes(b"not an image")
+    os.utime(resources["image_source"].open().root / "late.jpg", (0, 0))
+    BatchLedger(layout).register(resources["image_source"].open().iter_blobs(), 10)
+    requests, _ = tick(instance, resources, cursor)
+    assert [r.partition_key for r in requests] == ["batch-000003"]
+    assert "batch-000003" in instance.get_dynamic_partitions("batches")
+
+
+def test_an_overwritten_blob_is_processed_again(instance, resources, image_folder, demo_set, demo_truth):
+    _, cursor = tick(instance, resources, None)
+    target = sorted(image_folder.iterdir())[0]
+    replacement = next(row["name"] for row in demo_truth if not (image_folder / row["name"]).exists())
+    shutil.copyfile(demo_set / "images" / replacement, target)
+    os.utime(target, (time.time() - 60, time.time() - 60))
+    requests, _ = tick(instance, resources, cursor)
+    assert len(requests) == 1
+    manifest = BatchLedger(resources["storage"].layout).read_manifest(requests[0].partition_key)
+    assert manifest["blob_name"].to_list() == [target.name]

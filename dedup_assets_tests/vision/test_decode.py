@@ -1,0 +1,68 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dedup_assets.demo_data import shipped_photos
+from dedup_assets.vision.decode import MAX_PIXELS, THUMBNAIL_SIDE, DecodeError, decode_thumbnail
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    return shipped_photos()["astronaut"]
+
+
+def encode(image, fmt="JPEG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("quality", [30, 50, 75, 90, 95])
+def test_jpeg_quality_is_estimated_from_the_quantisation_tables(photo, quality):
+    assert abs(decode_thumbnail(encode(photo, quality=quality)).jpeg_quality - quality) <= 2
+
+
+def test_thumbnail_is_small_and_original_size_is_kept(photo):
+    big = photo.resize((1200, 1200))
+    decoded = decode_thumbnail(encode(big, quality=90))
+    assert (decoded.width, decoded.height) == (1200, 1200)
+    assert max(decoded.thumbnail.shape[:2]) == THUMBNAIL_SIDE
+    assert decoded.format == "JPEG"
+
+
+def test_exif_orientation_is_applied(photo):
+    wide = photo.resize((400, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display rotated 90° clockwise
+    decoded = decode_thumbnail(encode(wide, exif=exif.tobytes()))
+    assert (decoded.width, decoded.height) == (200, 400)
+    assert decoded.thumbnail.shape[0] > decoded.thumbnail.shape[1]
+
+
+def test_transparent_png_is_composited_on_white():
+    rgba = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    decoded = decode_thumbnail(encode(rgba, "PNG"))
+    assert decoded.thumbnail.min() == 255
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"<html><body>403 Forbidden</body></html>", "not a recognised image"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 50, "unreadable|corrupt|not a recognised"),
+    ],
+)
+def test_bad_bytes_raise_a_readable_decode_error(data, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode_thumbnail(data)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding():
+    side = int(np.sqrt(MAX_PIXELS)) + 1000
+    # A tiny PNG whose header declares a huge size.
+    header = encode(Image.new("1", (side, side)), "PNG", optimize=True)
+    with pytest.raises(DecodeError, match="decompression bomb"):
+        decode_thumbnail(header)

@@ -1,14 +1,16 @@
 """The hash stage as plain Python: read each blob once, extract features, keep a thumbnail.
 
-Pillow's decoder, OpenCV and the JPEG encoder release the GIL, so a thread pool
-uses every core without pickling images between processes.
+Each worker process reads, decodes and hashes whole blobs, so image bytes never cross a
+process boundary and only the small feature records come back.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -46,12 +48,52 @@ class HashStageResult:
     seconds: float = 0.0
 
 
-def _failure_reason(error: Exception) -> str:
+def failure_reason(error: BaseException) -> str:
     if isinstance(error, (DecodeError, BlobChangedError, PermissionError)):
         return str(error)
     if isinstance(error, FileNotFoundError):
         return "blob no longer exists in the source"
     return f"{type(error).__name__}: {error}"
+
+
+# Set in each worker process by `_start_worker`, so tasks carry only blob names.
+_worker: dict = {}
+
+
+def _start_worker(source: BlobSource, home: str) -> None:
+    _worker["source"] = source
+    _worker["layout"] = StorageLayout(home)
+
+
+def _hash_one(name: str, etag: str) -> ImageFeatures | str:
+    """Read, decode and hash one blob and store its thumbnail; a reason string on failure."""
+    try:
+        features = extract_features(_worker["source"].read_bytes(name, expected_etag=etag))
+        path = _worker["layout"].thumbnail_path(features.content_hash)
+        if not path.exists():  # keyed by content: identical copies share one file
+            write_bytes_atomic(features.thumbnail_jpeg, path)
+        return dataclasses.replace(features, thumbnail_jpeg=b"")
+    except Exception as error:  # recorded per blob; one bad file never fails the batch
+        return failure_reason(error)
+
+
+class _InlineExecutor(Executor):
+    def __init__(self, initializer, initargs):
+        initializer(*initargs)
+
+    def map(self, fn, *iterables, **_):
+        return map(fn, *iterables)
+
+
+def _worker_pool(workers: int, source: BlobSource, home: str) -> Executor:
+    if workers <= 1:
+        return _InlineExecutor(_start_worker, (source, home))
+    # Processes, because decoding and hashing partly hold the GIL; forkserver, because
+    # forking a process that runs Dagster's threads is unsafe.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["dedup_assets.vision.features"])
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(source, home))
 
 
 def hash_blobs(
@@ -62,38 +104,29 @@ def hash_blobs(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> HashStageResult:
     """Hash every blob of an inventory; failures carry a reason instead of raising."""
+    if workers < 0:
+        raise ValueError("workers must be >= 0 (0: one per core)")
     started = time.perf_counter()
     names = inventory["blob_name"].to_list()
     etags = inventory["etag"].to_list()
     workers = workers or os.cpu_count() or 1
-
-    def process(index: int) -> tuple[int, ImageFeatures | None, str | None]:
-        try:
-            features = extract_features(source.read_bytes(names[index], expected_etag=etags[index]))
-            thumbnail = layout.thumbnail_path(features.content_hash)
-            if not thumbnail.exists():  # keyed by content: identical copies share one file
-                write_bytes_atomic(features.thumbnail_jpeg, thumbnail)
-            return index, features, None
-        except Exception as error:  # recorded per blob; one bad file never fails the batch
-            return index, None, _failure_reason(error)
-
     rows: list[tuple] = []
     failures: list[dict] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, (index, features, reason) in enumerate(pool.map(process, range(len(names))), 1):
-            if features is None:
-                failures.append({"blob_name": names[index], "stage": STAGE, "reason": reason})
+    with _worker_pool(workers, source, str(layout.home)) as pool:
+        outcomes = pool.map(_hash_one, names, etags, chunksize=8)
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, str):
+                failures.append({"blob_name": names[index], "stage": STAGE, "reason": outcome})
             else:
                 rows.append((
-                    names[index], etags[index], features.content_hash, features.format,
-                    features.width, features.height, features.bytes, features.jpeg_quality,
-                    features.sharpness, features.wavelet_hash, features.color_signature,
-                    str(layout.thumbnail_path(features.content_hash).relative_to(layout.home)),
+                    names[index], etags[index], outcome.content_hash, outcome.format,
+                    outcome.width, outcome.height, outcome.bytes, outcome.jpeg_quality,
+                    outcome.sharpness, outcome.wavelet_hash, outcome.color_signature,
+                    str(layout.thumbnail_path(outcome.content_hash).relative_to(layout.home)),
                 ))
             if on_progress:
-                on_progress(done, len(names))
-    hashes = _rows_to_frame(rows)
-    return HashStageResult(hashes, failures, time.perf_counter() - started)
+                on_progress(index + 1, len(names))
+    return HashStageResult(_rows_to_frame(rows), failures, time.perf_counter() - started)
 
 
 def _rows_to_frame(rows: list[tuple]) -> pl.DataFrame:

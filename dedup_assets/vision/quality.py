@@ -8,4 +8,5 @@ import numpy as np
 
 def sharpness(gray: np.ndarray) -> float:
     """Variance of the Laplacian: higher means more fine detail (less blur)."""
-    return float(cv2.Laplacian(gray, cv2.CV_32F).var())
+    _, deviation = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F))
+    return float(deviation[0, 0] ** 2)

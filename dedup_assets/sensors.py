@@ -6,10 +6,12 @@ import json
 
 import dagster as dg
 
+from dedup_assets.assets import pipeline_assets
 from dedup_assets.jobs import dedup_job
 from dedup_assets.ledger import BatchLedger, batch_sequence
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
+from dedup_assets.work_planning import partitions_in_progress, partitions_needing_work
 
 
 def register_new_batches(
@@ -43,8 +45,12 @@ def new_blobs_sensor(
     all_keys = ledger.batch_keys()
     known = set(context.instance.get_dynamic_partitions(batch_partitions.name))
     to_add = [key for key in all_keys if key not in known]
-    to_request = [key for key in all_keys if batch_sequence(key) > last_requested]
-    if not to_add and not to_request:
+    unrequested = [key for key in all_keys if batch_sequence(key) > last_requested]
+    # Batches that `dedup run` already materialized, or is running now, need no run.
+    busy = partitions_in_progress(context.instance, dedup_job.name)
+    needing = set(partitions_needing_work(context.instance, [a.key for a in pipeline_assets], unrequested))
+    to_request = [key for key in unrequested if key in needing and key not in busy]
+    if not to_add and not unrequested:
         return dg.SkipReason("no new blobs")
     if created:
         context.log.info(f"cut {len(created)} new batch(es): {created[0]}..{created[-1]}")
@@ -52,6 +58,6 @@ def new_blobs_sensor(
         run_requests=[dg.RunRequest(partition_key=key, run_key=key) for key in to_request],
         dynamic_partitions_requests=[batch_partitions.build_add_request(to_add)] if to_add else [],
         cursor=json.dumps(
-            {"last_requested_sequence": batch_sequence(to_request[-1]) if to_request else last_requested}
+            {"last_requested_sequence": batch_sequence(unrequested[-1]) if unrequested else last_requested}
         ),
     )

@@ -42,8 +42,12 @@ def partitions_needing_work(
         )
         for key in asset_keys
     ]
+    # Partition statuses exist only for partitions the instance knows (a batch the
+    # sensor is adding in this very tick is not one yet).
+    registered = set(instance.get_dynamic_partitions(batch_partitions.name))
+    known = [key for key in partition_keys if key in registered]
     statuses = [
-        instance.get_status_by_partition(key, list(partition_keys), batch_partitions) or {}
+        (instance.get_status_by_partition(key, known, batch_partitions) or {}) if known else {}
         for key in asset_keys
     ]
     needing = []

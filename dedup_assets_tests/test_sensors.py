@@ -86,3 +86,14 @@ def test_an_overwritten_blob_is_processed_again(instance, resources, image_folde
     assert len(requests) == 1
     manifest = BatchLedger(resources["storage"].layout).read_manifest(requests[0].partition_key)
     assert manifest["blob_name"].to_list() == [target.name]
+
+
+def test_batches_already_materialized_by_the_cli_are_not_run_again(instance, resources, layout):
+    from dedup_assets.assets import pipeline_assets
+
+    keys = BatchLedger(layout).register(resources["image_source"].open().iter_blobs(), 10)
+    instance.add_dynamic_partitions("batches", keys)
+    dg.materialize(pipeline_assets, partition_key=keys[0], instance=instance, resources=resources)
+    requests, cursor = tick(instance, resources, None)
+    assert [r.partition_key for r in requests] == keys[1:]
+    assert tick(instance, resources, cursor)[0] == []

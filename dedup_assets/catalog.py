@@ -21,6 +21,8 @@ from dedup_assets.storage import FAILED_BLOBS, StorageLayout
 
 log = logging.getLogger(__name__)
 
+LATEST_ROW_PER_BLOB = {"clusters"}
+
 
 @contextlib.contextmanager
 def _catalog_lock(layout: StorageLayout):
@@ -39,6 +41,13 @@ def _view_sql(layout: StorageLayout, asset_name: str) -> str | None:
     if not any(directory.glob(pattern)):
         return None  # DuckDB refuses a view over a glob that matches nothing.
     glob = str(directory / pattern).replace("'", "''")
+    if asset_name in LATEST_ROW_PER_BLOB:
+        # Groups span batches: a later run rewrites rows of blobs from earlier batches.
+        return (
+            f'create or replace view "{asset_name}" as '
+            f"select * from read_parquet('{glob}', union_by_name = true) "
+            "qualify row_number() over (partition by blob_name order by computed_at desc, batch desc) = 1"
+        )
     return (
         f'create or replace view "{asset_name}" as '
         f"select * from read_parquet('{glob}', union_by_name = true)"

@@ -1,7 +1,9 @@
 """`dedup`: run the pipeline from a terminal, without the UI.
 
-    dedup demo-data            build the labelled demo set under $DEDUP_HOME/demo
+    dedup demo-data [--hard]   build a labelled set under $DEDUP_HOME/demo (or /hard)
     dedup run                  batch everything new in $DEDUP_SOURCE and materialize it
+    dedup evaluate --images DIR --truth CSV
+                               precision/recall on a labelled folder, beside imagededup PHash
     dedup catalog              rebuild the DuckDB views over the Parquet files
 """
 
@@ -27,13 +29,13 @@ def _configure(args: argparse.Namespace) -> None:
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
     _configure(args)
-    from dedup_assets.demo_data import build_demo_set
+    from dedup_assets.demo_data import build_demo_set, build_hard_set
 
-    out = Path(args.out or Path(os.environ["DEDUP_HOME"]) / "demo")
+    out = Path(args.out or Path(os.environ["DEDUP_HOME"]) / ("hard" if args.hard else "demo"))
     if (out / "truth.csv").exists() and not args.force:
-        print(f"demo set already at {out / 'images'} (use --force to rebuild)")
+        print(f"labelled set already at {out / 'images'} (use --force to rebuild)")
         return 0
-    images = build_demo_set(out)
+    images = (build_hard_set if args.hard else build_demo_set)(out)
     print(f"demo set: {len(list(images.iterdir()))} images in {images}, truth in {out / 'truth.csv'}")
     return 0
 
@@ -41,6 +43,12 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     _configure(args)
     import dagster as dg
+
+    return _materialize_all(dg.DagsterInstance.get(), progress=not args.no_progress)
+
+
+def _materialize_all(instance, progress: bool = True) -> int:
+    """Batch what is new in DEDUP_SOURCE, then materialize every batch needing work."""
     from tqdm import tqdm
 
     from dedup_assets.assets import pipeline_assets
@@ -57,7 +65,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     ledger = BatchLedger(layout)
     print(f"source: {source.describe()}")
     created = ledger.register(source.iter_blobs(), max_batch_size=int(os.environ["DEDUP_BATCH_SIZE"]))
-    instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(batch_partitions.name))
     missing = [key for key in ledger.batch_keys() if key not in known]
     if missing:
@@ -69,20 +76,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     sizes = {key: ledger.read_manifest(key).height for key in todo}
     failed_runs = []
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    with tqdm(total=sum(sizes.values()), unit="img", desc="dedup", disable=args.no_progress) as bar:
+    with tqdm(total=sum(sizes.values()), unit="img", desc="dedup", disable=not progress) as bar:
         for key in todo:
             bar.set_postfix_str(key)
             result = job.execute_in_process(
                 partition_key=key, instance=instance, raise_on_error=False, run_config=quiet
             )
             if not result.success:
-                failed_runs.append((key, result.run_id))
+                failed_runs.append((key, result.run_id, _step_errors(result)))
             bar.update(sizes[key])
     register_views(layout)
     _print_summary(layout)
-    for key, run_id in failed_runs:
-        print(f"FAILED: batch {key} (run {run_id}); see `dg dev` or the run's logs", file=sys.stderr)
+    for key, run_id, errors in failed_runs:
+        print(f"FAILED: batch {key} (run {run_id}); details in the Dagster UI", file=sys.stderr)
+        for step, message in errors:
+            print(f"  {step}: {message}", file=sys.stderr)
     return 1 if failed_runs else 0
+
+
+def _step_errors(result) -> list[tuple[str, str]]:
+    errors = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            errors.append((event.step_key, (error.cause or error).message.strip() if error else "unknown error"))
+    return errors
 
 
 def _print_summary(layout) -> None:
@@ -98,6 +116,35 @@ def _print_summary(layout) -> None:
         count = query(layout, f'select count(*) from "{view}"')[0][0]
         print(f"    {view:<20} {count:>8} rows")
     print(f'  try:      duckdb {layout.catalog_path} "select * from failed_blobs"')
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import tempfile
+
+    images = Path(args.images).resolve()
+    from dedup_assets.evaluation import (format_report, imagededup_phash_pairs, pairs_from_clusters,
+                                         read_truth, score)
+
+    truth = read_truth(args.truth)
+    with tempfile.TemporaryDirectory(prefix="dedup-evaluate-") as scratch:
+        args.home = args.home or scratch
+        args.source = str(images)
+        _configure(args)
+        import dagster as dg
+
+        from dedup_assets.catalog import query
+        from dedup_assets.storage import StorageLayout
+
+        with dg.DagsterInstance.ephemeral() as instance:
+            code = _materialize_all(instance, progress=not args.no_progress)
+        layout = StorageLayout(os.environ["DEDUP_HOME"])
+        rows = query(layout, "select blob_name, cluster_id, is_representative from clusters")
+    clusters = {name: cluster for name, cluster, _ in rows}
+    representatives = {name: keep for name, _, keep in rows}
+    ours = score(truth, pairs_from_clusters(clusters), representatives, clusters)
+    baseline = None if args.no_baseline else score(truth, imagededup_phash_pairs(images))
+    print(format_report(str(images), ours, baseline))
+    return code
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
@@ -122,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = common(commands.add_parser("demo-data", help="build the labelled demo image set"))
     demo.add_argument("--out", help="folder for images/ and truth.csv (default: $DEDUP_HOME/demo)")
+    demo.add_argument("--hard", action="store_true", help="the larger set with hard negatives (default out: $DEDUP_HOME/hard)")
     demo.add_argument("--force", action="store_true", help="rebuild even if present")
     demo.set_defaults(func=cmd_demo_data)
 
@@ -130,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="max blobs per batch (default: $DEDUP_BATCH_SIZE or 1000)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
+
+    evaluate = commands.add_parser("evaluate", help="score the graph on a labelled folder, beside imagededup PHash")
+    evaluate.add_argument("--images", required=True, help="folder of labelled images")
+    evaluate.add_argument("--truth", required=True, help="CSV with columns name, group[, kind]")
+    evaluate.add_argument("--home", help="keep outputs here (default: a temporary folder)")
+    evaluate.add_argument("--batch-size", type=int, help="max blobs per batch")
+    evaluate.add_argument("--no-baseline", action="store_true", help="skip imagededup PHash")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     catalog = common(commands.add_parser("catalog", help="rebuild the DuckDB views"))
     catalog.set_defaults(func=cmd_catalog)

@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 TRANSFORMS = ("resize", "recompress", "crop", "color", "text", "rotate", "format")
+# The larger evaluation set adds combinations, grayscale copies and palette transfers.
+HARD_TRANSFORMS = TRANSFORMS + ("grayscale", "recolor", "crop+text+recompress", "resize+color+rotate")
 
 
 def _skimage_photos() -> dict[str, np.ndarray]:
@@ -95,7 +97,28 @@ def transform(image: Image.Image, kind: str, rng: random.Random) -> tuple[Image.
         return image.rotate(angle, resample=Image.Resampling.BILINEAR, expand=False), "JPEG", {"quality": 90}
     if kind == "format":
         return image, rng.choice(["PNG", "WEBP"]), {}
+    if kind == "grayscale":
+        return image.convert("L").convert("RGB"), "JPEG", {"quality": 90}
+    if "+" in kind:
+        for step in kind.split("+"):
+            image, fmt, options = transform(image, step, rng)
+        return image, fmt, options
     raise ValueError(f"unknown transformation {kind!r}")
+
+
+def recolor(image: Image.Image, palette: Image.Image) -> Image.Image:
+    """Reinhard colour transfer: `image`'s content with `palette`'s colour statistics.
+
+    Against the palette photo this is the hard negative "different photo, same colours".
+    """
+    import cv2
+
+    source = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2LAB).astype(np.float32)
+    target = cv2.cvtColor(np.asarray(palette), cv2.COLOR_RGB2LAB).astype(np.float32)
+    mean_s, std_s = source.mean((0, 1)), source.std((0, 1)) + 1e-6
+    mean_t, std_t = target.mean((0, 1)), target.std((0, 1))
+    result = np.clip((source - mean_s) / std_s * std_t + mean_t, 0, 255).astype(np.uint8)
+    return Image.fromarray(cv2.cvtColor(result, cv2.COLOR_LAB2RGB))
 
 
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -103,9 +126,6 @@ _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
 def build_demo_set(out_dir: str | os.PathLike, seed: int = 7, side: int = 1024) -> Path:
     """Write the demo images and `truth.csv`; return the image folder."""
-    out = Path(out_dir)
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     rows: list[tuple[Image.Image, str, dict, str, str]] = []
     for group, photo in shipped_photos().items():
@@ -114,6 +134,46 @@ def build_demo_set(out_dir: str | os.PathLike, seed: int = 7, side: int = 1024) 
         for kind in TRANSFORMS:
             edited, fmt, options = transform(original, kind, rng)
             rows.append((edited, fmt, options, group, kind))
+    return _write_labelled_set(Path(out_dir), rows, rng)
+
+
+def build_hard_set(out_dir: str | os.PathLike, seed: int = 13, side: int = 800,
+                   copies_per_group: int = 6, groups_limit: int | None = None) -> Path:
+    """A larger labelled set with hard negatives.
+
+    Every shipped photo gives five scenes: the whole photo and its four quadrants, which
+    share no pixels with each other (neighbouring crops of one scene), and cover only a
+    quarter of the whole. Each scene gets `copies_per_group` transformed copies drawn
+    from HARD_TRANSFORMS; "recolor" copies take another scene's palette, so they are
+    different photos with the same colours as that scene.
+    """
+    rng = random.Random(seed)
+    scenes: dict[str, Image.Image] = {}
+    for name, photo in shipped_photos().items():
+        scenes[name] = photo
+        w, h = photo.size
+        for label, box in (("tl", (0, 0, w // 2, h // 2)), ("tr", (w // 2, 0, w, h // 2)),
+                           ("bl", (0, h // 2, w // 2, h)), ("br", (w // 2, h // 2, w, h))):
+            scenes[f"{name}-{label}"] = photo.crop(box)
+    names = sorted(scenes)[:groups_limit] if groups_limit else sorted(scenes)
+    rows: list[tuple[Image.Image, str, dict, str, str]] = []
+    for group in names:
+        original = _upscale_to(scenes[group], side)
+        rows.append((original, "JPEG", {"quality": 95}, group, "original"))
+        for kind in rng.sample(HARD_TRANSFORMS, copies_per_group):
+            if kind == "recolor":
+                palette = scenes[rng.choice([n for n in names if n.split("-")[0] != group.split("-")[0]])]
+                edited, fmt, options = recolor(original, palette), "JPEG", {"quality": 90}
+            else:
+                edited, fmt, options = transform(original, kind, rng)
+            rows.append((edited, fmt, options, group, kind))
+    return _write_labelled_set(Path(out_dir), rows, rng)
+
+
+def _write_labelled_set(out: Path, rows: list[tuple[Image.Image, str, dict, str, str]],
+                        rng: random.Random) -> Path:
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
     # Shuffled, opaque names: nothing about the group leaks through the file name.
     order = list(range(len(rows)))
     rng.shuffle(order)
@@ -123,7 +183,7 @@ def build_demo_set(out_dir: str | os.PathLike, seed: int = 7, side: int = 1024) 
         image, fmt, options, group, kind = rows[index]
         name = f"img_{number:04d}.{_EXTENSIONS[fmt]}"
         path = images / name
-        image.save(path, format=fmt, **options)
+        (image.convert("RGB") if fmt == "JPEG" else image).save(path, format=fmt, **options)
         # Originals existed first, as they would in a real collection.
         stamp = base_time + (0 if kind == "original" else 3600 + number)
         os.utime(path, (stamp, stamp))

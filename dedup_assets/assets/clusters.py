@@ -1,0 +1,46 @@
+import dagster as dg
+import polars as pl
+
+from dedup_assets.assets.reporting import markdown_preview
+from dedup_assets.cluster_stage import cluster_batch
+from dedup_assets.corpus import read_all
+from dedup_assets.partitions import batch_partitions
+from dedup_assets.resources import DedupStorageResource
+
+IMAGE_COLUMNS = ["blob_name", "width", "height", "format", "jpeg_quality", "sharpness", "bytes"]
+
+
+@dg.asset(
+    partitions_def=batch_partitions,
+    group_name="decisions",
+    kinds={"polars", "duckdb"},
+    io_manager_key="parquet_io_manager",
+)
+def clusters(
+    context: dg.AssetExecutionContext,
+    verified_pairs: pl.DataFrame,
+    wavelet_hashes: pl.DataFrame,
+    storage: DedupStorageResource,
+) -> dg.Output[pl.DataFrame]:
+    """Duplicate groups touching this batch (star clustering: no transitive chaining) and
+    the best copy of each by resolution, compression, sharpness and age.
+
+    Groups can span batches, so each run writes every member of the groups it touched;
+    the DuckDB view `clusters` keeps the latest row per blob (singletons included).
+    """
+    layout = storage.layout
+    pairs = read_all(layout, "verified_pairs", ["blob_a", "blob_b", "is_duplicate", "coverage_a", "coverage_b", "batch"])
+    if pairs.height:
+        pairs = pairs.sort("batch").unique(subset=["blob_a", "blob_b"], keep="last")
+    images = read_all(layout, "wavelet_hashes", IMAGE_COLUMNS).join(
+        read_all(layout, "blob_inventory", ["blob_name", "last_modified"]).unique("blob_name", keep="last"),
+        on="blob_name", how="left",
+    ).unique("blob_name", keep="last")
+    result = cluster_batch(wavelet_hashes["blob_name"].to_list(), pairs, images)
+    groups = result.filter(pl.col("cluster_size") > 1)
+    return dg.Output(result, metadata={
+        "dagster/row_count": result.height,
+        "duplicate_groups": groups["cluster_id"].n_unique() if groups.height else 0,
+        "duplicates_to_drop": int((~groups["is_representative"]).sum()) if groups.height else 0,
+        "preview": markdown_preview(groups.select("cluster_id", "blob_name", "is_representative", "quality_score", "reason"), 20),
+    })

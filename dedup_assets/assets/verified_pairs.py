@@ -1,0 +1,86 @@
+import functools
+
+import dagster as dg
+import polars as pl
+
+from dedup_assets.assets.reporting import log_progress, markdown_preview
+from dedup_assets.corpus import read_all
+from dedup_assets.partitions import batch_partitions
+from dedup_assets.resources import DedupStorageResource
+from dedup_assets.verify_stage import embedding_pairs, verify_pairs
+from dedup_assets.vision.cascade import CascadePolicy
+from dedup_assets.vision.verify import load_verifier
+
+
+class VerifiedPairsConfig(dg.Config):
+    min_similarity: float = 0.5  # embedding cosine for a candidate pair
+    neighbours: int = 32  # per image, in the embedding search
+    verifier: str = "orb"  # orb (CPU), lightglue or loftr (GPU)
+    verifier_checkpoint: str | None = None  # local LoFTR checkpoint
+    device: str = "auto"
+    workers: int = 2
+    accept_hamming: int = 4
+    min_inliers: int = 15
+    min_coverage: float = 0.55
+    grayscale_is_duplicate: bool = True
+    mirrored_is_duplicate: bool = False
+
+
+_load_verifier = functools.lru_cache(maxsize=2)(load_verifier)
+
+
+@dg.asset(
+    partitions_def=batch_partitions,
+    group_name="decisions",
+    kinds={"opencv", "kornia", "parquet"},
+    io_manager_key="parquet_io_manager",
+)
+def verified_pairs(
+    context: dg.AssetExecutionContext,
+    config: VerifiedPairsConfig,
+    color_candidates: pl.DataFrame,
+    embeddings: pl.DataFrame,
+    storage: DedupStorageResource,
+) -> dg.Output[pl.DataFrame]:
+    """Candidates from both searches (near-hash + colour, and embedding neighbours over
+    every stored batch), decided by the cascade: near-identical hashes are accepted, the
+    uncertain rest verified geometrically. Every pair is kept with its scores, the stage
+    that decided and why."""
+    layout = storage.layout
+    corpus_embeddings = read_all(layout, "embeddings", ["blob_name", "embedding"])
+    from_embeddings = embedding_pairs(embeddings, corpus_embeddings, config.min_similarity, config.neighbours)
+    candidates = (
+        pl.concat([
+            color_candidates.select("blob_a", "blob_b").with_columns(pl.lit("hash").alias("source")),
+            from_embeddings.with_columns(pl.lit("embedding").alias("source")),
+        ])
+        .group_by("blob_a", "blob_b")
+        .agg(pl.col("source").unique().sort().str.join("+").alias("found_by"))
+        .sort("blob_a", "blob_b")
+    )
+    involved = set(candidates["blob_a"]) | set(candidates["blob_b"])
+    features = (
+        read_all(layout, "wavelet_hashes", ["blob_name", "wavelet_hash", "color_signature", "thumbnail"])
+        .filter(pl.col("blob_name").is_in(list(involved)))
+        .join(corpus_embeddings.filter(pl.col("blob_name").is_in(list(involved))), on="blob_name")
+        .unique(subset="blob_name", keep="last")
+    )
+    policy = CascadePolicy(accept_hamming=config.accept_hamming, min_inliers=config.min_inliers,
+                           min_coverage=config.min_coverage, grayscale_is_duplicate=config.grayscale_is_duplicate,
+                           mirrored_is_duplicate=config.mirrored_is_duplicate)
+    verifier = _load_verifier(config.verifier, config.device, allow_mirrored=config.mirrored_is_duplicate,
+                              checkpoint=config.verifier_checkpoint)
+    pairs, seconds = verify_pairs(candidates, features, layout, verifier, policy, config.workers,
+                                  on_progress=log_progress(context.log, "verified"))
+    verified = pairs["inliers"].drop_nulls().len()
+    return dg.Output(pairs, metadata={
+        "dagster/row_count": pairs.height,
+        "duplicates": int(pairs["is_duplicate"].sum()) if pairs.height else 0,
+        "geometrically_verified": verified,
+        "verifier": verifier.name,
+        "pairs_per_second": round(verified / max(seconds, 1e-9), 1),
+        "decided_by": dg.MetadataValue.json(
+            {str(k): int(v) for k, v in pairs.group_by("decided_by").len().rows()} if pairs.height else {}
+        ),
+        "preview": markdown_preview(pairs.filter(pl.col("is_duplicate"))),
+    })

@@ -1,0 +1,75 @@
+"""The cluster stage as plain Python: duplicate groups touching a batch, and the copy
+to keep in each, from every verified pair stored so far."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import polars as pl
+
+from dedup_assets.vision.clustering import Image, quality_score, star_clusters
+
+CLUSTER_SCHEMA = {
+    "blob_name": pl.String, "cluster_id": pl.String, "representative": pl.String,
+    "is_representative": pl.Boolean, "cluster_size": pl.Int32, "quality_score": pl.Float32,
+    "reason": pl.String, "computed_at": pl.Datetime("us", "UTC"),
+}
+# A pair member whose whole frame lies inside the other copy, which it covers only
+# partly, is a crop of it: never kept over the copy that contains it.
+_CONTAINED, _PARTIAL = 0.97, 0.9
+
+
+def _connected(start: set[str], neighbours: dict[str, set[str]]) -> set[str]:
+    seen, stack = set(start), list(start)
+    while stack:
+        for other in neighbours[stack.pop()]:
+            if other not in seen:
+                seen.add(other)
+                stack.append(other)
+    return seen
+
+
+def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFrame,
+                  now: datetime | None = None) -> pl.DataFrame:
+    """Clusters of every component of the duplicate graph that touches `batch_names`.
+
+    pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b (every stored batch)
+    images: blob_name, width, height, format, jpeg_quality, sharpness, bytes, last_modified
+    """
+    now = now or datetime.now(timezone.utc)
+    duplicates = pairs.filter(pl.col("is_duplicate"))
+    neighbours: dict[str, set[str]] = defaultdict(set)
+    contained: set[str] = set()
+    for a, b, coverage_a, coverage_b in duplicates.select("blob_a", "blob_b", "coverage_a", "coverage_b").rows():
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+        if coverage_a is not None and coverage_a >= _CONTAINED and coverage_b <= _PARTIAL:
+            contained.add(a)
+        if coverage_b is not None and coverage_b >= _CONTAINED and coverage_a <= _PARTIAL:
+            contained.add(b)
+    known = set(images["blob_name"])
+    members = _connected(set(batch_names) & known, neighbours) & known
+    selected = images.filter(pl.col("blob_name").is_in(list(members))).sort("last_modified", "blob_name")
+    records = []
+    scores = {}
+    for age, row in enumerate(selected.iter_rows(named=True)):
+        score = quality_score(row["width"], row["height"], row["format"], row["jpeg_quality"],
+                              row["sharpness"], row["bytes"])
+        scores[row["blob_name"]] = score
+        records.append(Image(row["blob_name"], score, age, row["blob_name"] in contained))
+    edges = [(a, b) for a in members for b in neighbours[a] if b in members and a < b]
+    rows = []
+    for representative, group in star_clusters(records, edges):
+        cluster_id = hashlib.sha1(representative.encode()).hexdigest()[:16]
+        for name in group:
+            keep = name == representative
+            if len(group) == 1:
+                reason = "unique"
+            elif keep:
+                reason = f"kept: best of {len(group)} copies (quality {scores[name]:.2f})"
+            else:
+                reason = f"duplicate of {representative} (quality {scores[name]:.2f} vs {scores[representative]:.2f})"
+            rows.append((name, cluster_id, representative, keep, len(group), scores[name], reason, now))
+    return pl.DataFrame(rows, schema=CLUSTER_SCHEMA, orient="row").sort("cluster_id", "blob_name")

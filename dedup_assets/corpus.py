@@ -1,0 +1,25 @@
+"""Reads across every batch: the incremental stages search a new batch against all
+stored images, straight from the Parquet partitions (no Dagster input per batch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from dedup_assets.storage import StorageLayout
+
+
+def read_all(layout: StorageLayout, asset_name: str, columns: list[str]) -> pl.DataFrame:
+    """Selected columns of every stored partition of an asset (empty if none yet)."""
+    directory = layout.asset_dir(asset_name)
+    if not any(directory.glob("*.parquet")):
+        return pl.DataFrame()
+    return pl.scan_parquet(directory / "*.parquet").select(columns).collect()
+
+
+def embeddings_matrix(frame: pl.DataFrame, dim: int | None = None) -> np.ndarray:
+    """The float16 `embedding` column (raw bytes per row) as a float32 matrix."""
+    if frame.height == 0:
+        return np.zeros((0, dim or 0), np.float32)
+    raw = b"".join(frame["embedding"].to_list())
+    return np.frombuffer(raw, dtype="<f2").reshape(frame.height, -1).astype(np.float32)

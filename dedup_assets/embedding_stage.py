@@ -1,0 +1,52 @@
+"""The embedding stage as plain Python: thumbnails in, float16 unit vectors out."""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Callable
+
+import cv2
+import numpy as np
+import polars as pl
+
+from dedup_assets.storage import StorageLayout
+from dedup_assets.vision.embedders import TorchEmbedder, load_embedder
+
+EMBEDDING_SCHEMA = {"blob_name": pl.String, "content_hash": pl.String, "model": pl.String, "embedding": pl.Binary}
+
+
+@functools.lru_cache(maxsize=2)
+def cached_embedder(model: str, weights: str | None, device: str) -> TorchEmbedder:
+    # `dedup run` materializes many batches in one process: load the weights once.
+    return load_embedder(model, weights, device)
+
+
+def load_thumbnail(layout: StorageLayout, relative_path: str) -> np.ndarray:
+    pixels = cv2.imread(str(layout.home / relative_path), cv2.IMREAD_COLOR)
+    if pixels is None:
+        raise FileNotFoundError(f"thumbnail missing or unreadable: {relative_path}")
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+
+
+def embed_batch(hashes: pl.DataFrame, layout: StorageLayout, embedder: TorchEmbedder,
+                batch_size: int = 32, on_progress: Callable[[int, int], None] | None = None) -> tuple[pl.DataFrame, float]:
+    """One embedding per distinct content (identical copies share it), from thumbnails."""
+    started = time.perf_counter()
+    distinct = hashes.unique(subset="content_hash", keep="first", maintain_order=True)
+    vectors: dict[str, bytes] = {}
+    rows = distinct.select("content_hash", "thumbnail").rows()
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        matrix = embedder.embed([load_thumbnail(layout, path) for _, path in chunk], batch_size=batch_size)
+        for (content, _), vector in zip(chunk, matrix.astype("<f2")):
+            vectors[content] = vector.tobytes()
+        if on_progress:
+            on_progress(min(start + batch_size, len(rows)), len(rows))
+    frame = pl.DataFrame({
+        "blob_name": hashes["blob_name"],
+        "content_hash": hashes["content_hash"],
+        "model": [embedder.name] * hashes.height,
+        "embedding": [vectors[c] for c in hashes["content_hash"]],
+    }, schema=EMBEDDING_SCHEMA)
+    return frame, time.perf_counter() - started

@@ -1,0 +1,92 @@
+"""The verification stage as plain Python: gather candidates from both searches, then
+run the cascade (hash → policy → geometric verification) on each pair."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+import polars as pl
+
+from dedup_assets.corpus import embeddings_matrix
+from dedup_assets.embedding_stage import load_thumbnail
+from dedup_assets.storage import StorageLayout
+from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
+from dedup_assets.vision.color import color_distance
+from dedup_assets.vision.search import EmbeddingIndex
+from dedup_assets.vision.verify import Verification, Verifier
+
+VERIFIED_SCHEMA = {
+    "blob_a": pl.String, "blob_b": pl.String, "found_by": pl.String,
+    "hamming": pl.Int32, "color_distance": pl.Float32, "cosine": pl.Float32,
+    "matches": pl.Int32, "inliers": pl.Int32, "coverage_a": pl.Float32, "coverage_b": pl.Float32,
+    "mirrored": pl.Boolean, "is_duplicate": pl.Boolean, "decided_by": pl.String, "reason": pl.String,
+}
+
+
+def embedding_pairs(batch: pl.DataFrame, corpus: pl.DataFrame, min_similarity: float, k: int = 32) -> pl.DataFrame:
+    """Nearest neighbours of the batch's embeddings in the whole corpus, as name pairs."""
+    if batch.height == 0 or corpus.height == 0:
+        return pl.DataFrame(schema={"blob_a": pl.String, "blob_b": pl.String})
+    found = EmbeddingIndex(embeddings_matrix(corpus)).neighbours(embeddings_matrix(batch), min_similarity, k)
+    names_1 = batch["blob_name"].to_numpy()[found.query]
+    names_2 = corpus["blob_name"].to_numpy()[found.reference]
+    return (
+        pl.DataFrame({"name_1": names_1, "name_2": names_2}, schema={"name_1": pl.String, "name_2": pl.String})
+        .filter(pl.col("name_1") != pl.col("name_2"))
+        .select(pl.min_horizontal("name_1", "name_2").alias("blob_a"),
+                pl.max_horizontal("name_1", "name_2").alias("blob_b"))
+        .unique()
+    )
+
+
+def verify_pairs(
+    candidates: pl.DataFrame,  # blob_a, blob_b, found_by
+    features: pl.DataFrame,  # blob_name, wavelet_hash, color_signature, thumbnail, embedding
+    layout: StorageLayout,
+    verifier: Verifier,
+    policy: CascadePolicy,
+    workers: int = 2,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[pl.DataFrame, float]:
+    started = time.perf_counter()
+    if candidates.height == 0:
+        return pl.DataFrame(schema=VERIFIED_SCHEMA), 0.0
+    row_of = {name: i for i, name in enumerate(features["blob_name"].to_list())}
+    a = np.array([row_of[n] for n in candidates["blob_a"]])
+    b = np.array([row_of[n] for n in candidates["blob_b"]])
+    hashes = features["wavelet_hash"].to_numpy()
+    signatures = np.stack(features["color_signature"].to_numpy())
+    vectors = embeddings_matrix(features)
+    hamming = np.array([int(x).bit_count() for x in np.bitwise_xor(hashes[a], hashes[b])], dtype=np.int32)
+    colour = color_distance(signatures[a], signatures[b]).astype(np.float32)
+    cosine = np.einsum("ij,ij->i", vectors[a], vectors[b]).astype(np.float32)
+    gray = np.array([is_grayscale(s) for s in signatures])
+    thumbnails = features["thumbnail"].to_list()
+
+    to_verify = [i for i in range(len(a)) if needs_verification(hamming[i], colour[i], cosine[i], policy)]
+
+    def run(i: int) -> Verification:
+        return verifier.verify(load_thumbnail(layout, thumbnails[a[i]]), load_thumbnail(layout, thumbnails[b[i]]))
+
+    verifications: dict[int, Verification] = {}
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # OpenCV releases the GIL
+        for done, (i, result) in enumerate(zip(to_verify, pool.map(run, to_verify)), 1):
+            verifications[i] = result
+            if on_progress:
+                on_progress(done, len(to_verify))
+
+    rows = []
+    for i in range(len(a)):
+        verification = verifications.get(i)
+        decision = decide(int(hamming[i]), float(colour[i]), float(cosine[i]), bool(gray[a[i]]),
+                          bool(gray[b[i]]), verification, policy)
+        v = verification or Verification(0, 0, 0.0, 0.0)
+        rows.append((candidates["blob_a"][i], candidates["blob_b"][i], candidates["found_by"][i],
+                     int(hamming[i]), float(colour[i]), float(cosine[i]),
+                     v.matches if verification else None, v.inliers if verification else None,
+                     v.coverage_a if verification else None, v.coverage_b if verification else None,
+                     v.mirrored, decision.is_duplicate, decision.stage, decision.reason))
+    return pl.DataFrame(rows, schema=VERIFIED_SCHEMA, orient="row"), time.perf_counter() - started

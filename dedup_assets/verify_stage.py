@@ -22,7 +22,7 @@ VERIFIED_SCHEMA = {
     "blob_a": pl.String, "blob_b": pl.String, "found_by": pl.String,
     "hamming": pl.Int32, "color_distance": pl.Float32, "cosine": pl.Float32,
     "matches": pl.Int32, "inliers": pl.Int32, "coverage_a": pl.Float32, "coverage_b": pl.Float32,
-    "inlier_spread": pl.Float32, "mirrored": pl.Boolean, "is_duplicate": pl.Boolean, "decided_by": pl.String, "reason": pl.String,
+    "inlier_spread": pl.Float32, "agreement": pl.Float32, "mirrored": pl.Boolean, "is_duplicate": pl.Boolean, "decided_by": pl.String, "reason": pl.String,
 }
 
 
@@ -88,5 +88,5 @@ def verify_pairs(
                      int(hamming[i]), float(colour[i]), float(cosine[i]),
                      v.matches if verification else None, v.inliers if verification else None,
                      v.coverage_a if verification else None, v.coverage_b if verification else None,
-                     v.spread if verification else None, v.mirrored, decision.is_duplicate, decision.stage, decision.reason))
+                     v.spread if verification else None, v.agreement if verification else None, v.mirrored, decision.is_duplicate, decision.stage, decision.reason))
     return pl.DataFrame(rows, schema=VERIFIED_SCHEMA, orient="row"), time.perf_counter() - started

@@ -22,7 +22,7 @@ class VerifiedPairsConfig(dg.Config):
     accept_hamming: int = 4
     min_inliers: int = 15
     min_coverage: float = 0.55
-    min_spread: float = 0.15
+    min_agreement: float = 0.6
     grayscale_is_duplicate: bool = True
     mirrored_is_duplicate: bool = False
 
@@ -67,7 +67,7 @@ def verified_pairs(
         .unique(subset="blob_name", keep="last")
     )
     policy = CascadePolicy(accept_hamming=config.accept_hamming, min_inliers=config.min_inliers,
-                           min_coverage=config.min_coverage, min_spread=config.min_spread,
+                           min_coverage=config.min_coverage, min_agreement=config.min_agreement,
                            grayscale_is_duplicate=config.grayscale_is_duplicate,
                            mirrored_is_duplicate=config.mirrored_is_duplicate)
     verifier = _load_verifier(config.verifier, config.device, allow_mirrored=config.mirrored_is_duplicate,

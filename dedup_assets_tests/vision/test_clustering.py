@@ -1,0 +1,48 @@
+from dedup_assets.vision.clustering import Image, fidelity, pick_representative, quality_score, star_clusters
+
+
+def image(name, pixels=1_000_000, quality=0.95, age=0, part=False):
+    return Image(name, pixels, quality, quality_score(pixels, 1, "JPEG", int(quality * 100), 100, pixels // 4),
+                 age, part)
+
+
+def test_a_chain_does_not_merge_two_non_duplicates():
+    # A~B and B~C, but A and C are not duplicates: A and C must not share a group.
+    images = [image("A", age=0), image("B", age=1), image("C", age=2)]
+    groups = star_clusters(images, [("A", "B"), ("B", "C")])
+    group_of = {member: rep for rep, members in groups for member in members}
+    assert group_of["A"] != group_of["C"]
+    assert sorted(len(m) for _, m in groups) == [1, 2]
+
+
+def test_every_member_is_a_verified_duplicate_of_its_representative():
+    images = [image(n, age=i) for i, n in enumerate("ABCDE")]
+    pairs = [("A", "B"), ("A", "C"), ("C", "D"), ("D", "E")]
+    for representative, members in star_clusters(images, pairs):
+        for member in members:
+            if member != representative:
+                assert (representative, member) in pairs or (member, representative) in pairs
+
+
+def test_singletons_are_groups_of_one():
+    groups = star_clusters([image("solo"), image("A"), image("B")], [("A", "B")])
+    assert ("solo", ["solo"]) in groups
+
+
+def test_the_representative_is_the_best_copy():
+    original = image("original", pixels=4_000_000, quality=0.95, age=0)
+    resized = image("resized", pixels=1_000_000, quality=0.95, age=1)
+    recompressed = image("recompressed", pixels=4_000_000, quality=0.35, age=2)
+    cropped = image("cropped", pixels=4_100_000, quality=0.95, age=3, part=True)
+    assert pick_representative([resized, recompressed, cropped, original]).name == "original"
+    # Equal resolution and fidelity: the older copy (the original) is kept.
+    resaved = image("resaved", pixels=4_000_000, quality=0.94, age=5)
+    assert pick_representative([resaved, original]).name == "original"
+    # A larger, newer copy wins over a smaller original.
+    upscaled = image("bigger", pixels=9_000_000, quality=0.95, age=9)
+    assert pick_representative([original, upscaled]).name == "bigger"
+
+
+def test_lossless_copies_of_a_jpeg_gain_nothing_over_it():
+    assert fidelity("PNG", None) == fidelity("JPEG", 95)
+    assert fidelity("WEBP", None) < fidelity("JPEG", 90)

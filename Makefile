@@ -2,7 +2,6 @@
 VENV ?= .venv
 PYTHON ?= python3
 export DEDUP_HOME ?= $(CURDIR)/data
-export DAGSTER_HOME ?= $(CURDIR)
 export HF_HUB_OFFLINE = 1
 
 .PHONY: demo test install ui clean
@@ -26,8 +25,8 @@ test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 ui: $(VENV)/.installed
-	$(VENV)/bin/dagster dev -w workspace.yaml
+	$(VENV)/bin/dedup ui
 
 clean:
 	rm -rf $(DEDUP_HOME)/parquet $(DEDUP_HOME)/batches $(DEDUP_HOME)/thumbnails \
-	       $(DEDUP_HOME)/dedup.duckdb $(DEDUP_HOME)/history $(DEDUP_HOME)/schedules $(DEDUP_HOME)/storage
+	       $(DEDUP_HOME)/dedup.duckdb $(DEDUP_HOME)/dagster

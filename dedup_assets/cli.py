@@ -4,6 +4,7 @@
     dedup run                  batch everything new in $DEDUP_SOURCE and materialize it
     dedup evaluate --images DIR --truth CSV
                                precision/recall on a labelled folder, beside imagededup PHash
+    dedup ui                   the Dagster UI on the same instance and data
     dedup catalog              rebuild the DuckDB views over the Parquet files
 """
 
@@ -167,6 +168,14 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    _configure(args)
+    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w",
+               str(Path(__file__).resolve().parent.parent / "workspace.yaml"), "-p", str(args.port)]
+    print(f"DEDUP_HOME={os.environ['DEDUP_HOME']} DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    os.execv(command[0], command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dedup", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-baseline", action="store_true", help="skip imagededup PHash")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    ui = common(commands.add_parser("ui", help="the Dagster UI (dagster dev) on this project's instance"))
+    ui.add_argument("--source", help="image folder (default: $DEDUP_SOURCE)")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
 
     catalog = common(commands.add_parser("catalog", help="rebuild the DuckDB views"))
     catalog.set_defaults(func=cmd_catalog)

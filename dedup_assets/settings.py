@@ -15,16 +15,25 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = PROJECT_ROOT / "data"
 
 
+def prepare_dagster_home(dagster_home: Path) -> Path:
+    """Create the instance folder; link the project's dagster.yaml unless it has its own."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists() and (PROJECT_ROOT / "dagster.yaml").exists():
+        config.symlink_to(PROJECT_ROOT / "dagster.yaml")
+    return dagster_home
+
+
 def apply_defaults() -> None:
     home = Path(os.environ.get("DEDUP_HOME") or DEFAULT_HOME).resolve()
+    home.mkdir(parents=True, exist_ok=True)
     os.environ["DEDUP_HOME"] = str(home)
     os.environ.setdefault("DEDUP_SOURCE", str(home / "demo" / "images"))
     os.environ.setdefault("DEDUP_BATCH_SIZE", "1000")
     os.environ.setdefault("DEDUP_SETTLE_SECONDS", "5")
-    # The instance config (dagster.yaml) lives at the project root and stores
-    # everything under $DEDUP_HOME.
-    if not os.environ.get("DAGSTER_HOME") and (PROJECT_ROOT / "dagster.yaml").exists():
-        os.environ["DAGSTER_HOME"] = str(PROJECT_ROOT)
+    # The Dagster instance lives under $DEDUP_HOME/dagster (runs, event logs, schedules,
+    # compute logs), configured by the project's dagster.yaml.
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster").resolve()
+    os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(dagster_home))
     # No model hub is reachable in this project's environments: fail fast on a miss.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    home.mkdir(parents=True, exist_ok=True)

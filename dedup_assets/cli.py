@@ -57,12 +57,12 @@ def _materialize_all(instance, progress: bool = True) -> int:
     from dedup_assets.definitions import defs
     from dedup_assets.ledger import BatchLedger
     from dedup_assets.partitions import batch_partitions
-    from dedup_assets.sources.local import open_source
+    from dedup_assets.sources.factory import source_from_environment
     from dedup_assets.storage import StorageLayout
     from dedup_assets.work_planning import partitions_needing_work
 
     layout = StorageLayout(os.environ["DEDUP_HOME"])
-    source = open_source(os.environ["DEDUP_SOURCE"])
+    source = source_from_environment()
     ledger = BatchLedger(layout)
     print(f"source: {source.describe()}")
     created = ledger.register(source.iter_blobs(), max_batch_size=int(os.environ["DEDUP_BATCH_SIZE"]))

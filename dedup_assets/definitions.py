@@ -14,8 +14,20 @@ from dedup_assets.settings import apply_defaults
 
 apply_defaults()
 
+def _secret(name: str) -> dg.EnvVar | None:
+    # Only the variables that are set: an unset dg.EnvVar fails the whole code location.
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
 resources = {
-    "image_source": ImageSourceResource(uri=dg.EnvVar("DEDUP_SOURCE")),
+    "image_source": ImageSourceResource(
+        uri=dg.EnvVar("DEDUP_SOURCE"),
+        connection_string=_secret("AZURE_STORAGE_CONNECTION_STRING"),
+        account_url=_secret("AZURE_STORAGE_ACCOUNT_URL"),
+        account_key=_secret("AZURE_STORAGE_KEY"),
+        sas_token=_secret("AZURE_STORAGE_SAS_TOKEN"),
+        download_concurrency=dg.EnvVar.int("DEDUP_DOWNLOAD_CONCURRENCY"),
+    ),
     "storage": DedupStorageResource(home=dg.EnvVar("DEDUP_HOME")),
     "parquet_io_manager": ParquetIOManager(home=dg.EnvVar("DEDUP_HOME")),
     "batching": BatchingResource(

@@ -10,9 +10,10 @@ import dataclasses
 import multiprocessing
 import os
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import polars as pl
@@ -68,7 +69,15 @@ def _start_worker(source: BlobSource, home: str) -> None:
 def _hash_one(name: str, etag: str) -> ImageFeatures | str:
     """Read, decode and hash one blob and store its thumbnail; a reason string on failure."""
     try:
-        features = extract_features(_worker["source"].read_bytes(name, expected_etag=etag))
+        data = _worker["source"].read_bytes(name, expected_etag=etag)
+    except Exception as error:
+        return failure_reason(error)
+    return _hash_bytes(data)
+
+
+def _hash_bytes(data: bytes) -> ImageFeatures | str:
+    try:
+        features = extract_features(data)
         path = _worker["layout"].thumbnail_path(features.content_hash)
         if not path.exists():  # keyed by content: identical copies share one file
             write_bytes_atomic(features.thumbnail_jpeg, path)
@@ -83,6 +92,11 @@ class _InlineExecutor(Executor):
 
     def map(self, fn, *iterables, **_):
         return map(fn, *iterables)
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
 
 
 def _worker_pool(workers: int, source: BlobSource, home: str) -> Executor:
@@ -112,8 +126,14 @@ def hash_blobs(
     workers = workers or os.cpu_count() or 1
     rows: list[tuple] = []
     failures: list[dict] = []
-    with _worker_pool(workers, source, str(layout.home)) as pool:
-        outcomes = pool.map(_hash_one, names, etags, chunksize=8)
+    remote = getattr(source, "is_remote", False)
+    # A remote source's client stays in this process (downloads are I/O: threads); local
+    # files are read by the workers themselves.
+    with _worker_pool(workers, None if remote else source, str(layout.home)) as pool:
+        if remote:
+            outcomes = _download_then_hash(source, names, etags, pool, workers)
+        else:
+            outcomes = pool.map(_hash_one, names, etags, chunksize=8)
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, str):
                 failures.append({"blob_name": names[index], "stage": STAGE, "reason": outcome})
@@ -127,6 +147,36 @@ def hash_blobs(
             if on_progress:
                 on_progress(index + 1, len(names))
     return HashStageResult(_rows_to_frame(rows), failures, time.perf_counter() - started)
+
+
+def _download_then_hash(source: BlobSource, names: list[str], etags: list[str], pool: Executor,
+                        workers: int) -> Iterator[ImageFeatures | str]:
+    """Downloads with bounded concurrency feeding the decode workers, in order, with a
+    bounded number of blobs in memory at any time."""
+    concurrency = max(1, getattr(source, "download_concurrency", 8))
+
+    def download(index: int) -> bytes | str:
+        try:
+            return source.read_bytes(names[index], expected_etag=etags[index])
+        except Exception as error:
+            return failure_reason(error)
+
+    downloads: deque[Future] = deque()
+    decodes: deque[Future | str] = deque()
+    indices = iter(range(len(names)))
+    with ThreadPoolExecutor(concurrency) as downloader:
+        while True:
+            while len(downloads) < 2 * concurrency and (index := next(indices, None)) is not None:
+                downloads.append(downloader.submit(download, index))
+            while downloads and (downloads[0].done() or len(decodes) < 2 * workers):
+                data = downloads.popleft().result()
+                decodes.append(data if isinstance(data, str) else pool.submit(_hash_bytes, data))
+            if not decodes:
+                if not downloads:
+                    return
+                continue
+            head = decodes.popleft()
+            yield head if isinstance(head, str) else head.result()
 
 
 def _rows_to_frame(rows: list[tuple]) -> pl.DataFrame:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import re
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from dedup_assets.sources import BlobInfo
 from dedup_assets.storage import StorageLayout, write_parquet_atomic
@@ -26,7 +29,9 @@ MANIFEST_SCHEMA = {
     "size": pl.Int64,
     "etag": pl.String,
     "last_modified": pl.Datetime("us", "UTC"),
+    "content_md5": pl.String,
 }
+LISTING_CHUNK = 50_000  # rows held in memory while a listing streams to disk
 _BATCH_KEY = re.compile(r"^batch-(\d{6,})$")
 
 
@@ -99,13 +104,19 @@ class BatchLedger:
         now = now or datetime.now(timezone.utc)
         cutoff = now - timedelta(seconds=settle_seconds)
         with self._locked():
-            listing = _to_frame(blobs)
-            settled = listing.filter(pl.col("last_modified") <= cutoff)
-            fresh = (
-                settled.join(self.known_versions(), on=["blob_name", "etag"], how="anti")
-                .unique(subset=["blob_name", "etag"], keep="first")
-                .sort("last_modified", "blob_name")
-            )
+            listing_path = self.directory / f".listing-{uuid.uuid4().hex}.parquet"
+            try:
+                _stream_to_parquet(blobs, listing_path)
+                fresh = (
+                    pl.scan_parquet(listing_path)
+                    .filter(pl.col("last_modified") <= cutoff)
+                    .join(self.known_versions().lazy(), on=["blob_name", "etag"], how="anti")
+                    .unique(subset=["blob_name", "etag"], keep="first")
+                    .sort("last_modified", "blob_name")
+                    .collect()
+                )
+            finally:
+                listing_path.unlink(missing_ok=True)
             existing = self.batch_keys()
             next_sequence = batch_sequence(existing[-1]) + 1 if existing else 1
             keys = []
@@ -116,9 +127,27 @@ class BatchLedger:
             return keys
 
 
-def _to_frame(blobs: Iterable[BlobInfo]) -> pl.DataFrame:
-    def rows() -> Iterator[tuple]:
-        for blob in blobs:
-            yield (blob.name, blob.size, blob.etag, blob.last_modified)
+def _rows(blobs: Iterable[BlobInfo]) -> Iterator[tuple]:
+    for blob in blobs:
+        yield (blob.name, blob.size, blob.etag, blob.last_modified, blob.content_md5)
 
-    return pl.DataFrame(list(rows()), schema=MANIFEST_SCHEMA, orient="row")
+
+def _to_frame(blobs: Iterable[BlobInfo]) -> pl.DataFrame:
+    return pl.DataFrame(list(_rows(blobs)), schema=MANIFEST_SCHEMA, orient="row")
+
+
+def _stream_to_parquet(blobs: Iterable[BlobInfo], path) -> None:
+    """A listing of any length to Parquet, LISTING_CHUNK rows at a time: millions of
+    blobs never sit in memory as Python objects."""
+    writer = None
+    try:
+        rows = _rows(blobs)
+        while chunk := list(itertools.islice(rows, LISTING_CHUNK)):
+            table = pl.DataFrame(chunk, schema=MANIFEST_SCHEMA, orient="row").to_arrow()
+            writer = writer or pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+        if writer is None:
+            pl.DataFrame(schema=MANIFEST_SCHEMA).write_parquet(path)
+    finally:
+        if writer is not None:
+            writer.close()

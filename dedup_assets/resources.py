@@ -5,17 +5,28 @@ from __future__ import annotations
 import dagster as dg
 
 from dedup_assets.ledger import BatchLedger
-from dedup_assets.sources.local import open_source
+from dedup_assets.sources.factory import open_source
 from dedup_assets.storage import StorageLayout
 
 
 class ImageSourceResource(dg.ConfigurableResource):
-    """The images to deduplicate: a local folder (Azure containers come later)."""
+    """The images to deduplicate: a local folder, or `az://<container>/<prefix>`.
+
+    For Azure, either a connection string, or an account URL with an account key, a SAS
+    token or neither (then DefaultAzureCredential: managed identity, CLI login, ...).
+    Secrets come from the environment through `dg.EnvVar` and are never logged.
+    """
 
     uri: str
+    connection_string: str | None = None
+    account_url: str | None = None
+    account_key: str | None = None
+    sas_token: str | None = None
+    download_concurrency: int = 16
 
     def open(self):
-        return open_source(self.uri)
+        return open_source(self.uri, self.connection_string, self.account_url, self.account_key,
+                           self.sas_token, self.download_concurrency)
 
 
 class DedupStorageResource(dg.ConfigurableResource):

@@ -31,6 +31,7 @@ def apply_defaults() -> None:
     os.environ.setdefault("DEDUP_SOURCE", str(home / "demo" / "images"))
     os.environ.setdefault("DEDUP_BATCH_SIZE", "1000")
     os.environ.setdefault("DEDUP_SETTLE_SECONDS", "5")
+    os.environ.setdefault("DEDUP_DOWNLOAD_CONCURRENCY", "16")
     # The Dagster instance lives under $DEDUP_HOME/dagster (runs, event logs, schedules,
     # compute logs), configured by the project's dagster.yaml.
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster").resolve()

@@ -78,3 +78,23 @@ def instance_with_ref():
     """A temporary on-disk instance, for contexts (schedules) that need an instance ref."""
     with dg.instance_for_test() as instance:
         yield instance
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """One in-memory Azurite for the session; tests use their own containers."""
+    from dedup_assets_tests.azurite import Azurite
+
+    emulator = Azurite(tmp_path_factory.mktemp("azurite")).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def container(azurite, request):
+    import re as _re
+
+    name = _re.sub(r"[^a-z0-9]", "", request.node.name.lower())[:50] or "test"
+    client = azurite.container(name)
+    yield client
+    client.delete_container()

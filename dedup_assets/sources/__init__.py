@@ -16,6 +16,7 @@ class BlobInfo:
     size: int
     etag: str
     last_modified: datetime  # UTC
+    content_md5: str | None = None  # hex, when the store records one
 
 
 class BlobChangedError(RuntimeError):

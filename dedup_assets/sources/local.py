@@ -64,14 +64,3 @@ class LocalFolderSource:
                     "blob changed since it was inventoried; its new version gets its own batch"
                 )
             return handle.read()
-
-
-def open_source(uri: str):
-    """Build the source named by `DEDUP_SOURCE` (a folder path or file:// URI)."""
-    if uri.startswith("az://") or uri.startswith("abfs://"):
-        raise NotImplementedError(
-            "Azure sources (az://container/prefix) are not supported yet; use a local folder"
-        )
-    if uri.startswith("file://"):
-        uri = uri[len("file://"):]
-    return LocalFolderSource(uri)

@@ -1,0 +1,212 @@
+"""An Azure Blob Storage container (optionally a prefix in it) as a blob source.
+
+`az://<container>/<prefix>` names it; the account and credentials come from the caller
+(the Dagster resource reads them from the environment). Every request goes through the
+SDK's bounded exponential retry (timeouts, 5xx, dropped connections) and, around it, this
+module's handling of HTTP 429 and `Retry-After`, which the SDK does not honour.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterator, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+
+from dedup_assets.sources import BlobChangedError, BlobInfo
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+THROTTLED = {429, 503}
+_SECRET_PATTERNS = [
+    re.compile(r"(AccountKey=)[^;\s]+", re.IGNORECASE),
+    re.compile(r"(SharedAccessSignature=)[^;\s]+", re.IGNORECASE),
+    re.compile(r"([?&]sig=)[^&\s]+", re.IGNORECASE),
+]
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Remove account keys, SAS signatures and any known secret value from text."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(r"\1***", text)
+    return text
+
+
+def parse_azure_uri(uri: str) -> tuple[str, str]:
+    """`az://container/some/prefix` → ("container", "some/prefix/")."""
+    match = re.fullmatch(r"(?:az|abfs)://([^/]+)/?(.*)", uri)
+    if not match:
+        raise ValueError(f"not an Azure source: {uri!r} (expected az://<container>/<optional prefix>)")
+    container, prefix = match.group(1), match.group(2).strip("/")
+    return container, f"{prefix}/" if prefix else ""
+
+
+def retry_after_seconds(error: HttpResponseError, default: float) -> float:
+    headers = getattr(error.response, "headers", None) or {}
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        moment = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+
+
+def with_throttle_retry(call: Callable[[], T], attempts: int = 8, max_wait: float = 60.0,
+                        sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run `call`, waiting out 429/503 answers: `Retry-After` when given (capped at
+    `max_wait`), else exponential backoff; bounded to `attempts` tries."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except HttpResponseError as error:
+            if error.status_code not in THROTTLED or attempt == attempts - 1:
+                raise
+            wait = min(retry_after_seconds(error, default=min(2.0**attempt, max_wait)), max_wait)
+            log.info("throttled (HTTP %s); retrying in %.1f s", error.status_code, wait)
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class AzureSettings:
+    concurrency: int = 16  # parallel downloads, and the HTTP connection pool size
+    connection_timeout: int = 10  # seconds
+    read_timeout: int = 60
+    retry_total: int = 4  # the SDK's exponential retry: 1, 2, 4, 8 s (+ jitter)
+    page_size: int = 5000  # blobs per listing page (the service maximum)
+
+
+class AzureBlobSource:
+    """Blobs of one container under a prefix; names are relative to the prefix."""
+
+    is_remote = True
+
+    def __init__(self, uri: str, connection_string: str | None = None, account_url: str | None = None,
+                 credential=None, settings: AzureSettings | None = None):
+        self.uri = uri
+        self.container, self.prefix = parse_azure_uri(uri)
+        if not connection_string and not account_url:
+            raise ValueError(
+                "no Azure account configured: set AZURE_STORAGE_CONNECTION_STRING, or "
+                "AZURE_STORAGE_ACCOUNT_URL (with AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN, "
+                "or an identity DefaultAzureCredential can find)"
+            )
+        self._connection_string = connection_string
+        self._account_url = account_url
+        self._credential = credential
+        self.settings = settings or AzureSettings()
+        self._client = None
+
+    @property
+    def download_concurrency(self) -> int:
+        return self.settings.concurrency
+
+    def _secrets(self) -> tuple[str, ...]:
+        credential = self._credential
+        values = [self._connection_string or ""]
+        if isinstance(credential, str):
+            values.append(credential)
+        elif isinstance(credential, dict):
+            values.extend(str(v) for v in credential.values())
+        return tuple(v for v in values if v)
+
+    def __repr__(self) -> str:  # never the credentials
+        return f"AzureBlobSource({self.uri!r})"
+
+    def describe(self) -> str:
+        return self.uri
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    def _make_client(self):
+        import requests
+        from azure.core.pipeline.transport import RequestsTransport
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=self.settings.concurrency,
+                                                pool_maxsize=self.settings.concurrency)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        options = dict(
+            retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2,
+                                          retry_total=self.settings.retry_total),
+            transport=RequestsTransport(session=session, session_owner=False),
+            connection_timeout=self.settings.connection_timeout,
+            read_timeout=self.settings.read_timeout,
+            # Azurite and older accounts may lag the SDK's newest API version.
+            api_version="2025-11-05",
+        )
+        if self._connection_string:
+            service = BlobServiceClient.from_connection_string(self._connection_string, **options)
+        else:
+            credential = self._credential
+            if credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+            service = BlobServiceClient(self._account_url, credential=credential, **options)
+        return service.get_container_client(self.container)
+
+    def _call(self, call: Callable[[], T], what: str) -> T:
+        try:
+            return with_throttle_retry(call)
+        except (BlobChangedError, ResourceNotFoundError):
+            raise
+        except Exception as error:
+            # SDK errors can echo request URLs (with SAS signatures) or headers.
+            raise RuntimeError(f"{what} failed: {redact(str(error), self._secrets())[:500]}") from None
+
+    def iter_blobs(self, continuation_token: str | None = None) -> Iterator[BlobInfo]:
+        """Every blob under the prefix, page by page (a page is the SDK's own unit, and
+        its continuation token the only way to resume)."""
+        pages = self.client.list_blobs(name_starts_with=self.prefix or None,
+                                       results_per_page=self.settings.page_size).by_page(continuation_token)
+        while True:
+            page = self._call(lambda: next(pages, None), f"listing {self.uri}")
+            if page is None:
+                return
+            for blob in page:
+                yield BlobInfo(
+                    name=blob.name[len(self.prefix):],
+                    size=blob.size,
+                    etag=blob.etag.strip('"'),
+                    last_modified=blob.last_modified.astimezone(timezone.utc),
+                    content_md5=bytes(blob.content_settings.content_md5).hex()
+                    if blob.content_settings and blob.content_settings.content_md5 else None,
+                )
+
+    def read_bytes(self, name: str, expected_etag: str | None = None) -> bytes:
+        blob = self.client.get_blob_client(self.prefix + name)
+        conditions = {}
+        if expected_etag:
+            conditions = {"etag": f'"{expected_etag}"', "match_condition": MatchConditions.IfNotModified}
+
+        def download() -> bytes:
+            try:
+                return blob.download_blob(max_concurrency=1, **conditions).readall()
+            except ResourceModifiedError:
+                raise BlobChangedError(
+                    "blob changed since it was inventoried; its new version gets its own batch"
+                ) from None
+
+        try:
+            return self._call(download, f"downloading {name}")
+        except ResourceNotFoundError:
+            raise FileNotFoundError(name) from None

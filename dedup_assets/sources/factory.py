@@ -1,0 +1,40 @@
+"""Build the source that `DEDUP_SOURCE` names: a folder, or an Azure container."""
+
+from __future__ import annotations
+
+import os
+
+from dedup_assets.sources.azure import AzureBlobSource, AzureSettings
+from dedup_assets.sources.local import LocalFolderSource
+
+AZURE_ENV = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_URL", "AZURE_STORAGE_KEY",
+             "AZURE_STORAGE_SAS_TOKEN")
+
+
+def is_azure(uri: str) -> bool:
+    return uri.startswith(("az://", "abfs://"))
+
+
+def open_source(uri: str, connection_string: str | None = None, account_url: str | None = None,
+                account_key: str | None = None, sas_token: str | None = None,
+                download_concurrency: int = 16):
+    if is_azure(uri):
+        credential = account_key or sas_token or None  # None: DefaultAzureCredential
+        return AzureBlobSource(uri, connection_string=connection_string or None, account_url=account_url or None,
+                               credential=credential, settings=AzureSettings(concurrency=download_concurrency))
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    return LocalFolderSource(uri)
+
+
+def source_from_environment():
+    """The source of `DEDUP_SOURCE`, with Azure credentials from the environment."""
+    values = {name: os.environ.get(name) for name in AZURE_ENV}
+    return open_source(
+        os.environ["DEDUP_SOURCE"],
+        connection_string=values["AZURE_STORAGE_CONNECTION_STRING"],
+        account_url=values["AZURE_STORAGE_ACCOUNT_URL"],
+        account_key=values["AZURE_STORAGE_KEY"],
+        sas_token=values["AZURE_STORAGE_SAS_TOKEN"],
+        download_concurrency=int(os.environ.get("DEDUP_DOWNLOAD_CONCURRENCY", "16")),
+    )

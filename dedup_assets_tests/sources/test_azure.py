@@ -1,0 +1,145 @@
+"""The Azure source against Azurite (the real emulator): listing, downloads, faults."""
+
+import hashlib
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from azure.storage.blob import ContentSettings
+from PIL import Image
+
+from dedup_assets.hash_stage import hash_blobs
+from dedup_assets.ledger import _to_frame
+from dedup_assets.sources import BlobChangedError
+from dedup_assets.sources.azure import AzureBlobSource, AzureSettings, parse_azure_uri, with_throttle_retry
+from dedup_assets_tests.azurite import KEY, Azurite
+from dedup_assets_tests.fault_proxy import FaultProxy
+
+
+def upload_many(container, names, payload=lambda name: name.encode(), workers=8):
+    def put(name):
+        data = payload(name)
+        container.upload_blob(name, data, overwrite=True,
+                              content_settings=ContentSettings(content_md5=bytearray(hashlib.md5(data).digest())))
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(put, names))
+
+
+def small_jpeg(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_uri_names_container_and_prefix():
+    assert parse_azure_uri("az://photos") == ("photos", "")
+    assert parse_azure_uri("az://photos/2024/summer/") == ("photos", "2024/summer/")
+    with pytest.raises(ValueError):
+        parse_azure_uri("s3://bucket")
+
+
+def test_inventory_of_thousands_of_blobs_with_prefixes_and_pages(azurite, container):
+    upload_many(container, [f"photos/2024/{i:05d}.jpg" for i in range(2000)])
+    upload_many(container, [f"other/{i:03d}.jpg" for i in range(150)])
+    source = AzureBlobSource(f"az://{container.container_name}/photos", connection_string=azurite.connection_string,
+                             settings=AzureSettings(page_size=300))
+    blobs = list(source.iter_blobs())
+    assert [b.name for b in blobs] == [f"2024/{i:05d}.jpg" for i in range(2000)]
+    first = blobs[0]
+    assert first.size == len(b"photos/2024/00000.jpg") and first.etag and first.last_modified.tzinfo
+    assert first.content_md5 == hashlib.md5(b"photos/2024/00000.jpg").hexdigest()
+    # Resuming from the SDK's own continuation token gives exactly the rest.
+    pages = container.list_blobs(name_starts_with="photos/", results_per_page=300).by_page()
+    next(pages)
+    rest = [b.name for b in source.iter_blobs(continuation_token=pages.continuation_token)]
+    assert rest == [b.name for b in blobs[300:]]
+
+
+def test_a_blob_changed_after_listing_is_reported_not_mixed_up(azurite, container):
+    container.upload_blob("a.jpg", b"first", overwrite=True)
+    source = AzureBlobSource(f"az://{container.container_name}", connection_string=azurite.connection_string)
+    (listed,) = list(source.iter_blobs())
+    container.upload_blob("a.jpg", b"second", overwrite=True)
+    with pytest.raises(BlobChangedError):
+        source.read_bytes("a.jpg", expected_etag=listed.etag)
+    with pytest.raises(FileNotFoundError):
+        source.read_bytes("missing.jpg")
+
+
+def test_downloads_survive_an_emulator_restart(tmp_path, layout):
+    emulator = Azurite(tmp_path / "azurite", persistent=True).start()
+    try:
+        container = emulator.container("restart")
+        names = [f"img_{i:04d}.jpg" for i in range(400)]
+        upload_many(container, names, payload=lambda n: small_jpeg(int(n[4:8])))
+        source = AzureBlobSource("az://restart", connection_string=emulator.connection_string,
+                                 settings=AzureSettings(concurrency=4))
+        inventory = _to_frame(source.iter_blobs())
+        outage = threading.Thread(target=lambda: (time.sleep(0.4), emulator.stop(graceful=True), time.sleep(2),
+                                                   emulator.start()))
+        outage.start()
+        result = hash_blobs(source, inventory, layout, workers=2)
+        outage.join()
+        assert result.seconds > 2.0  # the run spanned the outage
+        assert result.failures == []
+        assert sorted(result.hashes["blob_name"]) == names  # nothing lost, nothing twice
+    finally:
+        emulator.stop()
+
+
+def test_throttling_storms_are_survived_and_retry_after_is_honoured(azurite, container):
+    container.upload_blob("a.jpg", b"payload", overwrite=True)
+    proxy = FaultProxy(azurite.port)
+    try:
+        proxy_string = azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/")
+        source = AzureBlobSource(f"az://{container.container_name}", connection_string=proxy_string)
+        proxy.faults = [(429, "2"), (429, "1"), (503, "1"), (503, None)]
+        started = time.monotonic()
+        assert source.read_bytes("a.jpg") == b"payload"
+        statuses = [status for _, _, status in proxy.log]
+        assert statuses[:4] == [429, 429, 503, 503] and statuses[4] in (200, 206)
+        times = [t for t, _, _ in proxy.log]
+        assert times[1] - times[0] >= 2.0  # Retry-After: 2
+        assert times[2] - times[1] >= 1.0  # Retry-After: 1
+        assert time.monotonic() - started < 30
+        # A storm longer than the retry budget ends in a clear error, not a hang.
+        proxy.faults = [(429, "0")] * 20
+        with pytest.raises(RuntimeError, match="429|Too Many"):
+            source.read_bytes("a.jpg")
+    finally:
+        proxy.close()
+
+
+def test_throttle_waits_are_bounded_and_follow_retry_after():
+    from azure.core.exceptions import HttpResponseError
+
+    class Response:
+        status_code = 429
+        reason = "Too Many Requests"
+        headers = {"Retry-After": "120"}
+
+        def text(self):
+            return ""
+
+    waits = []
+    calls = iter([HttpResponseError(response=Response()), HttpResponseError(response=Response()), "ok"])
+
+    def call():
+        outcome = next(calls)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert with_throttle_retry(call, max_wait=5, sleep=waits.append) == "ok"
+    assert waits == [5, 5]  # Retry-After honoured, capped
+
+
+def test_errors_never_show_the_account_key(azurite):
+    source = AzureBlobSource("az://no-such-container", connection_string=azurite.connection_string)
+    with pytest.raises(Exception) as raised:
+        list(source.iter_blobs())
+    text = str(raised.value) + repr(source)
+    assert KEY not in text and KEY[:20] not in text

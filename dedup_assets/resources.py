@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+from pydantic import Field
 
 from dedup_assets.ledger import BatchLedger
 from dedup_assets.sources.factory import open_source
@@ -18,10 +19,11 @@ class ImageSourceResource(dg.ConfigurableResource):
     """
 
     uri: str
-    connection_string: str | None = None
+    # Secrets stay out of repr(), and so out of any log line that prints the resource.
+    connection_string: str | None = Field(default=None, repr=False)
     account_url: str | None = None
-    account_key: str | None = None
-    sas_token: str | None = None
+    account_key: str | None = Field(default=None, repr=False)
+    sas_token: str | None = Field(default=None, repr=False)
     download_concurrency: int = 16
 
     def open(self):

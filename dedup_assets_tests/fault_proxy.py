@@ -1,5 +1,6 @@
 """A loopback HTTP proxy in front of Azurite that answers some requests itself with
-throttling errors (429/503 + Retry-After): faults the emulator cannot produce."""
+throttling errors (429/503 + Retry-After), or delays them like a network would: faults
+the emulator cannot produce."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ class FaultProxy:
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self.faults: list[tuple[int, str | None]] = []  # served in order, one per request
+        self.delay = 0.0  # seconds added to every forwarded request (network latency)
         self.log: list[tuple[float, str, int]] = []  # (time, path, status) for every request
         self.lock = threading.Lock()
         proxy = self
@@ -36,6 +38,8 @@ class FaultProxy:
                     self.end_headers()
                     proxy.log.append((time.monotonic(), self.path, status))
                     return
+                if proxy.delay:
+                    time.sleep(proxy.delay)
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 upstream.request(self.command, self.path, body=body or None, headers=headers)

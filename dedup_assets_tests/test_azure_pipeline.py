@@ -1,0 +1,124 @@
+"""The pipeline on an Azure container (Azurite): sensor, whole graph, secrets."""
+
+import json
+import threading
+import time
+
+import dagster as dg
+import pytest
+
+from dedup_assets.assets import pipeline_assets
+from dedup_assets.catalog import query
+from dedup_assets.ledger import BatchLedger
+from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
+from dedup_assets.io_manager import ParquetIOManager
+from dedup_assets.storage import StorageLayout
+from dedup_assets_tests.azurite import KEY
+from dedup_assets_tests.test_sensors import tick
+
+
+def upload_folder(container, folder, names=None):
+    for path in sorted(folder.iterdir()):
+        if names is None or path.name in names:
+            container.upload_blob(path.name, path.read_bytes(), overwrite=True)
+
+
+@pytest.fixture
+def azure_resources(azurite, container, home):
+    return {
+        "image_source": ImageSourceResource(uri=f"az://{container.container_name}",
+                                            connection_string=azurite.connection_string, download_concurrency=4),
+        "storage": DedupStorageResource(home=str(home)),
+        "parquet_io_manager": ParquetIOManager(home=str(home)),
+        "batching": BatchingResource(max_batch_size=10, settle_seconds=0),
+    }
+
+
+def clusters_by_member(layout: StorageLayout) -> set[frozenset[str]]:
+    rows = query(layout, "select cluster_id, list(blob_name) from clusters group by cluster_id")
+    return {frozenset(members) for _, members in rows}
+
+
+def test_the_sensor_batches_new_blobs_exactly_once_even_during_a_run(
+    instance, azure_resources, container, image_folder, layout
+):
+    names = sorted(p.name for p in image_folder.iterdir())
+    upload_folder(container, image_folder, names[:10])
+    requests, cursor = tick(instance, azure_resources, None)
+    assert [r.partition_key for r in requests] == ["batch-000001"]
+
+    # Upload the rest while batch-000001 is being materialized.
+    uploader = threading.Thread(target=upload_folder, args=(container, image_folder, names[10:]))
+    uploader.start()
+    result = dg.materialize(pipeline_assets, partition_key="batch-000001", instance=instance,
+                            resources=azure_resources)
+    uploader.join()
+    assert result.success
+    requests, cursor = tick(instance, azure_resources, cursor)
+    assert [r.partition_key for r in requests] == ["batch-000002"]
+    assert tick(instance, azure_resources, cursor)[0] == []  # a restart from the cursor: nothing
+
+    batched = [n for key in BatchLedger(layout).batch_keys() for n in BatchLedger(layout).read_manifest(key)["blob_name"]]
+    assert sorted(batched) == names
+
+    # A blob overwritten with new content is processed again, once.
+    container.upload_blob(names[0], (image_folder / names[1]).read_bytes(), overwrite=True)
+    requests, cursor = tick(instance, azure_resources, cursor)
+    assert [r.partition_key for r in requests] == ["batch-000003"]
+    assert BatchLedger(layout).read_manifest("batch-000003")["blob_name"].to_list() == [names[0]]
+
+
+def test_the_graph_on_azure_gives_the_same_clusters_as_on_a_local_folder(
+    instance, azure_resources, resources, container, image_folder, tmp_path
+):
+    upload_folder(container, image_folder)
+    azure_home = StorageLayout(azure_resources["storage"].home)
+    for source_resources, layout in ((azure_resources, azure_home), (resources_for(tmp_path, image_folder), None)):
+        ledger_layout = layout or StorageLayout(source_resources["storage"].home)
+        keys = BatchLedger(ledger_layout).register(source_resources["image_source"].open().iter_blobs(), 100)
+        with dg.DagsterInstance.ephemeral() as run_instance:
+            run_instance.add_dynamic_partitions("batches", keys)
+            for key in keys:
+                assert dg.materialize(pipeline_assets, partition_key=key, instance=run_instance,
+                                      resources=source_resources).success
+    local_home = StorageLayout(tmp_path / "local_home")
+    assert clusters_by_member(azure_home) == clusters_by_member(local_home)
+    assert len(clusters_by_member(azure_home)) < len(list(image_folder.iterdir()))  # duplicates found
+
+
+def resources_for(tmp_path, folder):
+    home = tmp_path / "local_home"
+    home.mkdir()
+    return {
+        "image_source": ImageSourceResource(uri=str(folder)),
+        "storage": DedupStorageResource(home=str(home)),
+        "parquet_io_manager": ParquetIOManager(home=str(home)),
+        "batching": BatchingResource(max_batch_size=100, settle_seconds=0),
+    }
+
+
+def test_no_key_or_connection_string_in_logs_metadata_or_errors(
+    instance, azure_resources, azurite, container, image_folder, layout
+):
+    upload_folder(container, image_folder)
+    keys = BatchLedger(layout).register(azure_resources["image_source"].open().iter_blobs(), 100)
+    instance.add_dynamic_partitions("batches", keys)
+    ok = dg.materialize(pipeline_assets, partition_key=keys[0], instance=instance, resources=azure_resources)
+    assert ok.success
+    # A failing run: the container is gone, so every download fails and the listing errors.
+    broken = {**azure_resources, "image_source": ImageSourceResource(
+        uri="az://no-such-container", connection_string=azurite.connection_string)}
+    with pytest.raises(Exception) as raised:
+        list(broken["image_source"].open().iter_blobs())
+    failed = dg.materialize(pipeline_assets[:2], partition_key=keys[0], instance=instance, resources=broken,
+                            raise_on_error=False)
+    texts = [str(raised.value)]
+    for run_id in (ok.run_id, failed.run_id):
+        for record in instance.all_logs(run_id):
+            texts.append(record.user_message or "")
+            texts.append(repr(record.dagster_event))
+    texts.append(json.dumps(query(layout, "select * from failed_blobs"), default=str))
+    texts.append(repr(azure_resources["image_source"]) + str(azure_resources["image_source"]))
+    secret_fragments = [KEY, KEY[:16], "AccountKey="]
+    leaks = [fragment for fragment in secret_fragments for text in texts if fragment in text]
+    assert leaks == []

@@ -31,12 +31,12 @@ class FaultProxy:
                     fault = proxy.faults.pop(0) if proxy.faults else None
                 if fault:
                     status, retry_after = fault
+                    proxy.log.append((time.monotonic(), self.path, status))
                     self.send_response(status)
                     if retry_after is not None:
                         self.send_header("Retry-After", retry_after)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
-                    proxy.log.append((time.monotonic(), self.path, status))
                     return
                 if proxy.delay:
                     time.sleep(proxy.delay)
@@ -45,6 +45,7 @@ class FaultProxy:
                 upstream.request(self.command, self.path, body=body or None, headers=headers)
                 response = upstream.getresponse()
                 payload = response.read()
+                proxy.log.append((time.monotonic(), self.path, response.status))  # before the client sees it
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "content-length", "connection"):
@@ -54,7 +55,6 @@ class FaultProxy:
                 if self.command != "HEAD":
                     self.wfile.write(payload)
                 upstream.close()
-                proxy.log.append((time.monotonic(), self.path, response.status))
 
             do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = _handle
 

@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from dedup_assets.asset_checks import pipeline_checks
 from dedup_assets.assets import pipeline_assets
 from dedup_assets.io_manager import ParquetIOManager
 from dedup_assets.jobs import dedup_job
@@ -44,6 +45,7 @@ executor = _executors[os.environ.get("DEDUP_EXECUTOR", "in_process")]
 
 defs = dg.Definitions(
     assets=pipeline_assets,
+    asset_checks=pipeline_checks,
     jobs=[dedup_job],
     sensors=[new_blobs_sensor],
     schedules=[backfill_schedule],

@@ -62,8 +62,15 @@ class StorageLayout:
         return frame.height
 
 
+def _remove_leftovers(path: Path) -> None:
+    # A writer killed mid-write (SIGKILL, OOM) leaves its hidden temporary file behind.
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         frame.write_parquet(tmp)

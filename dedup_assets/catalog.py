@@ -43,10 +43,14 @@ def _view_sql(layout: StorageLayout, asset_name: str) -> str | None:
     glob = str(directory / pattern).replace("'", "''")
     if asset_name in LATEST_ROW_PER_BLOB:
         # Groups span batches: a later run rewrites rows of blobs from earlier batches.
+        # Blobs deleted from the source since their row was computed are left out.
+        tombstones = str(layout.batches_dir / "tombstones.parquet").replace("'", "''")
         return (
             f'create or replace view "{asset_name}" as '
-            f"select * from read_parquet('{glob}', union_by_name = true) "
-            "qualify row_number() over (partition by blob_name order by computed_at desc, batch desc) = 1"
+            f"with latest as (select * from read_parquet('{glob}', union_by_name = true) "
+            "qualify row_number() over (partition by blob_name order by computed_at desc, batch desc) = 1) "
+            f"select * from latest where not exists (select 1 from read_parquet('{tombstones}') t "
+            "where t.blob_name = latest.blob_name and t.deleted_at > latest.computed_at)"
         )
     return (
         f'create or replace view "{asset_name}" as '

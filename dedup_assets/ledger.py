@@ -32,6 +32,8 @@ MANIFEST_SCHEMA = {
     "content_md5": pl.String,
 }
 LISTING_CHUNK = 50_000  # rows held in memory while a listing streams to disk
+TOMBSTONE_SCHEMA = {"blob_name": pl.String, "etag": pl.String, "batch": pl.String,
+                    "deleted_at": pl.Datetime("us", "UTC")}
 _BATCH_KEY = re.compile(r"^batch-(\d{6,})$")
 
 
@@ -65,6 +67,34 @@ class BatchLedger:
         if not path.exists():
             raise FileNotFoundError(f"batch {key} has no manifest in {self.directory}")
         return pl.read_parquet(path)
+
+    @property
+    def tombstones_path(self):
+        return self.directory / "tombstones.parquet"
+
+    def tombstones(self) -> pl.DataFrame:
+        """Blob versions that disappeared from the source, with their batch and when."""
+        if not self.tombstones_path.exists():
+            return pl.DataFrame(schema=TOMBSTONE_SCHEMA)
+        return pl.read_parquet(self.tombstones_path)
+
+    def _record_deletions(self, listing_path, now: datetime) -> None:
+        """Latest batched version of every name no longer listed gets a tombstone."""
+        latest = (
+            pl.scan_parquet(self.directory / "batch-*.parquet", include_file_paths="path")
+            .with_columns(pl.col("path").str.extract(r"(batch-\d+)\.parquet$").alias("batch"))
+            .sort("batch").group_by("blob_name").last()
+            .select("blob_name", "etag", "batch")
+        ) if self.batch_keys() else pl.LazyFrame(schema={"blob_name": pl.String, "etag": pl.String, "batch": pl.String})
+        existing = self.tombstones()
+        gone = (
+            latest.join(pl.scan_parquet(listing_path).select("blob_name"), on="blob_name", how="anti")
+            .join(existing.lazy().select("blob_name", "etag"), on=["blob_name", "etag"], how="anti")
+            .with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("deleted_at"))
+            .collect()
+        )
+        if gone.height or not self.tombstones_path.exists():
+            write_parquet_atomic(pl.concat([existing, gone.select(list(TOMBSTONE_SCHEMA))]), self.tombstones_path)
 
     def known_versions(self) -> pl.DataFrame:
         if not self.batch_keys():
@@ -107,6 +137,7 @@ class BatchLedger:
             listing_path = self.directory / f".listing-{uuid.uuid4().hex}.parquet"
             try:
                 _stream_to_parquet(blobs, listing_path)
+                self._record_deletions(listing_path, now)
                 fresh = (
                     pl.scan_parquet(listing_path)
                     .filter(pl.col("last_modified") <= cutoff)

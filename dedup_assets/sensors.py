@@ -50,14 +50,23 @@ def new_blobs_sensor(
     busy = partitions_in_progress(context.instance, dedup_job.name)
     needing = set(partitions_needing_work(context.instance, [a.key for a in pipeline_assets], unrequested))
     to_request = [key for key in unrequested if key in needing and key not in busy]
-    if not to_add and not unrequested:
-        return dg.SkipReason("no new blobs")
+    # Blobs deleted from the source: re-run their batches so they leave the clusters.
+    tombstones = ledger.tombstones()
+    seen_tombstones = cursor.get("tombstones_seen", 0)
+    rerun = sorted(set(tombstones["batch"].slice(seen_tombstones).to_list()) - busy - set(to_request))
+    if not to_add and not unrequested and not rerun:
+        return dg.SkipReason("no new or deleted blobs")
     if created:
         context.log.info(f"cut {len(created)} new batch(es): {created[0]}..{created[-1]}")
+    if rerun:
+        context.log.info(f"{tombstones.height - seen_tombstones} blob(s) deleted; re-running {rerun}")
+    requests = [dg.RunRequest(partition_key=key, run_key=key) for key in to_request]
+    requests += [dg.RunRequest(partition_key=key, run_key=f"{key}:deletions:{tombstones.height}") for key in rerun]
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=key, run_key=key) for key in to_request],
+        run_requests=requests,
         dynamic_partitions_requests=[batch_partitions.build_add_request(to_add)] if to_add else [],
         cursor=json.dumps(
-            {"last_requested_sequence": batch_sequence(unrequested[-1]) if unrequested else last_requested}
+            {"last_requested_sequence": batch_sequence(unrequested[-1]) if unrequested else last_requested,
+             "tombstones_seen": tombstones.height}
         ),
     )

@@ -97,3 +97,26 @@ def test_batches_already_materialized_by_the_cli_are_not_run_again(instance, res
     requests, cursor = tick(instance, resources, None)
     assert [r.partition_key for r in requests] == keys[1:]
     assert tick(instance, resources, cursor)[0] == []
+
+
+def test_a_deleted_blob_leaves_the_clusters(instance, resources, image_folder, layout):
+    from dedup_assets.assets import pipeline_assets
+    from dedup_assets.catalog import query
+
+    requests, cursor = tick(instance, resources, None)
+    for request in requests:
+        dg.materialize(pipeline_assets, partition_key=request.partition_key, instance=instance, resources=resources)
+    kept = query(layout, "select blob_name from clusters where is_representative and cluster_size > 1")
+    victim = kept[0][0]
+    (image_folder / victim).unlink()
+
+    requests, cursor = tick(instance, resources, cursor)
+    assert len(requests) == 1 and requests[0].run_key.startswith(requests[0].partition_key + ":deletions")
+    # Hidden at once, before any run...
+    assert query(layout, f"select count(*) from clusters where blob_name = '{victim}'")[0][0] == 0
+    # ...and after the re-run its group has a new representative.
+    dg.materialize(pipeline_assets, partition_key=requests[0].partition_key, instance=instance, resources=resources)
+    assert query(layout, f"select count(*) from clusters where blob_name = '{victim}'")[0][0] == 0
+    per_cluster = query(layout, "select cluster_id, sum(is_representative::int) from clusters group by 1")
+    assert all(count == 1 for _, count in per_cluster)
+    assert tick(instance, resources, cursor)[0] == []

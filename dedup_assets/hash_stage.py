@@ -12,6 +12,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -99,14 +100,14 @@ class _InlineExecutor(Executor):
         return future
 
 
-def _worker_pool(workers: int, source: BlobSource, home: str) -> Executor:
+def _worker_pool(workers: int, source: BlobSource | None, home: str, size: int | None = None) -> Executor:
     if workers <= 1:
         return _InlineExecutor(_start_worker, (source, home))
     # Processes, because decoding and hashing partly hold the GIL; forkserver, because
     # forking a process that runs Dagster's threads is unsafe.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["dedup_assets.vision.features"])
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+    return ProcessPoolExecutor(size or workers, mp_context=context, initializer=_start_worker,
                                initargs=(source, home))
 
 
@@ -126,27 +127,62 @@ def hash_blobs(
     workers = workers or os.cpu_count() or 1
     rows: list[tuple] = []
     failures: list[dict] = []
-    remote = getattr(source, "is_remote", False)
-    # A remote source's client stays in this process (downloads are I/O: threads); local
-    # files are read by the workers themselves.
-    with _worker_pool(workers, None if remote else source, str(layout.home)) as pool:
-        if remote:
-            outcomes = _download_then_hash(source, names, etags, pool, workers)
+    for index, outcome in enumerate(_outcomes(source, names, etags, workers, str(layout.home))):
+        if isinstance(outcome, str):
+            failures.append({"blob_name": names[index], "stage": STAGE, "reason": outcome})
         else:
-            outcomes = pool.map(_hash_one, names, etags, chunksize=8)
-        for index, outcome in enumerate(outcomes):
-            if isinstance(outcome, str):
-                failures.append({"blob_name": names[index], "stage": STAGE, "reason": outcome})
-            else:
-                rows.append((
-                    names[index], etags[index], outcome.content_hash, outcome.format,
-                    outcome.width, outcome.height, outcome.bytes, outcome.jpeg_quality,
-                    outcome.sharpness, outcome.wavelet_hash, outcome.color_signature,
-                    str(layout.thumbnail_path(outcome.content_hash).relative_to(layout.home)),
-                ))
-            if on_progress:
-                on_progress(index + 1, len(names))
+            rows.append((
+                names[index], etags[index], outcome.content_hash, outcome.format,
+                outcome.width, outcome.height, outcome.bytes, outcome.jpeg_quality,
+                outcome.sharpness, outcome.wavelet_hash, outcome.color_signature,
+                str(layout.thumbnail_path(outcome.content_hash).relative_to(layout.home)),
+            ))
+        if on_progress:
+            on_progress(index + 1, len(names))
     return HashStageResult(_rows_to_frame(rows), failures, time.perf_counter() - started)
+
+
+CHUNK = 8  # blobs per task sent to a worker
+
+
+def _outcomes(source: BlobSource, names: list[str], etags: list[str], workers: int,
+              home: str) -> Iterator[ImageFeatures | str]:
+    """Outcomes in inventory order. A worker killed by a file (a decoder crash, the OOM
+    killer) breaks the pool: the blobs that were in flight are then retried one at a
+    time, each in a fresh worker, so only the culprit is recorded as failed."""
+    remote = getattr(source, "is_remote", False)
+    done = 0
+    while done < len(names):
+        try:
+            # A remote source's client stays in this process (downloads are I/O:
+            # threads); local files are read by the workers themselves.
+            with _worker_pool(workers, None if remote else source, home) as pool:
+                if remote:
+                    outcomes = _download_then_hash(source, names[done:], etags[done:], pool, workers)
+                else:
+                    outcomes = pool.map(_hash_one, names[done:], etags[done:], chunksize=CHUNK)
+                for outcome in outcomes:
+                    yield outcome
+                    done += 1
+        except BrokenProcessPool:
+            for index in range(done, min(done + 2 * workers * CHUNK, len(names))):
+                yield _isolated(source, names[index], etags[index], home)
+                done += 1
+
+
+def _isolated(source: BlobSource, name: str, etag: str, home: str) -> ImageFeatures | str:
+    """One blob in a fresh single worker, read where the bulk path reads it."""
+    remote = getattr(source, "is_remote", False)
+    try:
+        data = source.read_bytes(name, expected_etag=etag) if remote else None
+    except Exception as error:
+        return failure_reason(error)
+    try:
+        with _worker_pool(2, None if remote else source, home, size=1) as pool:
+            task = pool.submit(_hash_bytes, data) if remote else pool.submit(_hash_one, name, etag)
+            return task.result()
+    except BrokenProcessPool:
+        return "the decoder process crashed on this file (killed or out of memory); not decoded"
 
 
 def _download_then_hash(source: BlobSource, names: list[str], etags: list[str], pool: Executor,

@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _materialize_all(dg.DagsterInstance.get(), progress=not args.no_progress)
 
 
-def _materialize_all(instance, progress: bool = True) -> int:
+def _materialize_all(instance, progress: bool = True, summary: bool = True) -> int:
     """Batch what is new in DEDUP_SOURCE, then materialize every batch needing work."""
     from tqdm import tqdm
 
@@ -87,7 +87,8 @@ def _materialize_all(instance, progress: bool = True) -> int:
                 failed_runs.append((key, result.run_id, _step_errors(result)))
             bar.update(sizes[key])
     register_views(layout)
-    _print_summary(layout)
+    if summary:
+        _print_summary(layout)
     for key, run_id, errors in failed_runs:
         print(f"FAILED: batch {key} (run {run_id}); details in the Dagster UI", file=sys.stderr)
         for step, message in errors:
@@ -137,6 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     truth = read_truth(args.truth)
     with tempfile.TemporaryDirectory(prefix="dedup-evaluate-") as scratch:
+        keep = bool(args.home)
         args.home = args.home or scratch
         args.source = str(images)
         _configure(args)
@@ -146,7 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from dedup_assets.storage import StorageLayout
 
         with dg.DagsterInstance.ephemeral() as instance:
-            code = _materialize_all(instance, progress=not args.no_progress)
+            code = _materialize_all(instance, progress=not args.no_progress, summary=keep)
         layout = StorageLayout(os.environ["DEDUP_HOME"])
         rows = query(layout, "select blob_name, cluster_id, is_representative from clusters")
     clusters = {name: cluster for name, cluster, _ in rows}

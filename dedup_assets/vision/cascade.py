@@ -27,8 +27,11 @@ class CascadePolicy:
     min_inliers: int = 15
     min_coverage: float = 0.55  # of each image, by the shared region
     min_agreement: float = 0.6  # pixel correlation over the overlap, once aligned
-    # Without keypoints (smooth photos), only intensity alignment is left: demand more.
+    # Without keypoints (smooth photos), only intensity alignment is left: demand more,
+    # unless the hashes and colours already agree (a colour-agreeing near-hash pair).
     min_dense_agreement: float = 0.99
+    min_dense_agreement_near_hash: float = 0.95
+    candidate_hamming: int = 10  # the near-hash radius of color_candidates
     grayscale_is_duplicate: bool = True
     mirrored_is_duplicate: bool = False
 
@@ -62,9 +65,11 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
     if verification.mirrored and not policy.mirrored_is_duplicate:
         return Decision(False, "policy", "mirrored copy (mirrored_is_duplicate=false)")
     if verification.method == "dense":
-        if verification.agreement < policy.min_dense_agreement:
+        near_hash = hamming <= policy.candidate_hamming and color_distance <= policy.color_agreement
+        needed = policy.min_dense_agreement_near_hash if near_hash else policy.min_dense_agreement
+        if verification.agreement < needed:
             return Decision(False, "verify", "too few keypoints, and dense alignment agrees only "
-                            f"{verification.agreement:.2f}")
+                            f"{verification.agreement:.3f} (< {needed})")
     elif verification.inliers < policy.min_inliers:
         return Decision(False, "verify", f"{verification.inliers} inliers < {policy.min_inliers}")
     if verification.agreement < policy.min_agreement:

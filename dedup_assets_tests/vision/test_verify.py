@@ -78,3 +78,12 @@ def test_smooth_photos_without_keypoints_are_aligned_densely(orb, photos):
     assert result.method == "dense" and decision.is_duplicate, decision.reason
     different = orb.verify(thumbnail(other_wall), thumbnail(wall))
     assert not decide(99, 99.0, 0.0, False, False, different, POLICY).is_duplicate
+
+
+def test_dense_alignment_needs_less_agreement_when_hashes_and_colours_agree():
+    from dedup_assets.vision.verify import Verification
+
+    aligned = Verification(0, 0, 0.9, 0.7, agreement=0.97, method="dense")
+    assert decide(6, 2.0, 0.7, False, False, aligned, POLICY).is_duplicate  # a near-hash pair
+    assert not decide(14, 2.0, 0.7, False, False, aligned, POLICY).is_duplicate  # hashes apart
+    assert not decide(6, 30.0, 0.7, False, False, aligned, POLICY).is_duplicate  # colours apart

@@ -103,3 +103,25 @@ def test_a_later_batch_joins_the_groups_of_earlier_ones(instance, cascade_resour
     assert count == len(os.listdir(collection))
     (representative,) = query(layout, "select representative from clusters where blob_name = 'astronaut_small.jpg'")[0]
     assert representative == "astronaut.jpg"
+
+
+def test_a_chain_of_crops_does_not_merge_the_two_ends(instance, resources, layout, tmp_path, photos):
+    # A: the photo; B: 70 % of A; C: 70 % of B, only 49 % of A, too little to be a copy of A.
+    from dedup_assets.resources import ImageSourceResource
+
+    folder = tmp_path / "chain"
+    folder.mkdir()
+    a = photos["coffee"].resize((1200, 800), Image.Resampling.LANCZOS)
+    b = a.crop((0, 0, 1004, 669))
+    c = b.crop((0, 0, 840, 560))
+    save(a, folder / "a.jpg", 95, age=0)
+    save(b, folder / "b.jpg", 92, age=10)
+    save(c, folder / "c.jpg", 90, age=20)
+    chain_resources = {**resources, "image_source": ImageSourceResource(uri=str(folder))}
+    (batch,) = run_batch(instance, chain_resources, layout, folder)
+    pairs = {(r["blob_a"], r["blob_b"]): r["is_duplicate"]
+             for r in pl.read_parquet(layout.partition_path("verified_pairs", batch)).iter_rows(named=True)}
+    assert pairs[("a.jpg", "b.jpg")] and pairs[("b.jpg", "c.jpg")]
+    assert not pairs.get(("a.jpg", "c.jpg"), False)
+    cluster = dict(query(layout, "select blob_name, cluster_id from clusters"))
+    assert cluster["a.jpg"] == cluster["b.jpg"] != cluster["c.jpg"]

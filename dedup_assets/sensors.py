@@ -53,7 +53,10 @@ def new_blobs_sensor(
     # Blobs deleted from the source: re-run their batches so they leave the clusters.
     tombstones = ledger.tombstones()
     seen_tombstones = cursor.get("tombstones_seen", 0)
-    rerun = sorted(set(tombstones["batch"].slice(seen_tombstones).to_list()) - busy - set(to_request))
+    touched = set(tombstones["batch"].slice(seen_tombstones).to_list())
+    rerun = sorted(touched - busy - set(to_request))
+    # A batch still running gets its re-run on a later tick (run keys keep it to one).
+    tombstones_seen = seen_tombstones if touched & busy else tombstones.height
     if not to_add and not unrequested and not rerun:
         return dg.SkipReason("no new or deleted blobs")
     if created:
@@ -67,6 +70,6 @@ def new_blobs_sensor(
         dynamic_partitions_requests=[batch_partitions.build_add_request(to_add)] if to_add else [],
         cursor=json.dumps(
             {"last_requested_sequence": batch_sequence(unrequested[-1]) if unrequested else last_requested,
-             "tombstones_seen": tombstones.height}
+             "tombstones_seen": tombstones_seen}
         ),
     )

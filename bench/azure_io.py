@@ -36,6 +36,19 @@ def rate(label: str, count: int, seconds: float) -> float:
     return count / seconds
 
 
+def compare_downloads(download_plain, source: AzureBlobSource, blobs, concurrency: int) -> float:
+    """Sequential SDK downloads beside ours (bounded concurrency); returns the speed-up."""
+    started = time.perf_counter()
+    for blob in blobs:
+        download_plain(blob)
+    plain = rate("download: plain SDK loop (sequential)", len(blobs), time.perf_counter() - started)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda b: source.read_bytes(b.name, expected_etag=b.etag), blobs))
+    ours = rate(f"download: dedup_assets ({concurrency} concurrent)", len(blobs), time.perf_counter() - started)
+    return ours / plain
+
+
 def measure_with_latency(emulator: Azurite, blobs, args) -> None:
     """Loopback Azurite answers in well under a millisecond; a real account is tens of
     milliseconds away. A proxy adding that latency shows what concurrency buys there."""
@@ -50,18 +63,11 @@ def measure_with_latency(emulator: Azurite, blobs, args) -> None:
         sample = blobs[: min(len(blobs), 400)]
         print(f"\nthrough a proxy adding {args.latency_ms:.0f} ms per request ({len(sample)} blobs):")
         plain = ContainerClient.from_connection_string(connection, "bench", api_version="2025-11-05")
-        started = time.perf_counter()
-        for blob in sample:
-            plain.download_blob("img/" + blob.name.split("/")[-1]).readall()
-        plain_get = rate("download: plain SDK loop (sequential)", len(sample), time.perf_counter() - started)
         source = AzureBlobSource("az://bench", connection_string=connection,
                                  settings=AzureSettings(concurrency=args.concurrency))
-        started = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(lambda b: source.read_bytes(b.name, expected_etag=b.etag), sample))
-        our_get = rate(f"download: dedup_assets ({args.concurrency} concurrent)", len(sample),
-                       time.perf_counter() - started)
-        print(f"downloads {our_get / plain_get:.2f}x the plain loop")
+        speedup = compare_downloads(lambda b: plain.download_blob(b.name).readall(), source, sample,
+                                    args.concurrency)
+        print(f"downloads {speedup:.2f}x the plain loop")
     finally:
         proxy.close()
 
@@ -91,16 +97,9 @@ def main() -> None:
             ours = list(source.iter_blobs())
             our_list = rate("listing: dedup_assets AzureBlobSource", len(ours), time.perf_counter() - started)
 
-            started = time.perf_counter()
-            for name in plain_names:
-                container.download_blob(name).readall()
-            plain_get = rate("download: plain SDK loop (sequential)", len(plain_names), time.perf_counter() - started)
-            started = time.perf_counter()
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                list(pool.map(lambda b: source.read_bytes(b.name, expected_etag=b.etag), ours))
-            our_get = rate(f"download: dedup_assets ({args.concurrency} concurrent)", len(ours),
-                           time.perf_counter() - started)
-            print(f"\nlisting {our_list / plain_list:.2f}x, downloads {our_get / plain_get:.2f}x the plain loop")
+            speedup = compare_downloads(lambda b: container.download_blob(b.name).readall(), source, ours,
+                                        args.concurrency)
+            print(f"\nlisting {our_list / plain_list:.2f}x, downloads {speedup:.2f}x the plain loop")
             if args.latency_ms:
                 measure_with_latency(emulator, ours, args)
         finally:

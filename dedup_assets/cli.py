@@ -153,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows = query(layout, "select blob_name, cluster_id, is_representative from clusters")
     clusters = {name: cluster for name, cluster, _ in rows}
     representatives = {name: keep for name, _, keep in rows}
-    ours = score(truth, pairs_from_clusters(clusters), representatives, clusters)
+    ours = score(truth, pairs_from_clusters(clusters), representatives)
     baseline = None if args.no_baseline else score(truth, imagededup_phash_pairs(images))
     print(format_report(str(images), ours, baseline))
     return code

@@ -39,7 +39,8 @@ def _other_package_photos() -> dict[str, np.ndarray]:
     photos: dict[str, np.ndarray] = {}
     from sklearn.datasets import load_sample_images
 
-    for filename, image in zip(load_sample_images().filenames, load_sample_images().images):
+    samples = load_sample_images()
+    for filename, image in zip(samples.filenames, samples.images):
         photos[Path(filename).stem] = image
     import matplotlib.cbook
 

@@ -33,7 +33,7 @@ def _pairs_of_groups(groups: dict[str, list[str]]) -> set[tuple[str, str]]:
 
 
 def score(truth: list[dict], predicted_pairs: set[tuple[str, str]],
-          representatives: dict[str, bool] | None = None, clusters: dict[str, str] | None = None) -> Scores:
+          representatives: dict[str, bool] | None = None) -> Scores:
     names = {row["name"] for row in truth}
     by_group: dict[str, list[str]] = defaultdict(list)
     kind = {}
@@ -56,7 +56,7 @@ def score(truth: list[dict], predicted_pairs: set[tuple[str, str]],
                     per_kind[kind[copy]].append(tuple(sorted((original, copy))) in predicted)
     recall_by_kind = {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}
     kept = None
-    if representatives is not None and clusters is not None:
+    if representatives is not None:
         outcomes = []
         for members in by_group.values():
             originals = [n for n in members if kind[n] == "original"]

@@ -3,6 +3,7 @@ run the cascade (hash → policy → geometric verification) on each pair."""
 
 from __future__ import annotations
 
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -17,6 +18,8 @@ from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, nee
 from dedup_assets.vision.color import color_distance
 from dedup_assets.vision.search import EmbeddingIndex
 from dedup_assets.vision.verify import Verification, Verifier
+
+THUMBNAIL_CACHE = 1024  # decoded thumbnails kept while verifying (~150 KB each)
 
 VERIFIED_SCHEMA = {
     "blob_a": pl.String, "blob_b": pl.String, "found_by": pl.String,
@@ -60,7 +63,7 @@ def verify_pairs(
     hashes = features["wavelet_hash"].to_numpy()
     signatures = np.stack(features["color_signature"].to_numpy())
     vectors = embeddings_matrix(features)
-    hamming = np.array([int(x).bit_count() for x in np.bitwise_xor(hashes[a], hashes[b])], dtype=np.int32)
+    hamming = np.bitwise_count(np.bitwise_xor(hashes[a], hashes[b])).astype(np.int32)
     colour = color_distance(signatures[a], signatures[b]).astype(np.float32)
     cosine = np.einsum("ij,ij->i", vectors[a], vectors[b]).astype(np.float32)
     gray = np.array([is_grayscale(s) for s in signatures])
@@ -68,8 +71,13 @@ def verify_pairs(
 
     to_verify = [i for i in range(len(a)) if needs_verification(hamming[i], colour[i], cosine[i], policy)]
 
+    # An image takes part in many pairs (pairs come sorted by blob_a): decode each once.
+    @functools.lru_cache(maxsize=THUMBNAIL_CACHE)
+    def thumbnail(row: int) -> np.ndarray:
+        return load_thumbnail(layout, thumbnails[row])
+
     def run(i: int) -> Verification:
-        return verifier.verify(load_thumbnail(layout, thumbnails[a[i]]), load_thumbnail(layout, thumbnails[b[i]]))
+        return verifier.verify(thumbnail(a[i]), thumbnail(b[i]))
 
     verifications: dict[int, Verification] = {}
     with ThreadPoolExecutor(max(1, workers)) as pool:  # OpenCV releases the GIL

@@ -46,6 +46,20 @@ def image_folder(tmp_path, demo_set, demo_truth) -> Path:
 
 
 @pytest.fixture
+def demo_subset(tmp_path, demo_set, demo_truth):
+    """A fresh folder holding the first `count` demo images (with their timestamps)."""
+
+    def make(count: int) -> Path:
+        folder = tmp_path / "images"
+        folder.mkdir()
+        for row in demo_truth[:count]:
+            shutil.copy2(demo_set / "images" / row["name"], folder / row["name"])
+        return folder
+
+    return make
+
+
+@pytest.fixture
 def home(tmp_path) -> Path:
     path = tmp_path / "home"
     path.mkdir()

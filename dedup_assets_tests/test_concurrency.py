@@ -4,7 +4,6 @@ results as one sequential run."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -51,11 +50,8 @@ def final_state(home):
     return groups, kept, pairs, hashes
 
 
-def test_concurrent_batches_through_the_queue_match_a_sequential_run(tmp_path, demo_set, demo_truth):
-    source = tmp_path / "images"
-    source.mkdir()
-    for row in demo_truth[:36]:
-        shutil.copy2(demo_set / "images" / row["name"], source / row["name"])
+def test_concurrent_batches_through_the_queue_match_a_sequential_run(tmp_path, demo_subset):
+    source = demo_subset(36)
 
     sequential = tmp_path / "sequential"
     done = subprocess.run([sys.executable, "-m", "dedup_assets.cli", "run", "--no-progress"],

@@ -2,7 +2,6 @@
 uninterrupted run does: no partial file visible, no row lost or duplicated."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,11 +32,8 @@ def outputs(home) -> dict[str, pl.DataFrame]:
     return frames
 
 
-def test_a_killed_run_reruns_to_the_same_outputs(tmp_path, demo_set, demo_truth):
-    source = tmp_path / "images"
-    source.mkdir()
-    for row in demo_truth[:60]:
-        shutil.copy2(demo_set / "images" / row["name"], source / row["name"])
+def test_a_killed_run_reruns_to_the_same_outputs(tmp_path, demo_subset):
+    source = demo_subset(60)
 
     reference = tmp_path / "reference"
     assert start_run(reference, source).wait(600) == 0

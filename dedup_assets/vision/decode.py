@@ -153,7 +153,3 @@ def encode_jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
         raise ValueError("JPEG encoding failed")
     return encoded.tobytes()
 
-
-def load_rgb(path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))

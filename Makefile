@@ -20,13 +20,20 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# Debian's Chromium for the browser test (the one system package the tests need).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/dedup demo-data
 	$(VENV)/bin/dedup run --source "$${DEDUP_SOURCE:-$(DEDUP_HOME)/demo/images}"
 
-test: $(VENV)/.installed node_modules/.installed
+test: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 ui: $(VENV)/.installed

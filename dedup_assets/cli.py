@@ -86,11 +86,15 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True) -> i
             if not result.success:
                 failed_runs.append((key, result.run_id, _step_errors(result)))
             bar.update(sizes[key])
+    review = defs.resolve_job_def("review_job").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=quiet)
+    if not review.success:
+        failed_runs.append(("review", review.run_id, _step_errors(review)))
     register_views(layout)
     if summary:
         _print_summary(layout)
     for key, run_id, errors in failed_runs:
-        print(f"FAILED: batch {key} (run {run_id}); details in the Dagster UI", file=sys.stderr)
+        print(f"FAILED: {key} (run {run_id}); details in the Dagster UI", file=sys.stderr)
         for step, message in errors:
             print(f"  {step}: {message}", file=sys.stderr)
     return 1 if failed_runs else 0
@@ -126,7 +130,9 @@ def _print_summary(layout) -> None:
                                 "order by count(*) desc, cluster_id limit 5")
         for cluster_id, members in largest:
             print(f"  {cluster_id}: keep {members[0]}; drop {', '.join(members[1:])}")
-    print(f'\n  try:      duckdb {layout.catalog_path} "select * from clusters where not is_representative"')
+    print(f"\n  gallery:  {(layout.review_dir / 'index.html').as_uri()}")
+    print(f"  manifest: {layout.review_dir / 'keep_drop_manifest.csv'} (and .parquet)")
+    print(f'  try:      duckdb {layout.catalog_path} "select * from keep_drop_manifest where action = \'drop\'"')
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

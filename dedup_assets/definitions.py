@@ -5,9 +5,9 @@ import os
 import dagster as dg
 
 from dedup_assets.asset_checks import pipeline_checks
-from dedup_assets.assets import pipeline_assets
+from dedup_assets.assets import pipeline_assets, review_assets
 from dedup_assets.io_manager import ParquetIOManager
-from dedup_assets.jobs import dedup_job
+from dedup_assets.jobs import dedup_job, review_job
 from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
 from dedup_assets.schedules import backfill_schedule
 from dedup_assets.sensors import new_blobs_sensor
@@ -44,9 +44,9 @@ _executors = {"in_process": dg.in_process_executor, "multiprocess": dg.multiproc
 executor = _executors[os.environ.get("DEDUP_EXECUTOR", "in_process")]
 
 defs = dg.Definitions(
-    assets=pipeline_assets,
+    assets=pipeline_assets + review_assets,
     asset_checks=pipeline_checks,
-    jobs=[dedup_job],
+    jobs=[dedup_job, review_job],
     sensors=[new_blobs_sensor],
     schedules=[backfill_schedule],
     resources=resources,

@@ -35,6 +35,11 @@ class StorageLayout:
         return self.home / "thumbnails"
 
     @property
+    def review_dir(self) -> Path:
+        """The gallery and the keep/drop manifest: what a person opens."""
+        return self.home / "review"
+
+    @property
     def catalog_path(self) -> Path:
         return self.home / "dedup.duckdb"
 

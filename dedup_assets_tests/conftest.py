@@ -112,3 +112,22 @@ def container(azurite, request):
     client = azurite.container(name)
     yield client
     client.delete_container()
+
+
+@pytest.fixture
+def run_everything(instance, layout):
+    """Batch the source of `resources`, materialize every batch, then the review assets."""
+    from dedup_assets.assets import pipeline_assets, review_assets
+    from dedup_assets.ledger import BatchLedger
+
+    def run(resources: dict, review_config: dict | None = None, batch_size: int = 100) -> list[str]:
+        keys = BatchLedger(layout).register(resources["image_source"].open().iter_blobs(), batch_size)
+        instance.add_dynamic_partitions("batches", keys)
+        for key in keys:
+            assert dg.materialize(pipeline_assets, partition_key=key, instance=instance, resources=resources).success
+        result = dg.materialize(review_assets, instance=instance, resources=resources,
+                                run_config={"ops": review_config or {}})
+        assert result.success
+        return keys
+
+    return run

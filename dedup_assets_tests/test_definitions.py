@@ -8,7 +8,8 @@ def test_definitions_load_with_the_pipeline_sensor_and_schedule():
     repository = defs.get_repository_def()
     asset_names = {key.path[-1] for key in repository.asset_graph.get_all_asset_keys()}
     assert asset_names == {"blob_inventory", "wavelet_hashes", "color_candidates", "embeddings",
-                           "verified_pairs", "clusters"}
+                           "verified_pairs", "clusters", "keep_drop_manifest", "duplicate_gallery",
+                           "duplicate_actions"}
     assert repository.has_sensor_def("new_blobs_sensor")
     assert repository.has_schedule_def("backfill_schedule")
     job = defs.resolve_job_def("dedup_job")
@@ -26,3 +27,6 @@ def test_lineage_follows_the_cascade():
     assert parents("embeddings") == {"wavelet_hashes"}
     assert parents("verified_pairs") == {"color_candidates", "embeddings"}
     assert parents("clusters") == {"verified_pairs", "wavelet_hashes"}
+    assert parents("keep_drop_manifest") == {"clusters"}
+    assert parents("duplicate_gallery") == {"keep_drop_manifest", "verified_pairs"}
+    assert parents("duplicate_actions") == {"keep_drop_manifest"}

@@ -1,14 +1,16 @@
+import time
+
 import dagster as dg
 import polars as pl
 
-from dedup_assets.assets.reporting import markdown_preview
+from dedup_assets.assets.reporting import markdown_preview, timing
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource
 
 
 @dg.asset(
     partitions_def=batch_partitions,
-    group_name="ingest",
+    group_name="cascade",
     kinds={"polars", "parquet"},
     io_manager_key="parquet_io_manager",
 )
@@ -18,12 +20,14 @@ def blob_inventory(context: dg.AssetExecutionContext, storage: DedupStorageResou
     The batch's membership was fixed in the ledger when the batch was cut (by the
     new-blobs sensor or `dedup run`), so re-materializing a batch never changes it.
     """
+    started = time.perf_counter()
     inventory = storage.ledger.read_manifest(context.partition_key)
     return dg.Output(
         inventory,
         metadata={
             "dagster/row_count": inventory.height,
             "total_bytes": int(inventory["size"].sum() or 0),
+            **timing(inventory.height, time.perf_counter() - started),
             "preview": markdown_preview(inventory),
         },
     )

@@ -1,7 +1,10 @@
+import time
+
 import dagster as dg
 import polars as pl
 
-from dedup_assets.assets.reporting import markdown_preview
+from dedup_assets.assets.reporting import markdown_preview, timing
+from dedup_assets.plots import cluster_size_histogram, markdown_image
 from dedup_assets.cluster_stage import cluster_batch
 from dedup_assets.corpus import read_all
 from dedup_assets.partitions import batch_partitions
@@ -12,7 +15,7 @@ IMAGE_COLUMNS = ["blob_name", "width", "height", "format", "jpeg_quality", "shar
 
 @dg.asset(
     partitions_def=batch_partitions,
-    group_name="decisions",
+    group_name="cascade",
     kinds={"polars", "duckdb"},
     io_manager_key="parquet_io_manager",
 )
@@ -28,6 +31,7 @@ def clusters(
     Groups can span batches, so each run writes every member of the groups it touched;
     the DuckDB view `clusters` keeps the latest row per blob (singletons included).
     """
+    started = time.perf_counter()
     layout = storage.layout
     pairs = read_all(layout, "verified_pairs", ["blob_a", "blob_b", "is_duplicate", "coverage_a", "coverage_b", "batch"])
     if pairs.height:
@@ -42,5 +46,8 @@ def clusters(
         "dagster/row_count": result.height,
         "duplicate_groups": groups["cluster_id"].n_unique() if groups.height else 0,
         "duplicates_to_drop": int((~groups["is_representative"]).sum()) if groups.height else 0,
+        **timing(wavelet_hashes.height, time.perf_counter() - started),
+        "cluster_sizes": dg.MetadataValue.md(markdown_image(cluster_size_histogram(
+            groups.unique("cluster_id")["cluster_size"].to_numpy()), "duplicate group sizes")),
         "preview": markdown_preview(groups.select("cluster_id", "blob_name", "is_representative", "quality_score", "reason"), 20),
     })

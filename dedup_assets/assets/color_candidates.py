@@ -1,8 +1,10 @@
+import time
+
 import dagster as dg
 import numpy as np
 import polars as pl
 
-from dedup_assets.assets.reporting import markdown_preview
+from dedup_assets.assets.reporting import markdown_preview, timing
 from dedup_assets.corpus import read_all
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource
@@ -45,7 +47,7 @@ def candidate_pairs(batch: pl.DataFrame, corpus: pl.DataFrame, radius: int, max_
 
 @dg.asset(
     partitions_def=batch_partitions,
-    group_name="candidates",
+    group_name="cascade",
     kinds={"faiss", "parquet"},
     io_manager_key="parquet_io_manager",
 )
@@ -58,11 +60,13 @@ def color_candidates(
     """Pairs whose wavelet hashes lie within a Hamming radius (faiss binary index), kept
     when their colour signatures agree. The batch is searched against itself and every
     other stored batch, so a later batch finds its duplicates among earlier ones."""
+    started = time.perf_counter()
     corpus = read_all(storage.layout, "wavelet_hashes", ["blob_name", "wavelet_hash", "color_signature"])
     pairs = candidate_pairs(wavelet_hashes, corpus, config.hamming_radius, config.max_color_distance)
     context.log.info(f"{pairs.height} colour-agreeing near-hash pairs against {corpus.height} stored images")
     return dg.Output(pairs, metadata={
         "dagster/row_count": pairs.height,
         "corpus_images": corpus.height,
+        **timing(wavelet_hashes.height, time.perf_counter() - started),
         "preview": markdown_preview(pairs),
     })

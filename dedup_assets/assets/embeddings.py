@@ -1,7 +1,7 @@
 import dagster as dg
 import polars as pl
 
-from dedup_assets.assets.reporting import log_progress
+from dedup_assets.assets.reporting import log_progress, timing
 from dedup_assets.embedding_stage import cached_embedder, embed_batch
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource
@@ -19,7 +19,7 @@ class EmbeddingsConfig(dg.Config):
 
 @dg.asset(
     partitions_def=batch_partitions,
-    group_name="features",
+    group_name="cascade",
     kinds={"pytorch", "parquet"},
     io_manager_key="parquet_io_manager",
 )
@@ -41,4 +41,5 @@ def embeddings(
         "device": embedder.device,
         "dimensions": embedder.dim,
         "images_per_second": round(distinct / max(seconds, 1e-9), 1),
+        **timing(wavelet_hashes.height, seconds),
     })

@@ -23,6 +23,11 @@ def log_progress(log, label: str, every_seconds: float = 5.0) -> Callable[[int, 
     return report
 
 
+def timing(count: int, seconds: float) -> dict:
+    """Time per image, the figure to compare across batches and machines."""
+    return {"seconds": round(seconds, 3), "ms_per_image": round(1000 * seconds / max(count, 1), 3)}
+
+
 def markdown_preview(frame: pl.DataFrame, rows: int = 10) -> dg.MetadataValue:
     if frame.height == 0:
         return dg.MetadataValue.md("_empty_")

@@ -1,9 +1,11 @@
 import functools
+import time
 
 import dagster as dg
 import polars as pl
 
-from dedup_assets.assets.reporting import log_progress, markdown_preview
+from dedup_assets.assets.reporting import log_progress, markdown_preview, timing
+from dedup_assets.plots import markdown_image, similarity_distributions
 from dedup_assets.corpus import read_all
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource
@@ -33,7 +35,7 @@ _load_verifier = functools.lru_cache(maxsize=2)(load_verifier)
 
 @dg.asset(
     partitions_def=batch_partitions,
-    group_name="decisions",
+    group_name="cascade",
     kinds={"opencv", "kornia", "parquet"},
     io_manager_key="parquet_io_manager",
 )
@@ -48,6 +50,7 @@ def verified_pairs(
     every stored batch), decided by the cascade: near-identical hashes are accepted, the
     uncertain rest verified geometrically. Every pair is kept with its scores, the stage
     that decided and why."""
+    started = time.perf_counter()
     layout = storage.layout
     corpus_embeddings = read_all(layout, "embeddings", ["blob_name", "embedding"])
     from_embeddings = embedding_pairs(embeddings, corpus_embeddings, config.min_similarity, config.neighbours)
@@ -67,6 +70,11 @@ def verified_pairs(
         .join(corpus_embeddings.filter(pl.col("blob_name").is_in(list(involved))), on="blob_name")
         .unique(subset="blob_name", keep="last")
     )
+    # A concurrent run may have hashed its batch but not embedded it yet: such a pair
+    # waits for that batch's own run, which searches it against this one.
+    ready = candidates["blob_a"].is_in(features["blob_name"]) & candidates["blob_b"].is_in(features["blob_name"])
+    deferred = int((~ready).sum())
+    candidates = candidates.filter(ready)
     policy = CascadePolicy(accept_hamming=config.accept_hamming, min_inliers=config.min_inliers,
                            min_coverage=config.min_coverage, min_agreement=config.min_agreement,
                            candidate_hamming=config.candidate_hamming,
@@ -81,8 +89,15 @@ def verified_pairs(
         "dagster/row_count": pairs.height,
         "duplicates": int(pairs["is_duplicate"].sum()) if pairs.height else 0,
         "geometrically_verified": verified,
+        "deferred_pairs": deferred,
         "verifier": verifier.name,
         "pairs_per_second": round(verified / max(seconds, 1e-9), 1),
+        **timing(embeddings.height, time.perf_counter() - started),
+        "similarity": dg.MetadataValue.md(markdown_image(similarity_distributions({
+            score: (pairs.filter(pl.col("is_duplicate"))[score].drop_nulls().to_numpy(),
+                    pairs.filter(~pl.col("is_duplicate"))[score].drop_nulls().to_numpy())
+            for score in ("hamming", "cosine", "inliers")
+        }), "pair scores: duplicates vs distinct")),
         "decided_by": dg.MetadataValue.json(
             {str(k): int(v) for k, v in pairs.group_by("decided_by").len().rows()} if pairs.height else {}
         ),

@@ -13,7 +13,7 @@ class WaveletHashConfig(dg.Config):
 
 @dg.asset(
     partitions_def=batch_partitions,
-    group_name="features",
+    group_name="cascade",
     kinds={"pywavelets", "parquet"},
     io_manager_key="parquet_io_manager",
 )
@@ -47,6 +47,7 @@ def wavelet_hashes(
             "failed_blobs": failed,
             "images_per_second": round(hashes.height / max(result.seconds, 1e-9), 1),
             "ms_per_image": round(1000 * result.seconds / max(blob_inventory.height, 1), 2),
+            "seconds": round(result.seconds, 3),
             "distinct_contents": hashes["content_hash"].n_unique() if hashes.height else 0,
         },
     )

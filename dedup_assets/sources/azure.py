@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from typing import Callable, Iterator, TypeVar
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceModifiedError,
+                                   ResourceNotFoundError)
 
 from dedup_assets.sources import BlobChangedError, BlobInfo
 
@@ -92,6 +93,7 @@ class AzureBlobSource:
     """Blobs of one container under a prefix; names are relative to the prefix."""
 
     is_remote = True
+    supports_tags = True
 
     def __init__(self, uri: str, connection_string: str | None = None, account_url: str | None = None,
                  credential=None, settings: AzureSettings | None = None):
@@ -162,6 +164,7 @@ class AzureBlobSource:
 
                 credential = DefaultAzureCredential()
             service = BlobServiceClient(self._account_url, credential=credential, **options)
+        self._service = service
         return service.get_container_client(self.container)
 
     def _call(self, call: Callable[[], T], what: str) -> T:
@@ -208,5 +211,60 @@ class AzureBlobSource:
 
         try:
             return self._call(download, f"downloading {name}")
+        except ResourceNotFoundError:
+            raise FileNotFoundError(name) from None
+
+    # Actions on duplicates (dedup_assets.actions). None of them deletes anything.
+
+    def _check_etag(self, blob, expected_etag: str | None) -> None:
+        if expected_etag and blob.get_blob_properties().etag.strip('"') != expected_etag:
+            raise BlobChangedError("blob changed since the decision; left alone")
+
+    def set_tags(self, name: str, tags: dict[str, str], expected_etag: str | None = None) -> None:
+        """Add blob index tags, keeping the blob's other tags."""
+        blob = self.client.get_blob_client(self.prefix + name)
+
+        def tag() -> None:
+            self._check_etag(blob, expected_etag)
+            blob.set_blob_tags({**blob.get_blob_tags(), **tags})
+
+        try:
+            self._call(tag, f"tagging {name}")
+        except ResourceNotFoundError:
+            raise FileNotFoundError(name) from None
+
+    def check_quarantine(self, quarantine: str) -> None:
+        container, prefix = parse_azure_uri(quarantine)
+        if container == self.container and prefix.startswith(self.prefix):
+            raise ValueError(
+                f"the quarantine location {quarantine} lies inside the scanned {self.uri}: its copies would be "
+                "scanned as new images; choose another container or a prefix outside the source's"
+            )
+
+    def quarantine_target(self, quarantine: str, name: str) -> str:
+        container, prefix = parse_azure_uri(quarantine)
+        return f"az://{container}/{prefix}{name}"
+
+    def copy_to(self, name: str, target: str, expected_etag: str | None = None, poll_seconds: float = 0.2) -> None:
+        """Server-side copy of a blob to `az://container/path` (same account), checked
+        against the etag the decision was made on."""
+        container, path = parse_azure_uri(target)
+        source = self.client.get_blob_client(self.prefix + name)
+        destination = self._service.get_blob_client(container, path.rstrip("/"))
+
+        def copy() -> None:
+            self._check_etag(source, expected_etag)
+            try:
+                self._service.get_container_client(container).create_container()
+            except ResourceExistsError:
+                pass
+            destination.start_copy_from_url(source.url)
+            while (status := destination.get_blob_properties().copy.status) == "pending":
+                time.sleep(poll_seconds)
+            if status != "success":
+                raise RuntimeError(f"copy ended with status {status}")
+
+        try:
+            self._call(copy, f"copying {name}")
         except ResourceNotFoundError:
             raise FileNotFoundError(name) from None

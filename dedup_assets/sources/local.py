@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +17,7 @@ def _etag(stat: os.stat_result) -> str:
 
 
 class LocalFolderSource:
+    supports_tags = False  # files have no blob index tags; quarantine copies instead
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
 
@@ -64,3 +66,21 @@ class LocalFolderSource:
                     "blob changed since it was inventoried; its new version gets its own batch"
                 )
             return handle.read()
+
+    # Actions on duplicates (dedup_assets.actions). None of them deletes anything.
+
+    def check_quarantine(self, quarantine: str) -> None:
+        destination = Path(quarantine).resolve()
+        if destination.is_relative_to(self.root):
+            raise ValueError(f"the quarantine folder {destination} lies inside the scanned folder {self.root}: "
+                             "its copies would be scanned as new images")
+
+    def quarantine_target(self, quarantine: str, name: str) -> str:
+        return str(Path(quarantine).resolve() / name)
+
+    def copy_to(self, name: str, target: str, expected_etag: str | None = None) -> None:
+        path = self._resolve(name)
+        if expected_etag is not None and _etag(path.stat()) != expected_etag:
+            raise BlobChangedError("file changed since the decision; left alone")
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)

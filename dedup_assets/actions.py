@@ -1,0 +1,80 @@
+"""Acting on the keep/drop manifest, as plain Python: mark or quarantine the copies to
+drop. Nothing here ever deletes a blob; a dry run (the default) only plans.
+
+- `tag`: blob index tags on each duplicate (`dedup_action=drop`, `dedup_cluster=<id>`),
+  so a lifecycle rule or a person can find them with `find_blobs_by_tags`.
+- `copy`: a copy of each duplicate under a quarantine location outside the scanned one.
+
+Each action first checks the blob still has the etag the decision was made on: a blob
+rewritten since is skipped, never acted on blindly.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import polars as pl
+
+from dedup_assets.sources import BlobChangedError
+
+MODES = ("tag", "copy")
+ACTION_SCHEMA = {"blob_name": pl.String, "cluster_id": pl.String, "mode": pl.String, "target": pl.String,
+                 "status": pl.String, "detail": pl.String}
+
+
+def plan_drops(manifest: pl.DataFrame) -> pl.DataFrame:
+    return manifest.filter(pl.col("action") == "drop").sort("blob_name")
+
+
+def apply_actions(source, drops: pl.DataFrame, mode: str, dry_run: bool, quarantine: str | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> tuple[pl.DataFrame, float]:
+    """Tag or copy each dropped blob (or, in a dry run, say what would be done).
+
+    Returns one row per blob: status planned / tagged / copied / skipped / failed.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown action mode {mode!r}; expected one of {', '.join(MODES)}")
+    started = time.perf_counter()
+    if mode == "tag" and not source.supports_tags:
+        raise ValueError(f"{source.describe()} has no blob index tags: use mode 'copy' with a quarantine location")
+    if mode == "copy":
+        if not quarantine:
+            raise ValueError("mode 'copy' needs a quarantine location")
+        source.check_quarantine(quarantine)
+    rows = []
+    for done, drop in enumerate(drops.iter_rows(named=True), 1):
+        name, cluster = drop["blob_name"], drop["cluster_id"]
+        target = source.quarantine_target(quarantine, name) if mode == "copy" else _tag_summary(cluster)
+        if dry_run:
+            status, detail = "planned", f"dry run: would {mode} ({drop['reason']})"
+        else:
+            try:
+                if mode == "tag":
+                    source.set_tags(name, duplicate_tags(cluster, drop["representative"]), expected_etag=drop["etag"])
+                    status, detail = "tagged", drop["reason"]
+                else:
+                    source.copy_to(name, target, expected_etag=drop["etag"])
+                    status, detail = "copied", drop["reason"]
+            except BlobChangedError as error:
+                status, detail = "skipped", str(error)
+            except FileNotFoundError:
+                status, detail = "skipped", "blob no longer exists"
+            except Exception as error:  # one blob's failure must not stop the others
+                status, detail = "failed", f"{type(error).__name__}: {error}"[:500]
+        rows.append((name, cluster, mode, target, status, detail))
+        if on_progress:
+            on_progress(done, drops.height)
+    return pl.DataFrame(rows, schema=ACTION_SCHEMA, orient="row"), time.perf_counter() - started
+
+
+def duplicate_tags(cluster_id: str, representative: str | None) -> dict[str, str]:
+    tags = {"dedup_action": "drop", "dedup_cluster": cluster_id}
+    # Tag values allow only letters, digits, space and + - . / : = _ (256 at most).
+    if representative and len(representative) <= 256 and all(c.isalnum() or c in " +-./:=_" for c in representative):
+        tags["dedup_keep"] = representative
+    return tags
+
+
+def _tag_summary(cluster_id: str) -> str:
+    return f"tags dedup_action=drop, dedup_cluster={cluster_id}"

@@ -1,0 +1,176 @@
+"""What a person reviews and acts on, as plain Python: the keep/drop manifest and a
+static, paged HTML gallery of the duplicate clusters.
+
+Both read the DuckDB catalog (latest cluster row per blob, across every batch), so they
+reflect the whole corpus, not one partition.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from dedup_assets.storage import StorageLayout, write_bytes_atomic, write_parquet_atomic
+
+MANIFEST_SCHEMA = {
+    "blob_name": pl.String, "cluster_id": pl.String, "action": pl.String, "reason": pl.String,
+    "representative": pl.String, "cluster_size": pl.Int32, "etag": pl.String,
+}
+# keep: the representative of a group, or a unique image; drop: a copy of the
+# representative; review: the blob could not be decided (it failed a stage).
+ACTIONS = ("keep", "drop", "review")
+
+
+def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {row[0] for row in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
+
+
+def _frame(con: duckdb.DuckDBPyConnection, sql: str, schema: dict) -> pl.DataFrame:
+    return pl.DataFrame(con.execute(sql).fetchall(), schema=schema, orient="row")
+
+
+def keep_drop_manifest(layout: StorageLayout) -> pl.DataFrame:
+    """One row per inventoried blob: keep, drop (with the copy it duplicates) or review
+    (it failed a stage: the reason says which and why)."""
+    if not layout.catalog_path.exists():
+        return pl.DataFrame(schema=MANIFEST_SCHEMA)
+    con = duckdb.connect(str(layout.catalog_path), read_only=True)
+    try:
+        views = _views(con)
+        if "blob_inventory" not in views:
+            return pl.DataFrame(schema=MANIFEST_SCHEMA)
+        parts = []
+        # The latest inventoried version of each name: its etag guards the actions.
+        inventory = ("(select blob_name, etag from blob_inventory qualify row_number() over "
+                     "(partition by blob_name order by batch desc) = 1)")
+        if "clusters" in views:
+            parts.append(
+                "select c.blob_name, c.cluster_id, case when c.is_representative then 'keep' else 'drop' end, "
+                f"c.reason, c.representative, c.cluster_size, i.etag from clusters c join {inventory} i using (blob_name)"
+            )
+        if "failed_blobs" in views:
+            decided = "select blob_name from clusters" if "clusters" in views else "select null where false"
+            parts.append(
+                "select f.blob_name, null, 'review', 'not decided: ' || string_agg(f.stage || ': ' || f.reason, '; '), "
+                f"null, null, i.etag from failed_blobs f join {inventory} i using (blob_name) "
+                f"where f.blob_name not in ({decided}) group by f.blob_name, i.etag"
+            )
+        if not parts:
+            return pl.DataFrame(schema=MANIFEST_SCHEMA)
+        return _frame(con, " union all ".join(parts) + " order by 1", MANIFEST_SCHEMA)
+    finally:
+        con.close()
+
+
+def write_manifest(manifest: pl.DataFrame, directory: Path) -> tuple[Path, Path]:
+    """The manifest as CSV (for people and spreadsheets) and Parquet (for programs)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    csv_path, parquet_path = directory / "keep_drop_manifest.csv", directory / "keep_drop_manifest.parquet"
+    columns = ["blob_name", "cluster_id", "action", "reason", "representative", "cluster_size", "etag"]
+    write_bytes_atomic(manifest.select(columns).write_csv().encode(), csv_path)
+    write_parquet_atomic(manifest.select(columns), parquet_path)
+    return csv_path, parquet_path
+
+
+IMAGE_SQL = """
+select blob_name, thumbnail, width, height, format, jpeg_quality, sharpness, bytes
+from wavelet_hashes qualify row_number() over (partition by blob_name order by batch desc) = 1
+"""
+IMAGE_SCHEMA = {"blob_name": pl.String, "thumbnail": pl.String, "width": pl.Int32, "height": pl.Int32,
+                "format": pl.String, "jpeg_quality": pl.Int32, "sharpness": pl.Float32, "bytes": pl.Int64}
+PAIR_SQL = """
+select blob_a, blob_b, found_by, hamming, color_distance, cosine, inliers, coverage_a, coverage_b,
+       agreement, is_duplicate, decided_by, reason
+from verified_pairs qualify row_number() over (partition by blob_a, blob_b order by batch desc) = 1
+"""
+PAIR_SCHEMA = {"blob_a": pl.String, "blob_b": pl.String, "found_by": pl.String, "hamming": pl.Int32,
+               "color_distance": pl.Float32, "cosine": pl.Float32, "inliers": pl.Int32,
+               "coverage_a": pl.Float32, "coverage_b": pl.Float32, "agreement": pl.Float32,
+               "is_duplicate": pl.Boolean, "decided_by": pl.String, "reason": pl.String}
+CLUSTER_SQL = """
+select cluster_id, blob_name, is_representative, quality_score, reason, cluster_size
+from clusters where cluster_size > 1
+"""
+CLUSTER_SCHEMA = {"cluster_id": pl.String, "blob_name": pl.String, "is_representative": pl.Boolean,
+                  "quality_score": pl.Float32, "reason": pl.String, "cluster_size": pl.Int32}
+
+
+@dataclass
+class Gallery:
+    index: Path
+    pages: int
+    clusters: int
+    images: int
+    sizes: list[int]  # copies per cluster, largest first
+
+
+def _environment() -> Environment:
+    return Environment(loader=PackageLoader("dedup_assets", "templates"),
+                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+
+
+def _cluster_records(groups: pl.DataFrame, images: pl.DataFrame, pairs: pl.DataFrame, layout: StorageLayout,
+                     out_dir: Path) -> dict[str, dict]:
+    """The template's view of every cluster: members (kept copy first) and the pairs
+    between them, in one pass over each table."""
+    members = groups.join(images, on="blob_name", how="left").sort(
+        ["cluster_id", "is_representative", "quality_score"], descending=[False, True, True])
+    cluster_of = groups.select("blob_name", "cluster_id")
+    inside = (pairs.join(cluster_of.rename({"blob_name": "blob_a"}), on="blob_a")
+              .join(cluster_of.rename({"blob_name": "blob_b", "cluster_id": "cluster_b"}), on="blob_b")
+              .filter(pl.col("cluster_id") == pl.col("cluster_b")))
+    home_from_pages = Path(os.path.relpath(layout.home, out_dir))
+    records: dict[str, dict] = {}
+    for row in members.iter_rows(named=True):
+        record = records.setdefault(row["cluster_id"], {
+            "id": row["cluster_id"], "size": row["cluster_size"], "members": [], "pairs": []})
+        row["src"] = (home_from_pages / row["thumbnail"]).as_posix() if row["thumbnail"] else None
+        record["members"].append(row)
+    for pair in inside.sort("blob_a", "blob_b").iter_rows(named=True):
+        records[pair["cluster_id"]]["pairs"].append(pair)
+    return records
+
+
+def write_gallery(layout: StorageLayout, out_dir: Path, clusters_per_page: int = 50) -> Gallery:
+    """index.html plus one page per `clusters_per_page` clusters, largest first; the
+    thumbnails are linked relative to the pages, so the folder opens with no server."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    environment = _environment()
+    con = duckdb.connect(str(layout.catalog_path), read_only=True)
+    try:
+        views = _views(con)
+        groups = _frame(con, CLUSTER_SQL, CLUSTER_SCHEMA) if "clusters" in views else pl.DataFrame(schema=CLUSTER_SCHEMA)
+        images = _frame(con, IMAGE_SQL, IMAGE_SCHEMA) if "wavelet_hashes" in views else pl.DataFrame(schema=IMAGE_SCHEMA)
+        pairs = _frame(con, PAIR_SQL, PAIR_SCHEMA) if "verified_pairs" in views else pl.DataFrame(schema=PAIR_SCHEMA)
+    finally:
+        con.close()
+    order = (groups.group_by("cluster_id").agg(pl.len().alias("n"))
+             .sort(["n", "cluster_id"], descending=[True, False])["cluster_id"].to_list())
+    page_count = max(1, math.ceil(len(order) / clusters_per_page))
+    page_name = "page-{:05d}.html".format
+    records = _cluster_records(groups, images, pairs, layout, out_dir)
+    pages = []
+    for page in range(page_count):
+        ids = order[page * clusters_per_page:(page + 1) * clusters_per_page]
+        html = environment.get_template("gallery_page.html.j2").render(
+            clusters=[records[i] for i in ids], page=page + 1, pages=page_count, page_name=page_name,
+            first=page * clusters_per_page + 1,
+        )
+        write_bytes_atomic(html.encode(), out_dir / page_name(page + 1))
+        pages.append({"file": page_name(page + 1), "first": page * clusters_per_page + 1,
+                      "last": page * clusters_per_page + len(ids),
+                      "largest": records[ids[0]]["size"] if ids else 0})
+    drop = int((~groups["is_representative"]).sum()) if groups.height else 0
+    html = environment.get_template("gallery_index.html.j2").render(
+        pages=pages, clusters=len(order), images=groups.height, drop=drop, home=str(layout.home),
+    )
+    index = out_dir / "index.html"
+    write_bytes_atomic(html.encode(), index)
+    return Gallery(index=index, pages=page_count, clusters=len(order), images=groups.height,
+                   sizes=[records[i]["size"] for i in order])

@@ -1,0 +1,120 @@
+"""The same pretrained embedders run by ONNX Runtime on the CPU: the torch model is
+exported once (cached on disk by a key of model, weights and input size), optionally
+quantised to int8 with calibration images, then served by an InferenceSession."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from dedup_assets.vision.embedders import TorchEmbedder
+
+
+@dataclass
+class OnnxEmbedder:
+    name: str
+    session: object  # onnxruntime.InferenceSession
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    dim: int
+    device: str = "cpu"
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        size = self.input_size
+        # As TorchEmbedder: the whole image squashed to a square, no centre crop.
+        stacked = np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images])
+        pixels = stacked.astype(np.float32) * (1 / 255.0)
+        pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
+
+    def embed(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            (features,) = self.session.run(None, {"pixels": self.preprocess(images[start:start + batch_size])})
+            outputs.append(features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12))
+        return np.concatenate(outputs).astype(np.float32)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("DEDUP_MODEL_CACHE") or Path(os.environ.get("DEDUP_HOME", "data")) / "models"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _export(embedder: TorchEmbedder, path: Path, input_size: int) -> None:
+    import torch
+
+    dummy = torch.zeros(1, 3, input_size, input_size)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.onnx.export(embedder.model.float().cpu(), dummy, str(tmp), input_names=["pixels"],
+                      output_names=["features"], dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    os.replace(tmp, path)
+
+
+class _Calibration:
+    """Feeds calibration images to onnxruntime's static quantiser, one batch at a time."""
+
+    def __init__(self, batches: list[np.ndarray]):
+        self._batches = iter(batches)
+
+    def get_next(self):
+        batch = next(self._batches, None)
+        return None if batch is None else {"pixels": batch}
+
+
+def _quantize(fp32: Path, path: Path, calibration: list[np.ndarray]) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(_Calibration, CalibrationDataReader):
+        pass
+
+    prepared = path.with_suffix(".prep.onnx")
+    quant_pre_process(str(fp32), str(prepared))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    quantize_static(str(prepared), str(tmp), Reader(calibration), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    os.replace(tmp, path)
+    prepared.unlink(missing_ok=True)
+
+
+def onnx_embedder(embedder: TorchEmbedder, input_size: int | None = None, int8: bool = False,
+                  calibration_images: Sequence[np.ndarray] | None = None, threads: int = 0) -> OnnxEmbedder:
+    """ONNX Runtime twin of a CPU torch embedder (same weights, same preprocessing)."""
+    import onnxruntime as ort
+    import torch
+
+    size = input_size or embedder.input_size
+    digest = hashlib.sha1()
+    for tensor in embedder.model.state_dict().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes()[:4096])
+    key = f"{embedder.name.replace(':', '_')}-{size}-{digest.hexdigest()[:12]}"
+    fp32 = _cache_dir() / f"{key}.onnx"
+    if not fp32.exists():
+        _export(embedder, fp32, size)
+    model_path = fp32
+    twin = OnnxEmbedder(embedder.name, None, size, embedder.mean, embedder.std, embedder.dim)
+    if int8:
+        if not calibration_images:
+            raise ValueError("int8 quantisation needs calibration images")
+        model_path = _cache_dir() / f"{key}-int8.onnx"
+        if not model_path.exists():
+            batches = [twin.preprocess(calibration_images[i:i + 16]) for i in range(0, len(calibration_images), 16)]
+            _quantize(fp32, model_path, batches)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    twin.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    twin.name = f"{embedder.name}@{size}{'-int8' if int8 else ''}-onnx"
+    return twin

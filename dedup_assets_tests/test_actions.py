@@ -1,0 +1,119 @@
+"""The duplicate_actions asset: a dry run by default, tags or quarantine copies when
+asked, on a local folder and on Azure (Azurite). Nothing is ever deleted."""
+
+import os
+
+import polars as pl
+import pytest
+
+from dedup_assets.io_manager import ParquetIOManager
+from dedup_assets.resources import DedupStorageResource, ImageSourceResource
+from dedup_assets_tests.test_azure_pipeline import upload_folder
+
+
+def actions(layout) -> pl.DataFrame:
+    return pl.read_parquet(layout.partition_path("duplicate_actions", None))
+
+
+def drops(layout) -> set[str]:
+    manifest = pl.read_parquet(layout.review_dir / "keep_drop_manifest.parquet")
+    return set(manifest.filter(pl.col("action") == "drop")["blob_name"])
+
+
+def test_the_default_is_a_dry_run_that_changes_nothing(run_everything, resources, image_folder, layout):
+    before = {p.name: p.stat().st_mtime_ns for p in image_folder.iterdir()}
+    run_everything(resources)
+    planned = actions(layout)
+    assert set(planned["blob_name"]) == drops(layout) and len(drops(layout)) >= 10
+    assert set(planned["status"]) == {"planned"}
+    assert {p.name: p.stat().st_mtime_ns for p in image_folder.iterdir()} == before
+    assert not (layout.home / "quarantine").exists()
+
+
+def test_copies_go_to_a_quarantine_folder_and_the_originals_stay(run_everything, resources, image_folder, layout):
+    before = sorted(p.name for p in image_folder.iterdir())
+    run_everything(resources, {"duplicate_actions": {"config": {"dry_run": False}}})
+    done = actions(layout)
+    assert set(done["status"]) == {"copied"}
+    quarantine = layout.home / "quarantine"
+    assert sorted(p.name for p in quarantine.iterdir()) == sorted(drops(layout))
+    assert sorted(p.name for p in image_folder.iterdir()) == before  # nothing deleted
+    for name in drops(layout):
+        assert (quarantine / name).read_bytes() == (image_folder / name).read_bytes()
+
+
+def test_a_quarantine_inside_the_scanned_folder_is_refused(run_everything, resources, image_folder):
+    with pytest.raises(Exception, match="inside the scanned folder"):
+        run_everything(resources, {"duplicate_actions": {"config": {
+            "dry_run": False, "quarantine": str(image_folder / "quarantine")}}})
+    assert not (image_folder / "quarantine").exists()
+
+
+def test_a_file_changed_since_the_decision_is_skipped(run_everything, resources, image_folder, layout, instance):
+    import dagster as dg
+
+    from dedup_assets.assets import review_assets
+
+    run_everything(resources)
+    changed = sorted(drops(layout))[0]
+    os.utime(image_folder / changed, (1_800_000_000, 1_800_000_000))  # a new etag
+    result = dg.materialize(review_assets, selection=["duplicate_actions"], instance=instance, resources=resources,
+                            run_config={"ops": {"duplicate_actions": {"config": {"dry_run": False}}}})
+    assert result.success
+    statuses = dict(actions(layout).select("blob_name", "status").rows())
+    assert statuses.pop(changed) == "skipped"
+    assert set(statuses.values()) == {"copied"}
+
+
+@pytest.fixture
+def azure_review_resources(azurite, container, home, image_folder):
+    upload_folder(container, image_folder)
+    return {
+        "image_source": ImageSourceResource(uri=f"az://{container.container_name}/",
+                                            connection_string=azurite.connection_string, download_concurrency=4),
+        "storage": DedupStorageResource(home=str(home)),
+        "parquet_io_manager": ParquetIOManager(home=str(home)),
+    }
+
+
+def test_duplicates_get_blob_index_tags_on_azure(run_everything, azure_review_resources, container, layout):
+    names_before = sorted(container.list_blob_names())
+    for name in names_before:
+        container.get_blob_client(name).set_blob_tags({"owner": "team-a"})
+    run_everything(azure_review_resources, {"duplicate_actions": {"config": {"dry_run": False}}})
+    done = actions(layout)
+    assert set(done["status"]) == {"tagged"}, done.filter(pl.col("status") != "tagged").rows()
+    tagged = {blob["name"] for blob in container.find_blobs_by_tags("dedup_action = 'drop'")}
+    assert tagged == drops(layout)
+    manifest = pl.read_parquet(layout.review_dir / "keep_drop_manifest.parquet")
+    for name, cluster, keep in manifest.filter(pl.col("action") == "drop").select(
+            "blob_name", "cluster_id", "representative").rows():
+        tags = container.get_blob_client(name).get_blob_tags()
+        assert tags["dedup_cluster"] == cluster and tags["dedup_keep"] == keep
+    # Existing tags are kept; kept copies are untouched; nothing deleted.
+    assert all(container.get_blob_client(name).get_blob_tags()["owner"] == "team-a" for name in names_before)
+    for name in set(names_before) - drops(layout):
+        assert "dedup_action" not in container.get_blob_client(name).get_blob_tags()
+    assert sorted(container.list_blob_names()) == names_before
+
+
+def test_quarantine_copies_on_azure_go_outside_the_scanned_prefix(
+    run_everything, azure_review_resources, azurite, container, layout
+):
+    names_before = sorted(container.list_blob_names())
+    with pytest.raises(Exception, match="inside the scanned"):
+        run_everything(azure_review_resources, {"duplicate_actions": {"config": {
+            "dry_run": False, "mode": "copy", "quarantine": f"az://{container.container_name}/quarantine/"}}})
+
+    quarantine = f"{container.container_name}-q"
+    run_everything(azure_review_resources, {"duplicate_actions": {"config": {
+        "dry_run": False, "mode": "copy", "quarantine": f"az://{quarantine}/dups/"}}})
+    assert set(actions(layout)["status"]) == {"copied"}
+    copies = azurite.container(quarantine)
+    try:
+        assert sorted(copies.list_blob_names()) == sorted(f"dups/{name}" for name in drops(layout))
+        name = sorted(drops(layout))[0]
+        assert copies.download_blob(f"dups/{name}").readall() == container.download_blob(name).readall()
+    finally:
+        copies.delete_container()
+    assert sorted(container.list_blob_names()) == names_before

@@ -1,0 +1,115 @@
+"""The keep/drop manifest and the HTML gallery, from a real run over two duplicate groups."""
+
+import csv
+import html.parser
+
+import polars as pl
+
+from dedup_assets.catalog import query
+from dedup_assets.review import write_gallery
+
+
+class GalleryParser(html.parser.HTMLParser):
+    """Clusters, their members (kept or dropped) and image sources of a gallery page."""
+
+    def __init__(self):
+        super().__init__()
+        self.clusters: dict[str, list[tuple[str, str]]] = {}
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self._cluster = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "data-cluster" in attrs:
+            self._cluster = attrs["data-cluster"]
+            self.clusters[self._cluster] = []
+        if "data-blob" in attrs:
+            state = "kept" if "kept" in attrs["class"].split() else "dropped"
+            self.clusters[self._cluster].append((attrs["data-blob"], state))
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "a":
+            self.links.append(attrs["href"])
+
+
+def parse(path) -> GalleryParser:
+    parser = GalleryParser()
+    parser.feed(path.read_text())
+    return parser
+
+
+def test_the_manifest_lists_every_blob_once_with_an_action_and_a_reason(
+    run_everything, resources, image_folder, layout
+):
+    (image_folder / "zero_bytes.jpg").write_bytes(b"")
+    (image_folder / "notes.jpg").write_bytes(b"not an image\n" * 20)
+    run_everything(resources)
+
+    with open(layout.review_dir / "keep_drop_manifest.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(list(image_folder.iterdir()))
+    manifest = pl.read_csv(layout.review_dir / "keep_drop_manifest.csv")
+    assert manifest.columns[:4] == ["blob_name", "cluster_id", "action", "reason"]
+    assert sorted(manifest["blob_name"]) == sorted(p.name for p in image_folder.iterdir())
+    assert manifest.filter(pl.col("reason").is_null()).height == 0
+    stored = pl.read_parquet(layout.review_dir / "keep_drop_manifest.parquet")
+    assert stored.equals(manifest.cast(stored.schema))
+
+    clusters = dict(query(layout, "select blob_name, is_representative from clusters"))
+    for row in manifest.iter_rows(named=True):
+        if row["blob_name"] in clusters:
+            assert row["action"] == ("keep" if clusters[row["blob_name"]] else "drop")
+        else:  # a file that could not be decoded is left for a person, with the cause
+            assert row["action"] == "review"
+            assert "wavelet_hashes" in row["reason"]
+    assert manifest.filter(pl.col("action") == "review").height == 2
+    # Each drop names a kept copy of the same cluster.
+    kept = manifest.filter(pl.col("action") == "keep").select("blob_name", "cluster_id")
+    drops = manifest.filter(pl.col("action") == "drop")
+    assert drops.height >= 10
+    assert drops.join(kept, left_on=["representative", "cluster_id"], right_on=["blob_name", "cluster_id"]).height == drops.height
+    assert query(layout, "select count(*) from keep_drop_manifest")[0][0] == manifest.height
+
+
+def test_the_gallery_shows_each_cluster_with_its_kept_copy_and_pair_scores(
+    run_everything, resources, layout
+):
+    run_everything(resources)
+    index = layout.review_dir / "index.html"
+    assert index.exists()
+    page = layout.review_dir / "page-00001.html"
+    parsed = parse(page)
+    truth = dict(query(layout, "select cluster_id, list(blob_name order by blob_name) from clusters where cluster_size > 1 group by 1"))
+    representatives = dict(query(layout, "select cluster_id, representative from clusters where cluster_size > 1"))
+    assert set(parsed.clusters) == set(truth) and len(truth) == 2
+    for cluster, members in parsed.clusters.items():
+        assert sorted(name for name, _ in members) == truth[cluster]
+        assert [name for name, state in members if state == "kept"] == [representatives[cluster]]
+        assert members[0][1] == "kept"  # the kept copy comes first
+    # Thumbnails are relative links that resolve from the page's folder: no server.
+    assert parsed.images and all(not src.startswith(("/", "http")) for src in parsed.images)
+    assert all((page.parent / src).resolve().is_file() for src in parsed.images)
+    text = page.read_text()
+    assert "decided by" in text and ("verify" in text or "hash" in text)
+
+
+def test_the_gallery_pages_large_results_and_links_them(run_everything, resources, layout):
+    run_everything(resources)
+    gallery = write_gallery(layout, layout.review_dir / "paged", clusters_per_page=1)
+    assert gallery.pages == 2 and gallery.clusters == 2
+    index = parse(gallery.index)
+    assert index.links[-2:] == ["page-00001.html", "page-00002.html"]
+    first, second = parse(gallery.index.parent / "page-00001.html"), parse(gallery.index.parent / "page-00002.html")
+    assert "page-00002.html" in first.links and "page-00001.html" in second.links
+    assert len(first.clusters) == len(second.clusters) == 1
+    assert len(next(iter(first.clusters.values()))) >= len(next(iter(second.clusters.values())))  # largest first
+
+
+def test_names_are_escaped_in_the_gallery(tmp_path, resources, run_everything, image_folder, layout):
+    original = sorted(image_folder.iterdir())[0]
+    original.rename(image_folder / ("<img src=x onerror=alert(1)>" + original.suffix))
+    run_everything(resources)
+    pages = "".join(p.read_text() for p in layout.review_dir.glob("page-*.html"))
+    assert "<img src=x onerror" not in pages
+    assert "&lt;img src=x onerror=alert(1)&gt;" in pages
+

@@ -45,10 +45,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     _configure(args)
     import dagster as dg
 
-    return _materialize_all(dg.DagsterInstance.get(), progress=not args.no_progress)
+    return _materialize_all(dg.DagsterInstance.get(), progress=not args.no_progress,
+                            run_config=_run_config(args.config))
 
 
-def _materialize_all(instance, progress: bool = True, summary: bool = True) -> int:
+def _run_config(path: str | None) -> dict:
+    """A YAML run config (`ops: {embeddings: {config: {...}}}`), as in the UI's launchpad."""
+    if not path:
+        return {}
+    import yaml
+
+    with open(path) as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def _materialize_all(instance, progress: bool = True, summary: bool = True, run_config: dict | None = None) -> int:
     """Batch what is new in DEDUP_SOURCE, then materialize every batch needing work."""
     from tqdm import tqdm
 
@@ -76,18 +87,23 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True) -> i
     job = defs.resolve_job_def("dedup_job")
     sizes = {key: ledger.read_manifest(key).height for key in todo}
     failed_runs = []
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    quiet = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    # One config file for both jobs: each gets the ops it has.
+    batch_ops = {asset.key.path[-1] for asset in pipeline_assets}
+    ops = quiet.get("ops", {})
+    batch_config = {**quiet, "ops": {k: v for k, v in ops.items() if k in batch_ops}}
+    review_config = {**quiet, "ops": {k: v for k, v in ops.items() if k not in batch_ops}}
     with tqdm(total=sum(sizes.values()), unit="img", desc="dedup", disable=not progress) as bar:
         for key in todo:
             bar.set_postfix_str(key)
             result = job.execute_in_process(
-                partition_key=key, instance=instance, raise_on_error=False, run_config=quiet
+                partition_key=key, instance=instance, raise_on_error=False, run_config=batch_config
             )
             if not result.success:
                 failed_runs.append((key, result.run_id, _step_errors(result)))
             bar.update(sizes[key])
     review = defs.resolve_job_def("review_job").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=quiet)
+        instance=instance, raise_on_error=False, run_config=review_config)
     if not review.success:
         failed_runs.append(("review", review.run_id, _step_errors(review)))
     register_views(layout)
@@ -154,7 +170,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from dedup_assets.storage import StorageLayout
 
         with dg.DagsterInstance.ephemeral() as instance:
-            code = _materialize_all(instance, progress=not args.no_progress, summary=keep)
+            code = _materialize_all(instance, progress=not args.no_progress, summary=keep,
+                                    run_config=_run_config(args.config))
         layout = StorageLayout(os.environ["DEDUP_HOME"])
         rows = query(layout, "select blob_name, cluster_id, is_representative from clusters")
     clusters = {name: cluster for name, cluster, _ in rows}
@@ -203,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", help="image folder (default: $DEDUP_SOURCE)")
     run.add_argument("--batch-size", type=int, help="max blobs per batch (default: $DEDUP_BATCH_SIZE or 1000)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--config", help="YAML run config, e.g. ops: {embeddings: {config: {input_size: 160}}}")
     run.set_defaults(func=cmd_run)
 
     evaluate = commands.add_parser("evaluate", help="score the graph on a labelled folder, beside imagededup PHash")
@@ -212,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, help="max blobs per batch")
     evaluate.add_argument("--no-baseline", action="store_true", help="skip imagededup PHash")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--config", help="YAML run config for the graph (as for run)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     ui = common(commands.add_parser("ui", help="the Dagster UI (dagster dev) on this project's instance"))

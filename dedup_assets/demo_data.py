@@ -213,3 +213,22 @@ def build_bench_set(out_dir: str | os.PathLike, count: int = 1000, side: int = 1
         image = ImageEnhance.Color(image).enhance(rng.uniform(0.6, 1.4))
         image.save(out / f"bench_{number:05d}.jpg", quality=rng.randint(80, 95))
     return out
+
+
+NEAR_DUPLICATE_KINDS = ("resize", "recompress", "crop", "color", "text", "rotate", "format")
+
+
+def build_cascade_bench_set(out_dir: str | os.PathLike, count: int = 1000, duplicate_share: float = 0.4,
+                            side: int = 1200, seed: int = 17) -> Path:
+    """`count` images of about `side` px, `duplicate_share` of them edited copies
+    (resize, recompress, crop, colour, caption, rotation, format) of the others."""
+    out = Path(out_dir)
+    copies = round(count * duplicate_share)
+    build_bench_set(out, count=count - copies, side=side, seed=seed)
+    originals = sorted(out.glob("bench_*.jpg"))
+    rng = random.Random(seed)
+    for number in range(copies):
+        with Image.open(rng.choice(originals)) as original:
+            image, fmt, options = transform(original.convert("RGB"), rng.choice(NEAR_DUPLICATE_KINDS), rng)
+        image.save(out / f"copy_{number:05d}.{fmt.lower().replace('jpeg', 'jpg')}", fmt, **options)
+    return out

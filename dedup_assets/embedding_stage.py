@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from typing import Callable
 
@@ -11,15 +12,40 @@ import numpy as np
 import polars as pl
 
 from dedup_assets.storage import StorageLayout
-from dedup_assets.vision.embedders import TorchEmbedder, load_embedder
+from dedup_assets.vision.embedders import Embedder, load_embedder
+
+log = logging.getLogger(__name__)
 
 EMBEDDING_SCHEMA = {"blob_name": pl.String, "content_hash": pl.String, "model": pl.String, "embedding": pl.Binary}
 
 
+RUNTIMES = ("auto", "torch", "onnx")
+
+
 @functools.lru_cache(maxsize=2)
-def cached_embedder(model: str, weights: str | None, device: str) -> TorchEmbedder:
-    # `dedup run` materializes many batches in one process: load the weights once.
-    return load_embedder(model, weights, device)
+def cached_embedder(model: str, weights: str | None, device: str, runtime: str = "auto",
+                    input_size: int | None = None):
+    """`dedup run` materializes many batches in one process: load the weights once.
+
+    runtime auto: ONNX Runtime on the CPU (twice PyTorch's speed here, same vectors:
+    bench/embedding_speed.py), PyTorch (float16) on CUDA.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown embedding runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    embedder = load_embedder(model, weights, device)
+    if input_size:
+        embedder.input_size = input_size
+    if runtime == "onnx" or (runtime == "auto" and embedder.device == "cpu"):
+        from dedup_assets.vision.onnx_embedders import onnx_embedder
+
+        try:
+            return onnx_embedder(embedder, input_size)
+        except Exception as error:
+            if runtime == "onnx":
+                raise
+            # Not every architecture exports; PyTorch computes the same vectors, slower.
+            log.warning("ONNX export of %s failed (%s); using PyTorch", model, error)
+    return embedder
 
 
 def load_thumbnail(layout: StorageLayout, relative_path: str) -> np.ndarray:
@@ -29,7 +55,7 @@ def load_thumbnail(layout: StorageLayout, relative_path: str) -> np.ndarray:
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 
-def embed_batch(hashes: pl.DataFrame, layout: StorageLayout, embedder: TorchEmbedder,
+def embed_batch(hashes: pl.DataFrame, layout: StorageLayout, embedder: Embedder,
                 batch_size: int = 32, on_progress: Callable[[int, int], None] | None = None) -> tuple[pl.DataFrame, float]:
     """One embedding per distinct content (identical copies share it), from thumbnails."""
     started = time.perf_counter()

@@ -14,6 +14,8 @@ class EmbeddingsConfig(dg.Config):
     model: str = DEFAULT_MODEL
     weights: str | None = None  # a local weights file, overriding the model's default source
     device: str = "auto"  # auto: CUDA when present, else CPU
+    runtime: str = "auto"  # auto: ONNX Runtime on CPU, PyTorch on CUDA; or torch, onnx
+    input_size: int | None = None  # pixels per side; None: the model's own (224)
     batch_size: int = 32
 
 
@@ -31,7 +33,7 @@ def embeddings(
 ) -> dg.Output[pl.DataFrame]:
     """A pretrained CNN/CLIP embedding per image (float16, unit length), computed from the
     thumbnails the hash stage kept: originals are never read again."""
-    embedder = cached_embedder(config.model, config.weights, config.device)
+    embedder = cached_embedder(config.model, config.weights, config.device, config.runtime, config.input_size)
     frame, seconds = embed_batch(wavelet_hashes, storage.layout, embedder, config.batch_size,
                                  on_progress=log_progress(context.log, "embedded"))
     distinct = wavelet_hashes["content_hash"].n_unique() if wavelet_hashes.height else 0

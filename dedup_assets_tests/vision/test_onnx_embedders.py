@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from dedup_assets.embedding_stage import cached_embedder
+from dedup_assets.vision.embedders import load_embedder
+from dedup_assets.vision.onnx_embedders import OnnxEmbedder, onnx_embedder
+
+
+@pytest.fixture(scope="module")
+def torch_embedder():
+    return load_embedder("efficientnet_lite0", device="cpu")
+
+
+def test_the_onnx_twin_gives_the_torch_vectors(torch_embedder, samples, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEDUP_MODEL_CACHE", str(tmp_path))
+    images = list(samples.values())
+    twin = onnx_embedder(torch_embedder)
+    expected, got = torch_embedder.embed(images), twin.embed(images, batch_size=3)
+    assert got.shape == expected.shape == (len(images), 1280)
+    assert np.einsum("ij,ij->i", got, expected).min() > 0.9999
+    assert list(tmp_path.glob("*.onnx"))  # exported once, cached on disk
+    assert onnx_embedder(torch_embedder).embed(images[:1]).shape == (1, 1280)
+
+
+def test_int8_quantisation_needs_calibration_images(torch_embedder, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEDUP_MODEL_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="calibration"):
+        onnx_embedder(torch_embedder, int8=True)
+
+
+def test_the_stage_uses_onnx_runtime_on_cpu_unless_told_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEDUP_MODEL_CACHE", str(tmp_path))
+    assert isinstance(cached_embedder("efficientnet_lite0", None, "cpu", "auto"), OnnxEmbedder)
+    assert not isinstance(cached_embedder("efficientnet_lite0", None, "cpu", "torch"), OnnxEmbedder)
+    with pytest.raises(ValueError, match="runtime"):
+        cached_embedder("efficientnet_lite0", None, "cpu", "tensorrt")

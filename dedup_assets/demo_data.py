@@ -224,11 +224,59 @@ def build_cascade_bench_set(out_dir: str | os.PathLike, count: int = 1000, dupli
     (resize, recompress, crop, colour, caption, rotation, format) of the others."""
     out = Path(out_dir)
     copies = round(count * duplicate_share)
-    build_bench_set(out, count=count - copies, side=side, seed=seed)
-    originals = sorted(out.glob("bench_*.jpg"))
+    build_distinct_set(out, count=count - copies, side=side, seed=seed)
+    originals = sorted(out.glob("distinct_*.jpg"))
     rng = random.Random(seed)
     for number in range(copies):
         with Image.open(rng.choice(originals)) as original:
             image, fmt, options = transform(original.convert("RGB"), rng.choice(NEAR_DUPLICATE_KINDS), rng)
         image.save(out / f"copy_{number:05d}.{fmt.lower().replace('jpeg', 'jpg')}", fmt, **options)
+    return out
+
+
+def distinct_image(rng: np.random.Generator, width: int, height: int,
+                   photos: list[Image.Image] | None = None) -> Image.Image:
+    """A unique synthetic picture, quickly: a colour gradient, random shapes, film grain
+    and, when given, a few small photo patches (real texture for keypoints)."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    angle = rng.uniform(0, np.pi)
+    t = ((xs * np.cos(angle) + ys * np.sin(angle)) / (width + height))[..., None]
+    pixels = a * (1 - t) + b * t
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(15, 40))):
+        x0, y0 = rng.uniform(-0.1, 1.0) * width, rng.uniform(-0.1, 1.0) * height
+        x1, y1 = x0 + rng.uniform(0.02, 0.4) * width, y0 + rng.uniform(0.02, 0.4) * height
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = rng.integers(0, 4)
+        if shape == 0:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        elif shape == 1:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+        elif shape == 2:
+            points = [(x0 + rng.uniform(0, 0.3) * width, y0 + rng.uniform(0, 0.3) * height) for _ in range(5)]
+            draw.polygon(points, fill=colour)
+        else:
+            draw.line((x0, y0, x1, y1), fill=colour, width=int(rng.integers(2, 12)))
+    for index in rng.integers(0, len(photos), 2) if photos else []:
+        photo = photos[int(index)]
+        side = int(min(width, height) * rng.uniform(0.1, 0.25))
+        x, y = int(rng.integers(0, photo.width - side)), int(rng.integers(0, photo.height - side))
+        image.paste(photo.crop((x, y, x + side, y + side)),
+                    (int(rng.integers(0, width - side)), int(rng.integers(0, height - side))))
+    grain = rng.normal(0, 6, (height, width, 1)).astype(np.float32)
+    return Image.fromarray(np.clip(np.asarray(image, np.float32) + grain, 0, 255).astype(np.uint8))
+
+
+def build_distinct_set(out_dir: str | os.PathLike, count: int = 1000, side: int = 1200, seed: int = 23,
+                       start: int = 0) -> Path:
+    """`count` distinct synthetic JPEGs of `side`×¾`side` px (for speed and memory runs)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    photos = list(shipped_photos().values())
+    for number in range(start, start + count):
+        rng = np.random.default_rng([seed, number])
+        image = distinct_image(rng, side, round(side * 0.75), photos)
+        image.save(out / f"distinct_{number:06d}.jpg", quality=int(rng.integers(80, 95)))
     return out

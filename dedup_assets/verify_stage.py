@@ -17,9 +17,9 @@ from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
 from dedup_assets.vision.color import color_distance
 from dedup_assets.vision.search import EmbeddingIndex
-from dedup_assets.vision.verify import Verification, Verifier
+from dedup_assets.vision.verify import PreparedImage, Verification, Verifier
 
-THUMBNAIL_CACHE = 1024  # decoded thumbnails kept while verifying (~150 KB each)
+THUMBNAIL_CACHE = 1024  # images kept while verifying (~250 KB each at 512 px with ORB features)
 
 VERIFIED_SCHEMA = {
     "blob_a": pl.String, "blob_b": pl.String, "found_by": pl.String,
@@ -71,13 +71,14 @@ def verify_pairs(
 
     to_verify = [i for i in range(len(a)) if needs_verification(hamming[i], colour[i], cosine[i], policy)]
 
-    # An image takes part in many pairs (pairs come sorted by blob_a): decode each once.
+    # An image takes part in many pairs (pairs come sorted by blob_a): decode and
+    # describe each once.
     @functools.lru_cache(maxsize=THUMBNAIL_CACHE)
-    def thumbnail(row: int) -> np.ndarray:
-        return load_thumbnail(layout, thumbnails[row])
+    def prepared(row: int) -> PreparedImage:
+        return verifier.prepare(load_thumbnail(layout, thumbnails[row]))
 
     def run(i: int) -> Verification:
-        return verifier.verify(thumbnail(a[i]), thumbnail(b[i]))
+        return verifier.verify_prepared(prepared(a[i]), prepared(b[i]))
 
     verifications: dict[int, Verification] = {}
     with ThreadPoolExecutor(max(1, workers)) as pool:  # OpenCV releases the GIL

@@ -50,10 +50,24 @@ def _hull_share(points: np.ndarray, shape: tuple[int, int]) -> float:
     return float(cv2.contourArea(hull)) / float(shape[0] * shape[1])
 
 
+class PreparedImage:
+    """An image at verification size, plus the verifier's features once computed: the
+    caller keeps it, so an image taking part in many pairs is described once."""
+
+    __slots__ = ("gray", "features")
+
+    def __init__(self, gray: np.ndarray):
+        self.gray, self.features = gray, None
+
+
 class Verifier(Protocol):
     name: str
 
     def verify(self, image_a: np.ndarray, image_b: np.ndarray) -> Verification: ...
+
+    def prepare(self, image: np.ndarray) -> PreparedImage: ...
+
+    def verify_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification: ...
 
 
 def _to_side(gray: np.ndarray, side: int = VERIFY_SIDE) -> np.ndarray:
@@ -191,9 +205,18 @@ class _MirrorAware:
     def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
         raise NotImplementedError
 
+    def _match_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
+        return self._match(a.gray, b.gray)
+
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        return PreparedImage(_to_side(_gray(image)))
+
     def verify(self, image_a: np.ndarray, image_b: np.ndarray) -> Verification:
-        gray_a, gray_b = _to_side(_gray(image_a)), _to_side(_gray(image_b))
-        result = self._match(gray_a, gray_b)
+        return self.verify_prepared(self.prepare(image_a), self.prepare(image_b))
+
+    def verify_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
+        gray_a, gray_b = a.gray, b.gray
+        result = self._match_prepared(a, b)
         if result.inliers < 15 and result.keypoints is not None and result.keypoints < LOW_TEXTURE_KEYPOINTS:
             dense = dense_alignment(gray_a, gray_b)
             if dense.agreement > result.agreement:
@@ -215,13 +238,26 @@ class OrbVerifier(_MirrorAware):
     def __init__(self, features: int = 1500, ratio: float = 0.8, allow_mirrored: bool = False):
         self.features, self.ratio, self.allow_mirrored = features, ratio, allow_mirrored
 
-    def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
+    def _describe(self, gray: np.ndarray):
         orb = cv2.ORB_create(nfeatures=self.features, fastThreshold=10)
         # Local contrast equalisation finds corners in smooth, low-contrast photos (walls,
         # skies, medical images) where plain ORB finds too few to match.
         clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
-        keypoints_a, descriptors_a = orb.detectAndCompute(clahe.apply(gray_a), None)
-        keypoints_b, descriptors_b = orb.detectAndCompute(clahe.apply(gray_b), None)
+        return orb.detectAndCompute(clahe.apply(gray), None)
+
+    def _features_of(self, image: PreparedImage):
+        if image.features is None:  # two threads may both compute it: same result
+            image.features = self._describe(image.gray)
+        return image.features
+
+    def _match_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
+        return self._match_described(a.gray, b.gray, self._features_of(a), self._features_of(b))
+
+    def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
+        return self._match_described(gray_a, gray_b, self._describe(gray_a), self._describe(gray_b))
+
+    def _match_described(self, gray_a: np.ndarray, gray_b: np.ndarray, described_a, described_b) -> Verification:
+        (keypoints_a, descriptors_a), (keypoints_b, descriptors_b) = described_a, described_b
         fewest = min(len(keypoints_a), len(keypoints_b))
         if descriptors_a is None or descriptors_b is None or fewest < 8:
             return dataclasses.replace(NO_MATCH, keypoints=fewest)

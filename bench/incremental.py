@@ -1,0 +1,124 @@
+"""Incremental cost and memory: the same batch of 1,000 real images added to stored
+corpora of 0, 10k and 100k images, in one run (each size in a fresh process, so its
+peak RSS is its own).
+
+    .venv/bin/python bench/incremental.py [--sizes 0,10000,100000]
+
+The stored corpus is synthetic but shaped like the real one: every column the later
+stages read (64-bit hashes, 4x4 Lab signatures, float16 unit embeddings of 1280
+dimensions), from a clustered distribution, written as 1,000-image Parquet partitions.
+Its signatures and embeddings lie far from the real batch's, so it costs search time
+and memory but produces no candidate pairs (whose thumbnails would not exist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+PARTITION = 1000
+
+
+def synthetic_corpus(layout, count: int, dim: int = 1280, seed: int = 5) -> None:
+    from dedup_assets.hash_stage import HASH_SCHEMA
+    from dedup_assets.storage import write_parquet_atomic
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(256, dim)).astype(np.float32)
+    for start in range(0, count, PARTITION):
+        n = min(PARTITION, count - start)
+        key = f"stored-{start // PARTITION:06d}"
+        names = [f"stored/{start + i:08d}.jpg" for i in range(n)]
+        vectors = centres[rng.integers(0, len(centres), n)] + rng.normal(scale=0.7, size=(n, dim)).astype(np.float32)
+        vectors[:, :64] = -np.abs(vectors[:, :64]) * 4  # away from real embeddings (non-negative, post-ReLU)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        hashes = pl.DataFrame({
+            "blob_name": names, "etag": ["e"] * n, "content_hash": [f"{start + i:064x}" for i in range(n)],
+            "format": ["JPEG"] * n, "width": [1200] * n, "height": [900] * n, "bytes": [200_000] * n,
+            "jpeg_quality": [90] * n, "sharpness": [100.0] * n,
+            "wavelet_hash": rng.integers(0, 2**63, n, dtype=np.uint64),
+            "color_signature": [[250, 0, 250] * 16] * n, "thumbnail": ["missing.jpg"] * n,
+        }, schema=HASH_SCHEMA).with_columns(pl.lit(key).alias("batch"))
+        write_parquet_atomic(hashes, layout.partition_path("wavelet_hashes", key))
+        embeddings = pl.DataFrame({
+            "blob_name": names, "content_hash": hashes["content_hash"], "model": ["efficientnet_lite0"] * n,
+            "embedding": [v.astype("<f2").tobytes() for v in vectors],
+        }).with_columns(pl.lit(key).alias("batch"))
+        write_parquet_atomic(embeddings, layout.partition_path("embeddings", key))
+
+
+def one_size(images: str, stored: int) -> dict:
+    import dagster as dg
+
+    from dedup_assets.assets import pipeline_assets
+    from dedup_assets.embedding_stage import cached_embedder
+    from dedup_assets.io_manager import ParquetIOManager
+    from dedup_assets.ledger import BatchLedger
+    from dedup_assets.resources import DedupStorageResource, ImageSourceResource
+    from dedup_assets.storage import StorageLayout
+
+    cached_embedder("efficientnet_lite0", None, "auto")  # a run process loads it once
+    with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.ephemeral() as instance:
+        layout = StorageLayout(home)
+        synthetic_corpus(layout, stored)
+        resources = {"image_source": ImageSourceResource(uri=images), "storage": DedupStorageResource(home=home),
+                     "parquet_io_manager": ParquetIOManager(home=home)}
+        keys = BatchLedger(layout).register(resources["image_source"].open().iter_blobs(), 100_000)
+        instance.add_dynamic_partitions("batches", keys)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        result = dg.materialize(pipeline_assets, partition_key=keys[0], instance=instance, resources=resources)
+        seconds = time.perf_counter() - started
+        assert result.success
+        stages = {e.asset_key.path[-1]: e.materialization.metadata["seconds"].value
+                  for e in result.get_asset_materialization_events()}
+    return {"stored": stored, "seconds": seconds, "stages": stages,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_before_mb": before / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="0,10000,100000")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one size, JSON out
+    parser.add_argument("--images", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    from dedup_assets.settings import apply_defaults
+
+    apply_defaults()
+    if args.one is not None:
+        print(json.dumps(one_size(args.images, args.one)))
+        return
+    from dedup_assets.demo_data import build_distinct_set
+
+    images = Path(os.environ["DEDUP_HOME"]) / "bench" / f"distinct_{args.batch}"
+    if len(list(images.glob("*.jpg")) if images.exists() else []) != args.batch:
+        print(f"generating {args.batch} images in {images} ...")
+        build_distinct_set(images, args.batch, seed=41)
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        done = subprocess.run([sys.executable, __file__, "--one", str(size), "--images", str(images)],
+                              capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"stored {size:>7}: {rows[-1]['seconds']:.1f} s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
+    base = rows[0]["seconds"]
+    stages = list(rows[0]["stages"])
+    print(f"\n{'stored images':>14}{'batch s':>9}{'× empty':>9}{'peak RSS MB':>13}  " + "  ".join(f"{s[:12]:>12}" for s in stages))
+    for row in rows:
+        print(f"{row['stored']:>14}{row['seconds']:>9.1f}{row['seconds'] / base:>9.2f}{row['peak_rss_mb']:>13.0f}  "
+              + "  ".join(f"{row['stages'].get(s, 0):>12.2f}" for s in stages))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""A 3M-image simulation of the two candidate indexes: memory per image, build time and
+the time to search a new batch of 10k, beside the exact (flat) search in the same run.
+
+    .venv/bin/python bench/index_scale.py [--count 3000000] [--queries 10000]
+
+- Hashes: 64-bit wavelet hashes in faiss' binary flat index (what color_candidates uses),
+  range search at Hamming radius 10.
+- Embeddings: 1280-d unit vectors, as the embeddings stage writes them, in a compressed
+  index (PCA to 256, IVF, product quantisation to 64 bytes) beside exact inner-product
+  search over the same vectors (the current per-batch flat index), measured on a
+  subset that fits (the flat float32 index of 3M would need 15 GB).
+The vectors are synthetic (clusters around random centres, unit length); each query is a
+perturbed copy of a stored vector, so recall@32 of the copy is measurable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import faiss
+import numpy as np
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def vectors(rng, centres, n, noise=0.5):
+    out = centres[rng.integers(0, len(centres), n)] + rng.normal(scale=noise, size=(n, centres.shape[1])).astype(np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=3_000_000)
+    parser.add_argument("--queries", type=int, default=10_000)
+    parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--exact-subset", type=int, default=300_000)
+    parser.add_argument("--nlist", type=int, default=4096)
+    parser.add_argument("--nprobe", type=int, default=16)
+    args = parser.parse_args()
+    faiss.omp_set_num_threads(faiss.omp_get_max_threads())
+    rng = np.random.default_rng(3)
+    chunk = 100_000
+    print(f"{args.count:,} images, {args.queries:,} queries, {faiss.omp_get_max_threads()} threads\n")
+
+    # Hashes.
+    codes = rng.integers(0, 256, size=(args.count, 8), dtype=np.uint8)
+    picked = rng.integers(0, args.count, args.queries)
+    flips = rng.integers(0, 64, size=(args.queries, 4))
+    queries = codes[picked].copy()
+    for row, bits in enumerate(flips):
+        for bit in bits:
+            queries[row, bit // 8] ^= np.uint8(1 << (bit % 8))
+    before = rss_mb()
+    started = time.perf_counter()
+    binary = faiss.IndexBinaryFlat(64)
+    binary.add(codes)
+    build = time.perf_counter() - started
+    started = time.perf_counter()
+    lims, distances, labels = binary.range_search(queries, 11)  # < 11: radius 10
+    search = time.perf_counter() - started
+    found = np.mean([picked[i] in labels[lims[i]:lims[i + 1]] for i in range(args.queries)])
+    print(f"hashes, binary flat:      {8:>5} B/image  build {build:6.1f} s  search {search:6.1f} s "
+          f"({args.queries / search:,.0f} queries/s)  RSS +{rss_mb() - before:,.0f} MB  recall {found:.3f}")
+    del binary, codes
+
+    # Embeddings.
+    centres = rng.normal(size=(20_000, args.dim)).astype(np.float32)
+    train = vectors(rng, centres, 200_000)
+    before = rss_mb()
+    started = time.perf_counter()
+    index = faiss.index_factory(args.dim, f"PCAR256,IVF{args.nlist},PQ64", faiss.METRIC_INNER_PRODUCT)
+    index.train(train)
+    trained = time.perf_counter() - started
+    stored_probe = None
+    queries_source = rng.integers(0, args.count, args.queries)
+    probe = {}
+    wanted = set(queries_source.tolist())
+    started = time.perf_counter()
+    for start in range(0, args.count, chunk):
+        block = vectors(rng, centres, min(chunk, args.count - start))
+        index.add(block)
+        for position in wanted & set(range(start, start + len(block))):
+            probe[position] = block[position - start]
+    added = time.perf_counter() - started
+    stored_probe = np.stack([probe[p] for p in queries_source])
+    query_vectors = stored_probe + rng.normal(scale=0.02, size=stored_probe.shape).astype(np.float32)
+    query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+    faiss.extract_index_ivf(index).nprobe = args.nprobe
+    started = time.perf_counter()
+    _, found_ids = index.search(query_vectors, 32)
+    search = time.perf_counter() - started
+    recall = np.mean([queries_source[i] in found_ids[i] for i in range(args.queries)])
+    size = len(faiss.serialize_index(index))
+    print(f"embeddings, PCA256+IVF{args.nlist}+PQ64: {size / args.count:>5.0f} B/image  train {trained:6.1f} s  "
+          f"add {added:6.1f} s  search {search:6.1f} s ({args.queries / search:,.0f} queries/s)  "
+          f"RSS +{rss_mb() - before:,.0f} MB  recall@32 {recall:.3f}")
+    del index
+
+    # Exact search as today (flat inner product over float32), on a subset that fits.
+    subset = args.exact_subset
+    stored = vectors(rng, centres, subset)
+    picked = rng.integers(0, subset, args.queries)
+    query_vectors = stored[picked] + rng.normal(scale=0.02, size=(args.queries, args.dim)).astype(np.float32)
+    query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
+    started = time.perf_counter()
+    flat = faiss.IndexFlatIP(args.dim)
+    flat.add(stored)
+    build = time.perf_counter() - started
+    started = time.perf_counter()
+    _, found_ids = flat.search(query_vectors, 32)
+    search = time.perf_counter() - started
+    recall = np.mean([picked[i] in found_ids[i] for i in range(args.queries)])
+    per_image = args.dim * 4
+    print(f"embeddings, exact flat (today), {subset:,} images: {per_image} B/image  build {build:6.1f} s  "
+          f"search {search:6.1f} s; at {args.count:,}: {per_image * args.count / 1e9:.1f} GB and about "
+          f"{search * args.count / subset:.0f} s per {args.queries:,} queries  recall@32 {recall:.3f}")
+    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

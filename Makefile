@@ -20,12 +20,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# Debian's Chromium for the browser test (the one system package the tests need).
-CHROMIUM ?= /usr/bin/chromium
+# Debian packages the tests need: Chromium (browser test), Redis (the Celery broker of
+# the distributed test).
+SYSTEM_PACKAGES = /usr/bin/chromium /usr/bin/redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-$(CHROMIUM):
+$(SYSTEM_PACKAGES):
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium redis-server >/dev/null
 
 install: $(VENV)/.installed
 
@@ -33,7 +34,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/dedup demo-data
 	$(VENV)/bin/dedup run --source "$${DEDUP_SOURCE:-$(DEDUP_HOME)/demo/images}"
 
-test: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
+test: $(VENV)/.installed node_modules/.installed $(SYSTEM_PACKAGES)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 ui: $(VENV)/.installed

@@ -79,7 +79,6 @@ def main() -> None:
     index = faiss.index_factory(args.dim, f"PCAR256,IVF{args.nlist},PQ64", faiss.METRIC_INNER_PRODUCT)
     index.train(train)
     trained = time.perf_counter() - started
-    stored_probe = None
     queries_source = rng.integers(0, args.count, args.queries)
     probe = {}
     wanted = set(queries_source.tolist())
@@ -88,7 +87,7 @@ def main() -> None:
         block = vectors(rng, centres, min(chunk, args.count - start))
         index.add(block)
         for position in wanted & set(range(start, start + len(block))):
-            probe[position] = block[position - start]
+            probe[position] = block[position - start].copy()  # not a view: the block must go
     added = time.perf_counter() - started
     stored_probe = np.stack([probe[p] for p in queries_source])
     query_vectors = stored_probe + rng.normal(scale=0.02, size=stored_probe.shape).astype(np.float32)

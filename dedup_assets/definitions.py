@@ -37,11 +37,30 @@ resources = {
     ),
 }
 
-# Steps of a local run share one process: the heavy stages parallelise inside
-# themselves, and a subprocess per step costs 5-10 s here. `multiprocess` runs steps
-# in parallel processes instead.
-_executors = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
-executor = _executors[os.environ.get("DEDUP_EXECUTOR", "in_process")]
+
+def _executor() -> dg.ExecutorDefinition:
+    """Steps of a local run share one process: the heavy stages parallelise inside
+    themselves, and a subprocess per step costs 5-10 s here. `multiprocess` runs steps
+    in parallel processes; `celery` sends each step to Celery workers through a Redis
+    broker (the production profile: docs/deployment.md)."""
+    name = os.environ.get("DEDUP_EXECUTOR", "in_process")
+    if name == "celery":
+        from dagster_celery import celery_executor
+
+        broker = os.environ.get("DEDUP_CELERY_BROKER")
+        if not broker:
+            raise ValueError("DEDUP_EXECUTOR=celery needs DEDUP_CELERY_BROKER=redis://<host>:6379/0")
+        return celery_executor.configured({
+            "broker": broker,
+            "backend": os.environ.get("DEDUP_CELERY_BACKEND") or broker,
+        })
+    executors = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+    if name not in executors:
+        raise ValueError(f"DEDUP_EXECUTOR={name!r}: expected in_process, multiprocess or celery")
+    return executors[name]
+
+
+executor = _executor()
 
 defs = dg.Definitions(
     assets=pipeline_assets + review_assets,

@@ -4,6 +4,7 @@ import polars as pl
 from dedup_assets.assets.reporting import log_progress, timing
 from dedup_assets.embedding_stage import cached_embedder, embed_batch
 from dedup_assets.partitions import batch_partitions
+from dedup_assets.placement import GPU_POOL, gpu_step_tags
 from dedup_assets.resources import DedupStorageResource
 from dedup_assets.vision.embedders import DEFAULT_MODEL
 
@@ -24,6 +25,8 @@ class EmbeddingsConfig(dg.Config):
     group_name="cascade",
     kinds={"pytorch", "parquet"},
     io_manager_key="parquet_io_manager",
+    pool=GPU_POOL,
+    op_tags=gpu_step_tags(),
 )
 def embeddings(
     context: dg.AssetExecutionContext,

@@ -8,6 +8,7 @@ from dedup_assets.assets.reporting import log_progress, markdown_preview, timing
 from dedup_assets.plots import markdown_image, similarity_distributions
 from dedup_assets.corpus import read_all
 from dedup_assets.partitions import batch_partitions
+from dedup_assets.placement import GPU_POOL, gpu_step_tags
 from dedup_assets.resources import DedupStorageResource
 from dedup_assets.verify_stage import embedding_pairs, verify_pairs
 from dedup_assets.vision.cascade import CascadePolicy
@@ -38,6 +39,8 @@ _load_verifier = functools.lru_cache(maxsize=2)(load_verifier)
     group_name="cascade",
     kinds={"opencv", "kornia", "parquet"},
     io_manager_key="parquet_io_manager",
+    pool=GPU_POOL,
+    op_tags=gpu_step_tags(),
 )
 def verified_pairs(
     context: dg.AssetExecutionContext,

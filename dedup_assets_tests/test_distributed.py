@@ -1,0 +1,93 @@
+"""The production profile on a real Celery cluster: Debian's redis-server on loopback as
+the broker, two dagster-celery workers, each step of each batch sent to a worker by
+dagster-celery's executor, results equal to a local run's. DEDUP_HOME is the storage
+both workers share (one machine here; a shared volume in a deployment,
+docs/deployment.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+
+from dedup_assets.settings import PROJECT_ROOT
+from dedup_assets_tests.test_concurrency import BIN, REGISTER, environment, final_state
+
+
+def start(command: list[str], env: dict, log) -> subprocess.Popen:
+    return subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_batches_run_across_two_celery_workers_and_match_a_local_run(tmp_path, demo_subset):
+    source = demo_subset(36)
+    local = tmp_path / "local"
+    done = subprocess.run([sys.executable, "-m", "dedup_assets.cli", "run", "--no-progress"],
+                          env=environment(local, source, "in_process"), capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+    home = tmp_path / "distributed"
+    port = free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+    env = {**environment(home, source, "celery"), "DEDUP_CELERY_BROKER": broker,
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # dagster-celery starts `celery` by name
+    worker_config = tmp_path / "celery.yaml"
+    worker_config.write_text(json.dumps({"execution": {"config": {"broker": broker, "backend": broker}}}))
+    log = open(tmp_path / "cluster.log", "wb")
+    processes = [start(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                        "--appendonly", "no"], env, log)]
+    try:
+        keys = subprocess.run([sys.executable, "-c", REGISTER], env=env, capture_output=True, text=True,
+                              timeout=120, check=True).stdout.strip().split(",")
+        assert keys == ["batch-000001", "batch-000002", "batch-000003"]
+        pidfiles = [tmp_path / f"worker-{n}.pid" for n in (1, 2)]
+        # A solo pool runs tasks in the worker process itself: its pid names the worker.
+        processes += [start([f"{BIN}/dagster-celery", "worker", "start", "-A", "dagster_celery.app",
+                             "-y", str(worker_config), "-n", f"worker-{n}", "--", "--pool", "solo",
+                             f"--pidfile={pidfile}"], env, log) for n, pidfile in zip((1, 2), pidfiles)]
+        for key in keys:
+            run = subprocess.run([f"{BIN}/dagster", "job", "execute", "-m", "dedup_assets.definitions",
+                                  "-j", "dedup_job", "--tags", json.dumps({"dagster/partition": key})],
+                                 env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=600)
+            assert run.returncode == 0, run.stdout.decode()[-3000:] + run.stderr.decode()[-3000:]
+        worker_pids = {int(pidfile.read_text()) for pidfile in pidfiles}
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        log.close()
+
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        runs = instance.get_runs()
+        assert {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS} and len(runs) == 3
+        step_pids = {event.dagster_event.pid for run in runs for event in instance.all_logs(run.run_id)
+                     if event.is_dagster_event and event.dagster_event.event_type_value == "STEP_START"}
+    # Every step ran in a worker (not in the launching process), and both workers took steps.
+    assert step_pids == worker_pids and len(worker_pids) == 2
+
+    expected, got = final_state(local), final_state(home)
+    assert got[0] == expected[0]  # the same duplicate groups
+    assert got[1] == expected[1]  # the same copies kept
+    assert got[2].equals(expected[2])  # the same pair decisions
+    assert got[3].equals(expected[3])  # the same features

@@ -3,6 +3,8 @@ stored images, straight from the Parquet partitions (no Dagster input per batch)
 
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
 import numpy as np
 import polars as pl
 
@@ -15,6 +17,21 @@ def read_all(layout: StorageLayout, asset_name: str, columns: list[str]) -> pl.D
     if not any(directory.glob("*.parquet")):
         return pl.DataFrame()
     return pl.scan_parquet(directory / "*.parquet").select(columns).collect()
+
+
+def partitions(layout: StorageLayout, asset_name: str, columns: list[str]) -> Iterator[pl.DataFrame]:
+    """Selected columns of each stored partition in turn: memory of one partition."""
+    for path in sorted(layout.asset_dir(asset_name).glob("*.parquet")):
+        yield pl.read_parquet(path, columns=columns)
+
+
+def read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str]) -> pl.DataFrame:
+    """Selected columns of the stored rows of these blobs only (empty if none yet)."""
+    directory = layout.asset_dir(asset_name)
+    if not any(directory.glob("*.parquet")):
+        return pl.DataFrame()
+    wanted = pl.Series(list(names), dtype=pl.String)
+    return pl.scan_parquet(directory / "*.parquet").select(columns).filter(pl.col("blob_name").is_in(wanted)).collect()
 
 
 def embeddings_matrix(frame: pl.DataFrame, dim: int | None = None) -> np.ndarray:

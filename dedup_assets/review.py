@@ -128,10 +128,10 @@ def _cluster_records(groups: pl.DataFrame, images: pl.DataFrame, pairs: pl.DataF
     home_from_pages = Path(os.path.relpath(layout.home, out_dir))
     records: dict[str, dict] = {}
     for row in members.iter_rows(named=True):
-        record = records.setdefault(row["cluster_id"], {
-            "id": row["cluster_id"], "size": row["cluster_size"], "members": [], "pairs": []})
+        record = records.setdefault(row["cluster_id"], {"id": row["cluster_id"], "members": [], "pairs": []})
         row["src"] = (home_from_pages / row["thumbnail"]).as_posix() if row["thumbnail"] else None
         record["members"].append(row)
+        record["size"] = len(record["members"])
     for pair in inside.sort("blob_a", "blob_b").iter_rows(named=True):
         records[pair["cluster_id"]]["pairs"].append(pair)
     return records
@@ -172,5 +172,8 @@ def write_gallery(layout: StorageLayout, out_dir: Path, clusters_per_page: int =
     )
     index = out_dir / "index.html"
     write_bytes_atomic(html.encode(), index)
+    for stale in out_dir.glob("page-*.html"):  # pages of an earlier, longer gallery
+        if stale.name not in {p["file"] for p in pages}:
+            stale.unlink()
     return Gallery(index=index, pages=page_count, clusters=len(order), images=groups.height,
                    sizes=[records[i]["size"] for i in order])

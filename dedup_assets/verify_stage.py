@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import polars as pl
@@ -16,7 +16,7 @@ from dedup_assets.embedding_stage import load_thumbnail
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
 from dedup_assets.vision.color import color_distance
-from dedup_assets.vision.search import EmbeddingIndex
+from dedup_assets.vision.search import streamed_neighbours
 from dedup_assets.vision.verify import PreparedImage, Verification, Verifier
 
 THUMBNAIL_CACHE = 1024  # images kept while verifying (~250 KB each at 512 px with ORB features)
@@ -29,13 +29,22 @@ VERIFIED_SCHEMA = {
 }
 
 
-def embedding_pairs(batch: pl.DataFrame, corpus: pl.DataFrame, min_similarity: float, k: int = 32) -> pl.DataFrame:
-    """Nearest neighbours of the batch's embeddings in the whole corpus, as name pairs."""
-    if batch.height == 0 or corpus.height == 0:
+def embedding_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame], min_similarity: float,
+                    k: int = 32) -> pl.DataFrame:
+    """Nearest neighbours of the batch's embeddings among every stored embedding, as
+    name pairs. `corpus` yields stored partitions (blob_name, embedding) one at a time."""
+    names: list[pl.Series] = []
+
+    def chunks():
+        for partition in corpus:
+            names.append(partition["blob_name"])
+            yield embeddings_matrix(partition)
+
+    found = streamed_neighbours(embeddings_matrix(batch), chunks(), min_similarity, k)
+    if batch.height == 0 or len(found.query) == 0:
         return pl.DataFrame(schema={"blob_a": pl.String, "blob_b": pl.String})
-    found = EmbeddingIndex(embeddings_matrix(corpus)).neighbours(embeddings_matrix(batch), min_similarity, k)
     names_1 = batch["blob_name"].to_numpy()[found.query]
-    names_2 = corpus["blob_name"].to_numpy()[found.reference]
+    names_2 = pl.concat(names).gather(found.reference).to_numpy()
     return (
         pl.DataFrame({"name_1": names_1, "name_2": names_2}, schema={"name_1": pl.String, "name_2": pl.String})
         .filter(pl.col("name_1") != pl.col("name_2"))

@@ -104,6 +104,10 @@ def test_the_gallery_pages_large_results_and_links_them(run_everything, resource
     assert len(first.clusters) == len(second.clusters) == 1
     assert len(next(iter(first.clusters.values()))) >= len(next(iter(second.clusters.values())))  # largest first
 
+    # Rewritten with fewer pages, the gallery drops the pages it no longer links.
+    write_gallery(layout, layout.review_dir / "paged", clusters_per_page=50)
+    assert sorted(p.name for p in (layout.review_dir / "paged").glob("page-*.html")) == ["page-00001.html"]
+
 
 def test_names_are_escaped_in_the_gallery(tmp_path, resources, run_everything, image_folder, layout):
     original = sorted(image_folder.iterdir())[0]

@@ -6,7 +6,7 @@ import polars as pl
 
 from dedup_assets.assets.reporting import log_progress, markdown_preview, timing
 from dedup_assets.plots import markdown_image, similarity_distributions
-from dedup_assets.corpus import read_all
+from dedup_assets.corpus import partitions, read_rows
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.placement import GPU_POOL, gpu_step_tags
 from dedup_assets.resources import DedupStorageResource
@@ -55,8 +55,9 @@ def verified_pairs(
     that decided and why."""
     started = time.perf_counter()
     layout = storage.layout
-    corpus_embeddings = read_all(layout, "embeddings", ["blob_name", "embedding"])
-    from_embeddings = embedding_pairs(embeddings, corpus_embeddings, config.min_similarity, config.neighbours)
+    # Stored embeddings are streamed a partition at a time: memory does not grow with the corpus.
+    from_embeddings = embedding_pairs(embeddings, partitions(layout, "embeddings", ["blob_name", "embedding"]),
+                                      config.min_similarity, config.neighbours)
     candidates = (
         pl.concat([
             color_candidates.select("blob_a", "blob_b").with_columns(pl.lit("hash").alias("source")),
@@ -68,10 +69,10 @@ def verified_pairs(
     )
     involved = set(candidates["blob_a"]) | set(candidates["blob_b"])
     features = (
-        read_all(layout, "wavelet_hashes", ["blob_name", "wavelet_hash", "color_signature", "thumbnail"])
-        .filter(pl.col("blob_name").is_in(list(involved)))
-        .join(corpus_embeddings.filter(pl.col("blob_name").is_in(list(involved))), on="blob_name")
+        read_rows(layout, "wavelet_hashes", ["blob_name", "wavelet_hash", "color_signature", "thumbnail"], involved)
         .unique(subset="blob_name", keep="last")
+        .join(read_rows(layout, "embeddings", ["blob_name", "embedding"], involved)
+              .unique(subset="blob_name", keep="last"), on="blob_name")
     )
     # A concurrent run may have hashed its batch but not embedded it yet: such a pair
     # waits for that batch's own run, which searches it against this one.

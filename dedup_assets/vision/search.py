@@ -7,14 +7,12 @@ return pairs as index arrays into them; no all-pairs Python loop anywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import faiss
 import numpy as np
 
 from dedup_assets.vision.hashing import HASH_BITS, hash_to_bytes
-
-# Exact search up to this many reference vectors; above it an HNSW graph.
-EXACT_SEARCH_LIMIT = 200_000
 
 
 @dataclass(frozen=True)
@@ -40,30 +38,27 @@ def hamming_pairs(query_hashes: np.ndarray, reference_hashes: np.ndarray, radius
     return PairIndices(query, neighbours.astype(np.int64), distances.astype(np.int32))
 
 
-class EmbeddingIndex:
-    """Inner-product index over unit vectors: exact (flat) when small, HNSW when large;
-    on GPU when faiss-gpu is installed and a GPU is present."""
-
-    def __init__(self, vectors: np.ndarray, use_gpu: bool | None = None):
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.size, dim = vectors.shape
-        if self.size <= EXACT_SEARCH_LIMIT:
-            index = faiss.IndexFlatIP(dim)
-            if (use_gpu if use_gpu is not None else _gpu_available()):
-                index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-        else:
-            index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = 80
-            index.hnsw.efSearch = 128
-        index.add(vectors)
-        self.index = index
-
-    def neighbours(self, queries: np.ndarray, min_similarity: float, k: int = 32) -> PairIndices:
-        """Up to k nearest references per query with cosine ≥ min_similarity."""
-        if len(queries) == 0 or self.size == 0:
-            return PairIndices(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-        k = min(k, self.size)
-        similarity, neighbours = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        keep = (similarity >= min_similarity) & (neighbours >= 0)
-        query = np.repeat(np.arange(len(queries), dtype=np.int64), k).reshape(-1, k)
-        return PairIndices(query[keep], neighbours[keep].astype(np.int64), similarity[keep])
+def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarray], min_similarity: float,
+                        k: int = 32, use_gpu: bool | None = None) -> PairIndices:
+    """Up to k nearest references per query with cosine ≥ min_similarity, exact, over
+    references that arrive in chunks (one stored partition at a time): memory stays at
+    one chunk plus a k-best heap per query, whatever the number of references.
+    Reference indices count rows across the chunks in the order given."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+    gpu = faiss.StandardGpuResources() if (use_gpu if use_gpu is not None else _gpu_available()) else None
+    offset = 0
+    for chunk in reference_chunks:
+        if len(queries) and len(chunk):
+            chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+            kk = min(k, len(chunk))
+            if gpu is not None:
+                similarity, found = faiss.knn_gpu(gpu, queries, chunk, kk, metric=faiss.METRIC_INNER_PRODUCT)
+            else:
+                similarity, found = faiss.knn(queries, chunk, kk, metric=faiss.METRIC_INNER_PRODUCT)
+            heap.add_result(similarity, np.where(found >= 0, found + offset, -1))
+        offset += len(chunk)
+    heap.finalize()
+    keep = (heap.D >= min_similarity) & (heap.I >= 0)
+    query = np.repeat(np.arange(len(queries), dtype=np.int64), k).reshape(-1, k)
+    return PairIndices(query[keep], heap.I[keep].astype(np.int64), heap.D[keep].astype(np.float32))

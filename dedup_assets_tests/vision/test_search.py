@@ -2,7 +2,7 @@ import itertools
 
 import numpy as np
 
-from dedup_assets.vision.search import EmbeddingIndex, hamming_pairs
+from dedup_assets.vision.search import hamming_pairs, streamed_neighbours
 
 
 def test_hamming_pairs_match_a_brute_force_count():
@@ -25,6 +25,20 @@ def test_embedding_neighbours_respect_the_similarity_floor():
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     queries = vectors[:5] + 0.05 * rng.normal(size=(5, 64)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    found = EmbeddingIndex(vectors, use_gpu=False).neighbours(queries, min_similarity=0.9, k=10)
+    # References in uneven chunks (stored partitions), as the stage streams them.
+    chunks = [vectors[:3], vectors[3:120], vectors[120:]]
+    found = streamed_neighbours(queries, iter(chunks), min_similarity=0.9, k=10, use_gpu=False)
     assert sorted(zip(found.query.tolist(), found.reference.tolist())) == [(i, i) for i in range(5)]
     assert (found.score >= 0.9).all()
+
+
+def test_streamed_neighbours_equal_one_exact_search():
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(500, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[rng.integers(0, 500, 20)]
+    chunked = streamed_neighbours(queries, (vectors[i:i + 64] for i in range(0, 500, 64)), -1.0, k=7, use_gpu=False)
+    whole = streamed_neighbours(queries, iter([vectors]), -1.0, k=7, use_gpu=False)
+    assert np.array_equal(chunked.reference, whole.reference) and np.allclose(chunked.score, whole.score)
+    expected = np.argsort(-(queries @ vectors.T), axis=1)[:, :7]
+    assert np.array_equal(chunked.reference.reshape(20, 7), expected)

@@ -35,8 +35,11 @@ def free_port() -> int:
 @pytest.fixture
 def finished_run(tmp_path, image_folder) -> dict:
     """`dedup run` over two duplicate groups: its environment, for the webserver too."""
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    env.update({"DEDUP_HOME": str(tmp_path / "home"), "DEDUP_SOURCE": str(image_folder)})
+    env = dict(os.environ)
+    # The webserver reads DAGSTER_HOME before loading the code: set it, so the UI shows
+    # this run's instance (materialized partitions, checks).
+    env.update({"DEDUP_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "home" / "dagster"),
+                "DEDUP_SOURCE": str(image_folder)})
     done = subprocess.run([str(BIN / "dedup"), "run", "--no-progress"], env=env, capture_output=True, timeout=600)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     return env
@@ -98,6 +101,8 @@ def test_the_asset_graph_shows_the_cascade_and_the_gallery_marks_kept_images(web
     dismiss_welcome(page)
     for name in CASCADE:
         expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=60_000)
+    # The run's batch shows as materialized (one partition of the cascade's assets).
+    expect(page.get_by_text("1 partition", exact=True).first).to_be_visible()
     # Lineage continues into the review group.
     expect(page.get_by_text("keep_drop_manifest", exact=True).first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "asset_graph.png"))

@@ -4,7 +4,7 @@ PYTHON ?= python3
 export DEDUP_HOME ?= $(CURDIR)/data
 export HF_HUB_OFFLINE = 1
 
-.PHONY: demo test install ui clean
+.PHONY: demo test install ui clean system-packages
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,11 @@ node_modules/.installed: package.json package-lock.json
 
 # Debian packages the tests need: Chromium (browser test), Redis (the Celery broker of
 # the distributed test).
-SYSTEM_PACKAGES = /usr/bin/chromium /usr/bin/redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-$(SYSTEM_PACKAGES):
-	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium redis-server >/dev/null
+system-packages:
+	@command -v chromium >/dev/null && command -v redis-server >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium redis-server >/dev/null; }
 
 install: $(VENV)/.installed
 
@@ -34,7 +34,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/dedup demo-data
 	$(VENV)/bin/dedup run --source "$${DEDUP_SOURCE:-$(DEDUP_HOME)/demo/images}"
 
-test: $(VENV)/.installed node_modules/.installed $(SYSTEM_PACKAGES)
+test: $(VENV)/.installed node_modules/.installed system-packages
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 ui: $(VENV)/.installed

@@ -51,7 +51,7 @@ def test_batches_run_across_two_celery_workers_and_match_a_local_run(tmp_path, d
     home = tmp_path / "distributed"
     port = free_port()
     broker = f"redis://127.0.0.1:{port}/0"
-    env = {**environment(home, source, "celery"), "DEDUP_CELERY_BROKER": broker,
+    env = {**environment(home, source, "celery"), "DEDUP_CELERY_BROKER": broker, "DEDUP_GPU_QUEUE": "gpu",
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # dagster-celery starts `celery` by name
     worker_config = tmp_path / "celery.yaml"
     worker_config.write_text(json.dumps({"execution": {"config": {"broker": broker, "backend": broker}}}))
@@ -62,17 +62,18 @@ def test_batches_run_across_two_celery_workers_and_match_a_local_run(tmp_path, d
         keys = subprocess.run([sys.executable, "-c", REGISTER], env=env, capture_output=True, text=True,
                               timeout=120, check=True).stdout.strip().split(",")
         assert keys == ["batch-000001", "batch-000002", "batch-000003"]
-        pidfiles = [tmp_path / f"worker-{n}.pid" for n in (1, 2)]
-        # A solo pool runs tasks in the worker process itself: its pid names the worker.
+        pidfiles = {queue: tmp_path / f"{queue}-worker.pid" for queue in ("dagster", "gpu")}
+        # One worker for the default queue, one for the GPU queue (as a GPU node would
+        # run). A solo pool runs tasks in the worker process itself: its pid names it.
         processes += [start([f"{BIN}/dagster-celery", "worker", "start", "-A", "dagster_celery.app",
-                             "-y", str(worker_config), "-n", f"worker-{n}", "--", "--pool", "solo",
-                             f"--pidfile={pidfile}"], env, log) for n, pidfile in zip((1, 2), pidfiles)]
+                             "-y", str(worker_config), "-n", f"{queue}-worker", "-q", queue, "--", "--pool", "solo",
+                             f"--pidfile={pidfile}"], env, log) for queue, pidfile in pidfiles.items()]
         for key in keys:
             run = subprocess.run([f"{BIN}/dagster", "job", "execute", "-m", "dedup_assets.definitions",
                                   "-j", "dedup_job", "--tags", json.dumps({"dagster/partition": key})],
                                  env=env, cwd=PROJECT_ROOT, capture_output=True, timeout=600)
             assert run.returncode == 0, run.stdout.decode()[-3000:] + run.stderr.decode()[-3000:]
-        worker_pids = {int(pidfile.read_text()) for pidfile in pidfiles}
+        worker_pid = {queue: int(pidfile.read_text()) for queue, pidfile in pidfiles.items()}
     finally:
         for process in reversed(processes):
             stop(process)
@@ -81,10 +82,15 @@ def test_batches_run_across_two_celery_workers_and_match_a_local_run(tmp_path, d
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs()
         assert {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS} and len(runs) == 3
-        step_pids = {event.dagster_event.pid for run in runs for event in instance.all_logs(run.run_id)
+        step_pids = {(event.step_key, event.dagster_event.pid) for run in runs
+                     for event in instance.all_logs(run.run_id)
                      if event.is_dagster_event and event.dagster_event.event_type_value == "STEP_START"}
-    # Every step ran in a worker (not in the launching process), and both workers took steps.
-    assert step_pids == worker_pids and len(worker_pids) == 2
+    # Every step ran in a worker, never in the launching process; the GPU steps only on
+    # the GPU queue's worker, the others only on the default queue's.
+    gpu_steps = {"embeddings", "verified_pairs"}
+    assert {pid for step, pid in step_pids if step in gpu_steps} == {worker_pid["gpu"]}
+    assert {pid for step, pid in step_pids if step not in gpu_steps} == {worker_pid["dagster"]}
+    assert {step for step, _ in step_pids} >= gpu_steps | {"blob_inventory", "wavelet_hashes", "clusters"}
 
     expected, got = final_state(local), final_state(home)
     assert got[0] == expected[0]  # the same duplicate groups

@@ -12,7 +12,7 @@ from dedup_assets.placement import GPU_POOL, gpu_step_tags
 from dedup_assets.resources import DedupStorageResource
 from dedup_assets.verify_stage import embedding_pairs, verify_pairs
 from dedup_assets.vision.cascade import CascadePolicy
-from dedup_assets.vision.verify import load_verifier
+from dedup_assets.vision.verify import VERIFY_SIDE, load_verifier
 
 
 class VerifiedPairsConfig(dg.Config):
@@ -20,6 +20,7 @@ class VerifiedPairsConfig(dg.Config):
     neighbours: int = 32  # per image, in the embedding search
     verifier: str = "orb"  # orb (CPU), lightglue or loftr (GPU)
     verifier_checkpoint: str | None = None  # local LoFTR checkpoint
+    verify_side: int = VERIFY_SIDE  # longest side, in pixels, images are matched at
     device: str = "auto"
     workers: int = 2
     accept_hamming: int = 4
@@ -85,7 +86,7 @@ def verified_pairs(
                            grayscale_is_duplicate=config.grayscale_is_duplicate,
                            mirrored_is_duplicate=config.mirrored_is_duplicate)
     verifier = _load_verifier(config.verifier, config.device, allow_mirrored=config.mirrored_is_duplicate,
-                              checkpoint=config.verifier_checkpoint)
+                              checkpoint=config.verifier_checkpoint, side=config.verify_side)
     pairs, seconds = verify_pairs(candidates, features, layout, verifier, policy, config.workers,
                                   on_progress=log_progress(context.log, "verified"))
     verified = pairs["inliers"].drop_nulls().len()

@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 
 from dedup_assets.vision.cascade import CascadePolicy, decide
-from dedup_assets.vision.verify import LightGlueVerifier, OrbVerifier
+from dedup_assets.vision.verify import LightGlueVerifier, OrbVerifier, load_verifier
 from dedup_assets_tests.vision.conftest import thumbnail
 
 POLICY = CascadePolicy()
@@ -87,3 +88,9 @@ def test_dense_alignment_needs_less_agreement_when_hashes_and_colours_agree():
     assert decide(6, 2.0, 0.7, False, False, aligned, POLICY).is_duplicate  # a near-hash pair
     assert not decide(14, 2.0, 0.7, False, False, aligned, POLICY).is_duplicate  # hashes apart
     assert not decide(6, 30.0, 0.7, False, False, aligned, POLICY).is_duplicate  # colours apart
+
+
+def test_the_verification_size_is_a_setting():
+    image = np.zeros((300, 400, 3), np.uint8)
+    assert max(load_verifier("orb", side=320).prepare(image).gray.shape) == 320
+    assert max(load_verifier("orb").prepare(image).gray.shape) == 512

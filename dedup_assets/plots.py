@@ -5,14 +5,22 @@ from __future__ import annotations
 import base64
 import io
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # no display on servers and in tests
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _pyplot():
+    # Imported when a chart is drawn, not when the definitions load (sensor ticks,
+    # the webserver's code server).
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in tests
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _png(figure) -> bytes:
+    plt = _pyplot()
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=80)
@@ -22,7 +30,7 @@ def _png(figure) -> bytes:
 
 def cluster_size_histogram(sizes: np.ndarray) -> bytes:
     """How many duplicate groups have 2, 3, ... copies."""
-    figure, axis = plt.subplots(figsize=(5, 3))
+    figure, axis = _pyplot().subplots(figsize=(5, 3))
     if len(sizes):
         values, counts = np.unique(sizes, return_counts=True)
         axis.bar(values, counts, color="#4c72b0")
@@ -35,7 +43,7 @@ def cluster_size_histogram(sizes: np.ndarray) -> bytes:
 
 def similarity_distributions(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
     """One panel per score, duplicates against distinct pairs: {title: (dup, distinct)}."""
-    figure, axes = plt.subplots(1, len(scores), figsize=(4 * len(scores), 3), squeeze=False)
+    figure, axes = _pyplot().subplots(1, len(scores), figsize=(4 * len(scores), 3), squeeze=False)
     for axis, (title, (duplicate, distinct)) in zip(axes[0], scores.items()):
         values = np.concatenate([duplicate, distinct]) if len(duplicate) + len(distinct) else np.zeros(1)
         bins = np.linspace(float(values.min()), float(values.max()) + 1e-6, 30)

@@ -5,10 +5,7 @@ Debian's Chromium, driven by Playwright; screenshots are kept as test artifacts.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,20 +13,14 @@ from pathlib import Path
 import pytest
 
 from dedup_assets.settings import PROJECT_ROOT
+from dedup_assets_tests.processes import BIN, free_port, start, stop
 
-BIN = Path(sys.executable).parent
 CHROMIUM = os.environ.get("DEDUP_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("DEDUP_TEST_ARTIFACTS", PROJECT_ROOT / "test-artifacts"))
 # No first-run work and no background connections: this machine's network is closed.
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CASCADE = ["blob_inventory", "wavelet_hashes", "color_candidates", "embeddings", "verified_pairs", "clusters"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -40,7 +31,7 @@ def finished_run(tmp_path, image_folder) -> dict:
     # this run's instance (materialized partitions, checks).
     env.update({"DEDUP_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "home" / "dagster"),
                 "DEDUP_SOURCE": str(image_folder)})
-    done = subprocess.run([str(BIN / "dedup"), "run", "--no-progress"], env=env, capture_output=True, timeout=600)
+    done = subprocess.run([f"{BIN}/dedup", "run", "--no-progress"], env=env, capture_output=True, timeout=600)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     return env
 
@@ -49,10 +40,8 @@ def finished_run(tmp_path, image_folder) -> dict:
 def webserver(finished_run, tmp_path):
     port = free_port()
     log = open(tmp_path / "webserver.log", "wb")
-    server = subprocess.Popen(
-        [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=PROJECT_ROOT, env=finished_run, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    server = start([f"{BIN}/dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                   finished_run, log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -64,11 +53,7 @@ def webserver(finished_run, tmp_path):
                 raise RuntimeError(f"webserver did not start: {(tmp_path / 'webserver.log').read_text()[-2000:]}")
             time.sleep(0.5)
     yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
+    stop(server)
     log.close()
 
 

@@ -8,45 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 
 import dagster as dg
 
 from dedup_assets.settings import PROJECT_ROOT
-from dedup_assets_tests.test_concurrency import BIN, REGISTER, environment, final_state
-
-
-def start(command: list[str], env: dict, log) -> subprocess.Popen:
-    return subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from dedup_assets_tests.processes import (BIN, assert_same_results, environment, free_port, register_batches,
+                                          sequential_run, start, stop)
 
 
 def test_batches_run_across_two_celery_workers_and_match_a_local_run(tmp_path, demo_subset):
     source = demo_subset(36)
     local = tmp_path / "local"
-    done = subprocess.run([sys.executable, "-m", "dedup_assets.cli", "run", "--no-progress"],
-                          env=environment(local, source, "in_process"), capture_output=True, timeout=600)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    sequential_run(local, source)
 
     home = tmp_path / "distributed"
     port = free_port()
@@ -59,8 +33,7 @@ def test_batches_run_across_two_celery_workers_and_match_a_local_run(tmp_path, d
     processes = [start(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                         "--appendonly", "no"], env, log)]
     try:
-        keys = subprocess.run([sys.executable, "-c", REGISTER], env=env, capture_output=True, text=True,
-                              timeout=120, check=True).stdout.strip().split(",")
+        keys = register_batches(env)
         assert keys == ["batch-000001", "batch-000002", "batch-000003"]
         pidfiles = {queue: tmp_path / f"{queue}-worker.pid" for queue in ("dagster", "gpu")}
         # One worker for the default queue, one for the GPU queue (as a GPU node would
@@ -92,8 +65,4 @@ def test_batches_run_across_two_celery_workers_and_match_a_local_run(tmp_path, d
     assert {pid for step, pid in step_pids if step not in gpu_steps} == {worker_pid["dagster"]}
     assert {step for step, _ in step_pids} >= gpu_steps | {"blob_inventory", "wavelet_hashes", "clusters"}
 
-    expected, got = final_state(local), final_state(home)
-    assert got[0] == expected[0]  # the same duplicate groups
-    assert got[1] == expected[1]  # the same copies kept
-    assert got[2].equals(expected[2])  # the same pair decisions
-    assert got[3].equals(expected[3])  # the same features
+    assert_same_results(local, home)

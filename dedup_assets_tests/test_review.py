@@ -109,7 +109,7 @@ def test_the_gallery_pages_large_results_and_links_them(run_everything, resource
     assert sorted(p.name for p in (layout.review_dir / "paged").glob("page-*.html")) == ["page-00001.html"]
 
 
-def test_names_are_escaped_in_the_gallery(tmp_path, resources, run_everything, image_folder, layout):
+def test_names_are_escaped_in_the_gallery(resources, run_everything, image_folder, layout):
     original = sorted(image_folder.iterdir())[0]
     original.rename(image_folder / ("<img src=x onerror=alert(1)>" + original.suffix))
     run_everything(resources)

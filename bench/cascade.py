@@ -42,7 +42,7 @@ def main() -> None:
     from dedup_assets.assets import pipeline_assets
     from dedup_assets.cli import _run_config
     from dedup_assets.embedding_stage import cached_embedder
-    from dedup_assets.io_manager import ParquetIOManager
+    from dedup_assets.io_manager import storage_resources
     from dedup_assets.ledger import BatchLedger
     from dedup_assets.resources import DedupStorageResource, ImageSourceResource
     from dedup_assets.storage import StorageLayout
@@ -57,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.ephemeral() as instance:
         layout = StorageLayout(home)
         resources = {"image_source": ImageSourceResource(uri=str(folder)),
-                     "storage": DedupStorageResource(home=home), "parquet_io_manager": ParquetIOManager(home=home)}
+                     **storage_resources(DedupStorageResource(home=home))}
         keys = BatchLedger(layout).register(resources["image_source"].open().iter_blobs(), args.count)
         instance.add_dynamic_partitions("batches", keys)
         started = time.perf_counter()

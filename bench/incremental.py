@@ -49,12 +49,12 @@ def synthetic_corpus(layout, count: int, dim: int = 1280, seed: int = 5) -> None
             "wavelet_hash": rng.integers(0, 2**63, n, dtype=np.uint64),
             "color_signature": [[250, 0, 250] * 16] * n, "thumbnail": ["missing.jpg"] * n,
         }, schema=HASH_SCHEMA).with_columns(pl.lit(key).alias("batch"))
-        write_parquet_atomic(hashes, layout.partition_path("wavelet_hashes", key))
+        layout.write_parquet(hashes, layout.partition_path("wavelet_hashes", key))
         embeddings = pl.DataFrame({
             "blob_name": names, "content_hash": hashes["content_hash"], "model": ["efficientnet_lite0"] * n,
             "embedding": [v.astype("<f2").tobytes() for v in vectors],
         }).with_columns(pl.lit(key).alias("batch"))
-        write_parquet_atomic(embeddings, layout.partition_path("embeddings", key))
+        layout.write_parquet(embeddings, layout.partition_path("embeddings", key))
 
 
 def one_size(images: str, stored: int) -> dict:
@@ -62,7 +62,7 @@ def one_size(images: str, stored: int) -> dict:
 
     from dedup_assets.assets import pipeline_assets
     from dedup_assets.embedding_stage import cached_embedder
-    from dedup_assets.io_manager import ParquetIOManager
+    from dedup_assets.io_manager import storage_resources
     from dedup_assets.ledger import BatchLedger
     from dedup_assets.resources import DedupStorageResource, ImageSourceResource
     from dedup_assets.storage import StorageLayout
@@ -71,8 +71,7 @@ def one_size(images: str, stored: int) -> dict:
     with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.ephemeral() as instance:
         layout = StorageLayout(home)
         synthetic_corpus(layout, stored)
-        resources = {"image_source": ImageSourceResource(uri=images), "storage": DedupStorageResource(home=home),
-                     "parquet_io_manager": ParquetIOManager(home=home)}
+        resources = {"image_source": ImageSourceResource(uri=images), **storage_resources(DedupStorageResource(home=home))}
         keys = BatchLedger(layout).register(resources["image_source"].open().iter_blobs(), 100_000)
         instance.add_dynamic_partitions("batches", keys)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -10,7 +10,8 @@ from dedup_assets.resources import DedupStorageResource
 
 
 def _read(storage: DedupStorageResource, asset: str, partition: str) -> pl.DataFrame:
-    return pl.read_parquet(storage.layout.partition_path(asset, partition))
+    layout = storage.layout
+    return layout.read_parquet(layout.partition_path(asset, partition))
 
 
 @dg.asset_check(asset=wavelet_hashes, partitions_def=batch_partitions, blocking=True)
@@ -19,7 +20,7 @@ def every_blob_accounted_for(context: dg.AssetCheckExecutionContext, storage: De
     key = context.partition_key
     inventory = set(_read(storage, "blob_inventory", key)["blob_name"])
     hashed = set(_read(storage, "wavelet_hashes", key)["blob_name"])
-    failures = pl.read_parquet(storage.layout.failures_path("wavelet_hashes", key))
+    failures = storage.layout.read_parquet(storage.layout.failures_path("wavelet_hashes", key))
     failed = set(failures["blob_name"])
     missing, both = inventory - hashed - failed, hashed & failed
     unreasoned = failures.filter(pl.col("reason").is_null() | (pl.col("reason") == "")).height

@@ -1,6 +1,7 @@
 """The DuckDB catalog: `$DEDUP_HOME/dedup.duckdb` holds one view per asset.
 
-Views read the asset's Parquet files through a glob, so a new partition is visible
+Views read the asset's Parquet files through a glob (a local path, or `az://...` when the
+data root is on Azure: `connect()` then registers the fsspec filesystem), so a new partition is visible
 without touching the catalog; the catalog is written only when an asset gets its first
 file. Those writes are serialised with a file lock, because DuckDB allows a single
 writing process per database file (concurrent runs would otherwise fail with
@@ -13,8 +14,6 @@ import contextlib
 import fcntl
 import logging
 import time
-from pathlib import Path
-
 import duckdb
 
 from dedup_assets.storage import FAILED_BLOBS, StorageLayout
@@ -36,15 +35,14 @@ def _catalog_lock(layout: StorageLayout):
 
 
 def _view_sql(layout: StorageLayout, asset_name: str) -> str | None:
-    directory = layout.asset_dir(asset_name)
-    pattern = "*/*.parquet" if asset_name == FAILED_BLOBS else "*.parquet"
-    if not any(directory.glob(pattern)):
+    pattern = f"{layout.asset_dir(asset_name)}/{'*/*.parquet' if asset_name == FAILED_BLOBS else '*.parquet'}"
+    if not layout.glob(pattern):
         return None  # DuckDB refuses a view over a glob that matches nothing.
-    glob = str(directory / pattern).replace("'", "''")
+    glob = layout.uri(pattern).replace("'", "''")
     if asset_name in LATEST_ROW_PER_BLOB:
         # Groups span batches: a later run rewrites rows of blobs from earlier batches.
         # Blobs deleted from the source since their row was computed are left out.
-        tombstones = str(layout.batches_dir / "tombstones.parquet").replace("'", "''")
+        tombstones = layout.uri(f"{layout.batches_dir}/tombstones.parquet").replace("'", "''")
         return (
             f'create or replace view "{asset_name}" as '
             f"with latest as (select * from read_parquet('{glob}', union_by_name = true) "
@@ -58,11 +56,18 @@ def _view_sql(layout: StorageLayout, asset_name: str) -> str | None:
     )
 
 
-def _connect_with_retry(path: Path, attempts: int = 20) -> duckdb.DuckDBPyConnection:
+def connect(layout: StorageLayout, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """A connection to the catalog that can read the data root wherever it is."""
+    con = duckdb.connect(str(layout.catalog_path), read_only=read_only)
+    layout.register(con)
+    return con
+
+
+def _connect_with_retry(layout: StorageLayout, attempts: int = 20) -> duckdb.DuckDBPyConnection:
     # Another process (a user's `duckdb` shell, say) may hold the file open for a moment.
     for attempt in range(attempts):
         try:
-            return duckdb.connect(str(path))
+            return connect(layout, read_only=False)
         except duckdb.IOException:
             if attempt == attempts - 1:
                 raise
@@ -73,14 +78,13 @@ def _connect_with_retry(path: Path, attempts: int = 20) -> duckdb.DuckDBPyConnec
 def register_views(layout: StorageLayout, asset_names: list[str] | None = None) -> list[str]:
     """Create (or refresh) views for the given assets, or for every asset on disk."""
     if asset_names is None:
-        root = layout.parquet_root
-        asset_names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+        asset_names = layout.subdirectories(layout.parquet_root)
     statements = {name: _view_sql(layout, name) for name in asset_names}
     statements = {name: sql for name, sql in statements.items() if sql}
     if not statements:
         return []
     with _catalog_lock(layout):
-        con = _connect_with_retry(layout.catalog_path)
+        con = _connect_with_retry(layout)
         try:
             for sql in statements.values():
                 con.execute(sql)
@@ -90,19 +94,21 @@ def register_views(layout: StorageLayout, asset_names: list[str] | None = None) 
 
 
 def ensure_view(layout: StorageLayout, asset_name: str) -> None:
-    """Register the asset's view once; a marker file avoids reopening the catalog per write."""
-    marker = layout.asset_dir(asset_name) / ".catalogued"
+    """Register the asset's view once; a marker file beside the catalog avoids reopening
+    it per write (the catalog is per machine, the data may be shared)."""
+    marker = layout.home / ".catalogued" / asset_name
     if marker.exists() and layout.catalog_path.exists():
         return
     try:
         if register_views(layout, [asset_name]):
+            marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
     except duckdb.Error as error:  # the Parquet data is safe; the view can be rebuilt later
         log.warning("could not update the DuckDB catalog for %s: %s", asset_name, error)
 
 
 def query(layout: StorageLayout, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(layout.catalog_path), read_only=True)
+    con = connect(layout)
     try:
         return con.execute(sql).fetchall()
     finally:

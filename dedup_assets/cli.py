@@ -69,10 +69,10 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
     from dedup_assets.ledger import BatchLedger
     from dedup_assets.partitions import batch_partitions
     from dedup_assets.sources.factory import source_from_environment
-    from dedup_assets.storage import StorageLayout
+    from dedup_assets.storage import layout_from_environment
     from dedup_assets.work_planning import partitions_needing_work
 
-    layout = StorageLayout(os.environ["DEDUP_HOME"])
+    layout = layout_from_environment()
     source = source_from_environment()
     ledger = BatchLedger(layout)
     print(f"source: {source.describe()}")
@@ -129,7 +129,7 @@ def _print_summary(layout) -> None:
     from dedup_assets.catalog import query
 
     print(f"\nresults in {layout.home}")
-    print(f"  Parquet:  {layout.parquet_root}/<asset>/<batch>.parquet")
+    print(f"  Parquet:  {layout.uri(layout.parquet_root)}/<asset>/<batch>.parquet")
     print(f"  DuckDB:   {layout.catalog_path}")
     if not layout.catalog_path.exists():
         return
@@ -167,12 +167,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         import dagster as dg
 
         from dedup_assets.catalog import query
-        from dedup_assets.storage import StorageLayout
+        from dedup_assets.storage import layout_from_environment
 
         with dg.DagsterInstance.ephemeral() as instance:
             code = _materialize_all(instance, progress=not args.no_progress, summary=keep,
                                     run_config=_run_config(args.config))
-        layout = StorageLayout(os.environ["DEDUP_HOME"])
+        layout = layout_from_environment()
         rows = query(layout, "select blob_name, cluster_id, is_representative from clusters")
     clusters = {name: cluster for name, cluster, _ in rows}
     representatives = {name: keep for name, _, keep in rows}
@@ -185,9 +185,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_catalog(args: argparse.Namespace) -> int:
     _configure(args)
     from dedup_assets.catalog import register_views
-    from dedup_assets.storage import StorageLayout
+    from dedup_assets.storage import layout_from_environment
 
-    layout = StorageLayout(os.environ["DEDUP_HOME"])
+    layout = layout_from_environment()
     views = register_views(layout)
     print(f"{layout.catalog_path}: views {', '.join(views) or '(none yet)'}")
     return 0

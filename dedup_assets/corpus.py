@@ -11,27 +11,28 @@ import polars as pl
 from dedup_assets.storage import StorageLayout
 
 
+def _partition_files(layout: StorageLayout, asset_name: str) -> list[str]:
+    return layout.glob(f"{layout.asset_dir(asset_name)}/*.parquet")
+
+
 def read_all(layout: StorageLayout, asset_name: str, columns: list[str]) -> pl.DataFrame:
     """Selected columns of every stored partition of an asset (empty if none yet)."""
-    directory = layout.asset_dir(asset_name)
-    if not any(directory.glob("*.parquet")):
-        return pl.DataFrame()
-    return pl.scan_parquet(directory / "*.parquet").select(columns).collect()
+    return layout.read_parquet_many(_partition_files(layout, asset_name), columns)
 
 
 def partitions(layout: StorageLayout, asset_name: str, columns: list[str]) -> Iterator[pl.DataFrame]:
     """Selected columns of each stored partition in turn: memory of one partition."""
-    for path in sorted(layout.asset_dir(asset_name).glob("*.parquet")):
-        yield pl.read_parquet(path, columns=columns)
+    for path in _partition_files(layout, asset_name):
+        yield layout.read_parquet(path, columns)
 
 
 def read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str]) -> pl.DataFrame:
     """Selected columns of the stored rows of these blobs only (empty if none yet)."""
-    directory = layout.asset_dir(asset_name)
-    if not any(directory.glob("*.parquet")):
-        return pl.DataFrame()
     wanted = pl.Series(list(names), dtype=pl.String)
-    return pl.scan_parquet(directory / "*.parquet").select(columns).filter(pl.col("blob_name").is_in(wanted)).collect()
+    # One partition at a time, keeping only the wanted rows: memory of one partition.
+    frames = [frame.filter(pl.col("blob_name").is_in(wanted))
+              for frame in partitions(layout, asset_name, columns)]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
 def embeddings_matrix(frame: pl.DataFrame, dim: int | None = None) -> np.ndarray:

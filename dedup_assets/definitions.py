@@ -6,7 +6,7 @@ import dagster as dg
 
 from dedup_assets.asset_checks import pipeline_checks
 from dedup_assets.assets import pipeline_assets, review_assets
-from dedup_assets.io_manager import ParquetIOManager
+from dedup_assets.io_manager import storage_resources
 from dedup_assets.jobs import dedup_job, review_job
 from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
 from dedup_assets.schedules import backfill_schedule
@@ -15,22 +15,30 @@ from dedup_assets.settings import apply_defaults
 
 apply_defaults()
 
-def _secret(name: str) -> dg.EnvVar | None:
+def _optional(name: str) -> dg.EnvVar | None:
     # Only the variables that are set: an unset dg.EnvVar fails the whole code location.
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
+storage = DedupStorageResource(
+    home=dg.EnvVar("DEDUP_HOME"),
+    data_url=_optional("DEDUP_DATA_URL"),
+    data_account_name=_optional("DEDUP_DATA_ACCOUNT_NAME"),
+    data_connection_string=_optional("DEDUP_DATA_CONNECTION_STRING"),
+    data_account_key=_optional("DEDUP_DATA_ACCOUNT_KEY"),
+    data_sas_token=_optional("DEDUP_DATA_SAS_TOKEN"),
+)
+
 resources = {
     "image_source": ImageSourceResource(
         uri=dg.EnvVar("DEDUP_SOURCE"),
-        connection_string=_secret("AZURE_STORAGE_CONNECTION_STRING"),
-        account_url=_secret("AZURE_STORAGE_ACCOUNT_URL"),
-        account_key=_secret("AZURE_STORAGE_KEY"),
-        sas_token=_secret("AZURE_STORAGE_SAS_TOKEN"),
+        connection_string=_optional("AZURE_STORAGE_CONNECTION_STRING"),
+        account_url=_optional("AZURE_STORAGE_ACCOUNT_URL"),
+        account_key=_optional("AZURE_STORAGE_KEY"),
+        sas_token=_optional("AZURE_STORAGE_SAS_TOKEN"),
         download_concurrency=dg.EnvVar.int("DEDUP_DOWNLOAD_CONCURRENCY"),
     ),
-    "storage": DedupStorageResource(home=dg.EnvVar("DEDUP_HOME")),
-    "parquet_io_manager": ParquetIOManager(home=dg.EnvVar("DEDUP_HOME")),
+    **storage_resources(storage),
     "batching": BatchingResource(
         max_batch_size=dg.EnvVar.int("DEDUP_BATCH_SIZE"),
         settle_seconds=dg.EnvVar.int("DEDUP_SETTLE_SECONDS"),

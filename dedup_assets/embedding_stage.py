@@ -48,11 +48,16 @@ def cached_embedder(model: str, weights: str | None, device: str, runtime: str =
     return embedder
 
 
-def load_thumbnail(layout: StorageLayout, relative_path: str) -> np.ndarray:
-    pixels = cv2.imread(str(layout.home / relative_path), cv2.IMREAD_COLOR)
+def decode_thumbnail(data: bytes, relative_path: str) -> np.ndarray:
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if pixels is None:
-        raise FileNotFoundError(f"thumbnail missing or unreadable: {relative_path}")
+        raise ValueError(f"thumbnail unreadable: {relative_path}")
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+
+
+def load_thumbnails(layout: StorageLayout, relative_paths: list[str]) -> list[np.ndarray]:
+    data = layout.read_thumbnails(relative_paths)
+    return [decode_thumbnail(data[relative], relative) for relative in relative_paths]
 
 
 def embed_batch(hashes: pl.DataFrame, layout: StorageLayout, embedder: Embedder,
@@ -64,7 +69,7 @@ def embed_batch(hashes: pl.DataFrame, layout: StorageLayout, embedder: Embedder,
     rows = distinct.select("content_hash", "thumbnail").rows()
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        matrix = embedder.embed([load_thumbnail(layout, path) for _, path in chunk], batch_size=batch_size)
+        matrix = embedder.embed(load_thumbnails(layout, [path for _, path in chunk]), batch_size=batch_size)
         for (content, _), vector in zip(chunk, matrix.astype("<f2")):
             vectors[content] = vector.tobytes()
         if on_progress:

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from dedup_assets.sources import BlobChangedError, BlobSource
-from dedup_assets.storage import StorageLayout, write_bytes_atomic
+from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.color import SIGNATURE_SIZE
 from dedup_assets.vision.decode import DecodeError
 from dedup_assets.vision.features import ImageFeatures, extract_features
@@ -62,9 +62,9 @@ def failure_reason(error: BaseException) -> str:
 _worker: dict = {}
 
 
-def _start_worker(source: BlobSource, home: str) -> None:
+def _start_worker(source: BlobSource, layout: StorageLayout) -> None:
     _worker["source"] = source
-    _worker["layout"] = StorageLayout(home)
+    _worker["layout"] = layout
 
 
 def _hash_one(name: str, etag: str) -> ImageFeatures | str:
@@ -79,9 +79,10 @@ def _hash_one(name: str, etag: str) -> ImageFeatures | str:
 def _hash_bytes(data: bytes) -> ImageFeatures | str:
     try:
         features = extract_features(data)
-        path = _worker["layout"].thumbnail_path(features.content_hash)
-        if not path.exists():  # keyed by content: identical copies share one file
-            write_bytes_atomic(features.thumbnail_jpeg, path)
+        layout = _worker["layout"]
+        path = layout.data_path(layout.thumbnail_key(features.content_hash))
+        if not layout.exists(path):  # keyed by content: identical copies share one file
+            layout.write_bytes(path, features.thumbnail_jpeg)
         return dataclasses.replace(features, thumbnail_jpeg=b"")
     except Exception as error:  # recorded per blob; one bad file never fails the batch
         return failure_reason(error)
@@ -100,15 +101,16 @@ class _InlineExecutor(Executor):
         return future
 
 
-def _worker_pool(workers: int, source: BlobSource | None, home: str, size: int | None = None) -> Executor:
+def _worker_pool(workers: int, source: BlobSource | None, layout: StorageLayout,
+                 size: int | None = None) -> Executor:
     if workers <= 1:
-        return _InlineExecutor(_start_worker, (source, home))
+        return _InlineExecutor(_start_worker, (source, layout))
     # Processes, because decoding and hashing partly hold the GIL; forkserver, because
     # forking a process that runs Dagster's threads is unsafe.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["dedup_assets.vision.features"])
     return ProcessPoolExecutor(size or workers, mp_context=context, initializer=_start_worker,
-                               initargs=(source, home))
+                               initargs=(source, layout))
 
 
 def hash_blobs(
@@ -127,7 +129,7 @@ def hash_blobs(
     workers = workers or os.cpu_count() or 1
     rows: list[tuple] = []
     failures: list[dict] = []
-    for index, outcome in enumerate(_outcomes(source, names, etags, workers, str(layout.home))):
+    for index, outcome in enumerate(_outcomes(source, names, etags, workers, layout)):
         if isinstance(outcome, str):
             failures.append({"blob_name": names[index], "stage": STAGE, "reason": outcome})
         else:
@@ -135,7 +137,7 @@ def hash_blobs(
                 names[index], etags[index], outcome.content_hash, outcome.format,
                 outcome.width, outcome.height, outcome.bytes, outcome.jpeg_quality,
                 outcome.sharpness, outcome.wavelet_hash, outcome.color_signature,
-                str(layout.thumbnail_path(outcome.content_hash).relative_to(layout.home)),
+                layout.thumbnail_key(outcome.content_hash),
             ))
         if on_progress:
             on_progress(index + 1, len(names))
@@ -146,7 +148,7 @@ CHUNK = 8  # blobs per task sent to a worker
 
 
 def _outcomes(source: BlobSource, names: list[str], etags: list[str], workers: int,
-              home: str) -> Iterator[ImageFeatures | str]:
+              layout: StorageLayout) -> Iterator[ImageFeatures | str]:
     """Outcomes in inventory order. A worker killed by a file (a decoder crash, the OOM
     killer) breaks the pool: the blobs that were in flight are then retried one at a
     time, each in a fresh worker, so only the culprit is recorded as failed."""
@@ -156,7 +158,7 @@ def _outcomes(source: BlobSource, names: list[str], etags: list[str], workers: i
         try:
             # A remote source's client stays in this process (downloads are I/O:
             # threads); local files are read by the workers themselves.
-            with _worker_pool(workers, None if remote else source, home) as pool:
+            with _worker_pool(workers, None if remote else source, layout) as pool:
                 if remote:
                     outcomes = _download_then_hash(source, names[done:], etags[done:], pool, workers)
                 else:
@@ -166,11 +168,11 @@ def _outcomes(source: BlobSource, names: list[str], etags: list[str], workers: i
                     done += 1
         except BrokenProcessPool:
             for index in range(done, min(done + 2 * workers * CHUNK, len(names))):
-                yield _isolated(source, names[index], etags[index], home)
+                yield _isolated(source, names[index], etags[index], layout)
                 done += 1
 
 
-def _isolated(source: BlobSource, name: str, etag: str, home: str) -> ImageFeatures | str:
+def _isolated(source: BlobSource, name: str, etag: str, layout: StorageLayout) -> ImageFeatures | str:
     """One blob in a fresh single worker, read where the bulk path reads it."""
     remote = getattr(source, "is_remote", False)
     try:
@@ -178,7 +180,7 @@ def _isolated(source: BlobSource, name: str, etag: str, home: str) -> ImageFeatu
     except Exception as error:
         return failure_reason(error)
     try:
-        with _worker_pool(2, None if remote else source, home, size=1) as pool:
+        with _worker_pool(2, None if remote else source, layout, size=1) as pool:
             task = pool.submit(_hash_bytes, data) if remote else pool.submit(_hash_one, name, etag)
             return task.result()
     except BrokenProcessPool:

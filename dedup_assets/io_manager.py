@@ -6,47 +6,48 @@ import dagster as dg
 import polars as pl
 
 from dedup_assets.catalog import ensure_view
-from dedup_assets.storage import StorageLayout, write_parquet_atomic
+from dedup_assets.resources import DedupStorageResource
+from dedup_assets.storage import StorageLayout
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Stores each partition of each asset as `$home/parquet/<asset>/<partition>.parquet`.
+    """Stores each partition of each asset as `<data root>/parquet/<asset>/<partition>.parquet`,
+    on local disk or Azure Blob Storage (the `storage` resource decides).
 
     Every stored frame carries a `batch` column naming its partition, so the DuckDB views
     (one per asset, over all partitions) can be filtered or joined by batch.
     """
 
-    home: str
+    storage: DedupStorageResource
 
     @property
     def layout(self) -> StorageLayout:
-        return StorageLayout(self.home)
-
-    def _path(self, context: dg.OutputContext | dg.InputContext):
-        asset_name = context.asset_key.path[-1]
-        partition = context.partition_key if context.has_partition_key else None
-        return asset_name, self.layout.partition_path(asset_name, partition)
+        return self.storage.layout
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
         if obj is None:
             return
         if not isinstance(obj, pl.DataFrame):
             raise TypeError(f"ParquetIOManager stores polars DataFrames, got {type(obj).__name__}")
-        asset_name, path = self._path(context)
+        layout = self.layout
+        asset_name = context.asset_key.path[-1]
+        path = layout.partition_path(asset_name, context.partition_key if context.has_partition_key else None)
         if context.has_partition_key and "batch" not in obj.columns:
             obj = obj.with_columns(pl.lit(context.partition_key).alias("batch"))
-        write_parquet_atomic(obj, path)
-        ensure_view(self.layout, asset_name)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+        layout.write_parquet(obj, path)
+        ensure_view(layout, asset_name)
+        context.add_output_metadata({"path": dg.MetadataValue.path(layout.uri(path))})
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+        layout = self.layout
         asset_name = context.asset_key.path[-1]
         if context.has_asset_partitions and len(context.asset_partition_keys) != 1:
-            frames = [
-                pl.read_parquet(self.layout.partition_path(asset_name, key))
-                for key in context.asset_partition_keys
-                if self.layout.partition_path(asset_name, key).exists()
-            ]
-            return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+            paths = [layout.partition_path(asset_name, key) for key in context.asset_partition_keys]
+            return layout.read_parquet_many([path for path in paths if layout.exists(path)])
         key = context.asset_partition_key if context.has_asset_partitions else None
-        return pl.read_parquet(self.layout.partition_path(asset_name, key))
+        return layout.read_parquet(layout.partition_path(asset_name, key))
+
+
+def storage_resources(storage: DedupStorageResource) -> dict:
+    """The storage resource and the IO manager over the same storage, as Definitions take them."""
+    return {"storage": storage, "parquet_io_manager": ParquetIOManager(storage=storage)}

@@ -1,6 +1,6 @@
 """The batch ledger: which blob version belongs to which ingestion batch.
 
-Each batch is one Parquet manifest, `$DEDUP_HOME/batches/<batch>.parquet`, written
+Each batch is one Parquet manifest, `<data root>/batches/<batch>.parquet`, written
 atomically before its Dagster partition is added. The ledger, not the listing order,
 decides what is new: a blob version (name + etag) already in any manifest is never
 batched again, so registration is exactly-once across restarts, reordered listings and
@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from dedup_assets.sources import BlobInfo
-from dedup_assets.storage import StorageLayout, write_parquet_atomic
+from dedup_assets.storage import StorageLayout
 
 MANIFEST_SCHEMA = {
     "blob_name": pl.String,
@@ -53,39 +53,39 @@ class BatchLedger:
         self.layout = layout
         self.directory = layout.batches_dir
 
-    def manifest_path(self, key: str):
-        return self.directory / f"{key}.parquet"
+    def manifest_path(self, key: str) -> str:
+        return f"{self.directory}/{key}.parquet"
 
     def batch_keys(self) -> list[str]:
-        if not self.directory.exists():
-            return []
-        keys = [p.stem for p in self.directory.glob("batch-*.parquet")]
+        keys = [path.rsplit("/", 1)[-1].removesuffix(".parquet")
+                for path in self.layout.glob(f"{self.directory}/batch-*.parquet")]
         return sorted(keys, key=batch_sequence)
 
     def read_manifest(self, key: str) -> pl.DataFrame:
         path = self.manifest_path(key)
-        if not path.exists():
-            raise FileNotFoundError(f"batch {key} has no manifest in {self.directory}")
-        return pl.read_parquet(path)
+        if not self.layout.exists(path):
+            raise FileNotFoundError(f"batch {key} has no manifest in {self.layout.uri(self.directory)}")
+        return self.layout.read_parquet(path)
+
+    def _manifests(self, columns: list[str]) -> pl.DataFrame:
+        """These columns of every manifest, with the batch each row belongs to."""
+        keys = self.batch_keys()
+        frame = self.layout.read_parquet_many([self.manifest_path(k) for k in keys], columns, file_stem_column="batch")
+        return frame if keys else pl.DataFrame(schema={**{c: MANIFEST_SCHEMA[c] for c in columns}, "batch": pl.String})
 
     @property
-    def tombstones_path(self):
-        return self.directory / "tombstones.parquet"
+    def tombstones_path(self) -> str:
+        return f"{self.directory}/tombstones.parquet"
 
     def tombstones(self) -> pl.DataFrame:
         """Blob versions that disappeared from the source, with their batch and when."""
-        if not self.tombstones_path.exists():
+        if not self.layout.exists(self.tombstones_path):
             return pl.DataFrame(schema=TOMBSTONE_SCHEMA)
-        return pl.read_parquet(self.tombstones_path)
+        return self.layout.read_parquet(self.tombstones_path)
 
     def _record_deletions(self, listing_path, now: datetime) -> None:
         """Latest batched version of every name no longer listed gets a tombstone."""
-        latest = (
-            pl.scan_parquet(self.directory / "batch-*.parquet", include_file_paths="path")
-            .with_columns(pl.col("path").str.extract(r"(batch-\d+)\.parquet$").alias("batch"))
-            .sort("batch").group_by("blob_name").last()
-            .select("blob_name", "etag", "batch")
-        ) if self.batch_keys() else pl.LazyFrame(schema={"blob_name": pl.String, "etag": pl.String, "batch": pl.String})
+        latest = self._manifests(["blob_name", "etag"]).lazy().sort("batch").group_by("blob_name").last()
         existing = self.tombstones()
         gone = (
             latest.join(pl.scan_parquet(listing_path).select("blob_name"), on="blob_name", how="anti")
@@ -93,24 +93,18 @@ class BatchLedger:
             .with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("deleted_at"))
             .collect()
         )
-        if gone.height or not self.tombstones_path.exists():
-            write_parquet_atomic(pl.concat([existing, gone.select(list(TOMBSTONE_SCHEMA))]), self.tombstones_path)
+        if gone.height or not self.layout.exists(self.tombstones_path):
+            self.layout.write_parquet(pl.concat([existing, gone.select(list(TOMBSTONE_SCHEMA))]), self.tombstones_path)
 
     def known_versions(self) -> pl.DataFrame:
-        if not self.batch_keys():
-            return pl.DataFrame(schema={"blob_name": pl.String, "etag": pl.String})
-        return (
-            pl.scan_parquet(self.directory / "batch-*.parquet")
-            .select("blob_name", "etag")
-            .unique()
-            .collect()
-        )
+        return self._manifests(["blob_name", "etag"]).select("blob_name", "etag").unique()
 
     @contextlib.contextmanager
     def _locked(self):
-        # The sensor and `dedup run` may register at the same time.
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / ".lock", "w") as handle:
+        # The sensor and `dedup run` may register at the same time. The lock is local:
+        # registration happens on one machine (the daemon's), also with shared data.
+        self.layout.home.mkdir(parents=True, exist_ok=True)
+        with open(self.layout.home / ".ledger.lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -134,7 +128,7 @@ class BatchLedger:
         now = now or datetime.now(timezone.utc)
         cutoff = now - timedelta(seconds=settle_seconds)
         with self._locked():
-            listing_path = self.directory / f".listing-{uuid.uuid4().hex}.parquet"
+            listing_path = self.layout.home / f".listing-{uuid.uuid4().hex}.parquet"
             try:
                 _stream_to_parquet(blobs, listing_path)
                 self._record_deletions(listing_path, now)
@@ -153,7 +147,7 @@ class BatchLedger:
             keys = []
             for offset in range(0, fresh.height, max_batch_size):
                 key = batch_key(next_sequence + len(keys))
-                write_parquet_atomic(fresh.slice(offset, max_batch_size), self.manifest_path(key))
+                self.layout.write_parquet(fresh.slice(offset, max_batch_size), self.manifest_path(key))
                 keys.append(key)
             return keys
 

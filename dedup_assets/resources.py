@@ -7,7 +7,7 @@ from pydantic import Field
 
 from dedup_assets.ledger import BatchLedger
 from dedup_assets.sources.factory import open_source
-from dedup_assets.storage import StorageLayout
+from dedup_assets.storage import StorageLayout, data_storage_options
 
 
 class ImageSourceResource(dg.ConfigurableResource):
@@ -32,13 +32,22 @@ class ImageSourceResource(dg.ConfigurableResource):
 
 
 class DedupStorageResource(dg.ConfigurableResource):
-    """`DEDUP_HOME`: Parquet partitions, thumbnails, the batch ledger, the DuckDB catalog."""
+    """Where outputs go. `home` is local (the DuckDB catalog, the review folder); the data
+    every step shares (Parquet partitions, thumbnails, the batch ledger) is under `home`
+    too, unless `data_url` names another root, such as `az://<container>/<prefix>` for
+    workers on several machines. Credentials for it come from the environment."""
 
     home: str
+    data_url: str | None = None
+    data_account_name: str | None = None
+    data_connection_string: str | None = Field(default=None, repr=False)
+    data_account_key: str | None = Field(default=None, repr=False)
+    data_sas_token: str | None = Field(default=None, repr=False)
 
     @property
     def layout(self) -> StorageLayout:
-        return StorageLayout(self.home)
+        return StorageLayout(self.home, self.data_url, data_storage_options(
+            self.data_connection_string, self.data_account_name, self.data_account_key, self.data_sas_token))
 
     @property
     def ledger(self) -> BatchLedger:

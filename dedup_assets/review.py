@@ -16,6 +16,7 @@ import duckdb
 import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from dedup_assets.catalog import connect
 from dedup_assets.storage import StorageLayout, write_bytes_atomic, write_parquet_atomic
 
 MANIFEST_SCHEMA = {
@@ -40,7 +41,7 @@ def keep_drop_manifest(layout: StorageLayout) -> pl.DataFrame:
     (it failed a stage: the reason says which and why)."""
     if not layout.catalog_path.exists():
         return pl.DataFrame(schema=MANIFEST_SCHEMA)
-    con = duckdb.connect(str(layout.catalog_path), read_only=True)
+    con = connect(layout)
     try:
         views = _views(con)
         if "blob_inventory" not in views:
@@ -125,11 +126,13 @@ def _cluster_records(groups: pl.DataFrame, images: pl.DataFrame, pairs: pl.DataF
     inside = (pairs.join(cluster_of.rename({"blob_name": "blob_a"}), on="blob_a")
               .join(cluster_of.rename({"blob_name": "blob_b", "cluster_id": "cluster_b"}), on="blob_b")
               .filter(pl.col("cluster_id") == pl.col("cluster_b")))
-    home_from_pages = Path(os.path.relpath(layout.home, out_dir))
+    # Thumbnails on disk are linked where they are; from Azure they are copied beside the
+    # pages (only those shown), so the folder still opens with no server.
+    data_from_pages = Path(os.path.relpath(layout.data_root, out_dir)) if layout.is_local else Path(".")
     records: dict[str, dict] = {}
     for row in members.iter_rows(named=True):
         record = records.setdefault(row["cluster_id"], {"id": row["cluster_id"], "members": [], "pairs": []})
-        row["src"] = (home_from_pages / row["thumbnail"]).as_posix() if row["thumbnail"] else None
+        row["src"] = (data_from_pages / row["thumbnail"]).as_posix() if row["thumbnail"] else None
         record["members"].append(row)
         record["size"] = len(record["members"])
     for pair in inside.sort("blob_a", "blob_b").iter_rows(named=True):
@@ -137,12 +140,19 @@ def _cluster_records(groups: pl.DataFrame, images: pl.DataFrame, pairs: pl.DataF
     return records
 
 
+def _copy_thumbnails(layout: StorageLayout, relative_paths: list[str], out_dir: Path) -> None:
+    missing = [p for p in relative_paths if not (out_dir / p).exists()]  # keyed by content
+    for start in range(0, len(missing), 1000):
+        for relative, data in layout.read_thumbnails(missing[start:start + 1000]).items():
+            write_bytes_atomic(data, out_dir / relative)
+
+
 def write_gallery(layout: StorageLayout, out_dir: Path, clusters_per_page: int = 50) -> Gallery:
     """index.html plus one page per `clusters_per_page` clusters, largest first; the
     thumbnails are linked relative to the pages, so the folder opens with no server."""
     out_dir.mkdir(parents=True, exist_ok=True)
     environment = _environment()
-    con = duckdb.connect(str(layout.catalog_path), read_only=True)
+    con = connect(layout)
     try:
         views = _views(con)
         groups = _frame(con, CLUSTER_SQL, CLUSTER_SCHEMA) if "clusters" in views else pl.DataFrame(schema=CLUSTER_SCHEMA)
@@ -155,6 +165,8 @@ def write_gallery(layout: StorageLayout, out_dir: Path, clusters_per_page: int =
     page_count = max(1, math.ceil(len(order) / clusters_per_page))
     page_name = "page-{:05d}.html".format
     records = _cluster_records(groups, images, pairs, layout, out_dir)
+    if not layout.is_local:
+        _copy_thumbnails(layout, groups.join(images, on="blob_name")["thumbnail"].drop_nulls().unique().to_list(), out_dir)
     pages = []
     for page in range(page_count):
         ids = order[page * clusters_per_page:(page + 1) * clusters_per_page]

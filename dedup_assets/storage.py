@@ -1,38 +1,64 @@
-"""Where each kind of output lives under `DEDUP_HOME`, and atomic Parquet writes.
+"""Where each kind of output lives, on local disk or on Azure Blob Storage, and atomic writes.
 
-Every asset partition is one Parquet file, `parquet/<asset>/<partition>.parquet`. Writes
-go to a hidden temporary file in the same directory and are renamed into place, so a
-reader (or the DuckDB views, whose globs only match `*.parquet`) never sees a partial
-file, and concurrent runs on different partitions never touch the same file.
+Two roots:
+- `home` (`DEDUP_HOME`), always a local folder: the DuckDB catalog, locks, the review
+  folder (gallery, manifest), the model cache, the Dagster instance.
+- the data root (`DEDUP_DATA_URL`, default: `home`): what every step of every run reads
+  and writes — Parquet partitions, the batch ledger, thumbnails. Set it to
+  `az://<container>/<prefix>` and workers on other machines share it through
+  fsspec/adlfs (docs/deployment.md).
+
+Every asset partition is one Parquet file, `parquet/<asset>/<partition>.parquet`. On disk a
+write goes to a hidden temporary file in the same directory and is renamed into place; on
+Azure a blob upload is committed whole by the service. Either way a reader (or the
+DuckDB views, whose globs only match `*.parquet`) never sees a partial file, and
+concurrent runs on different partitions never touch the same file.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from pathlib import Path
+from typing import Iterable
 
+import fsspec
 import polars as pl
+from fsspec.implementations.local import LocalFileSystem
 
 FAILED_BLOBS = "failed_blobs"
 FAILED_BLOBS_SCHEMA = {"blob_name": pl.String, "stage": pl.String, "reason": pl.String}
+REMOTE_FETCH_CHUNK = 256  # files fetched concurrently by one fsspec `cat` call
 
 
 class StorageLayout:
-    def __init__(self, home: str | os.PathLike):
+    def __init__(self, home: str | os.PathLike, data_url: str | None = None,
+                 storage_options: dict | None = None):
         self.home = Path(home)
+        self.data_url = str(data_url or self.home)
+        # storage_options carry credentials: kept on the filesystem object only, never
+        # in a repr, a path or a URL this class hands out.
+        self.fs, root = fsspec.core.url_to_fs(self.data_url, **(storage_options or {}))
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.data_root = root.rstrip("/") or root
+        self._protocol = "" if self.is_local else self.data_url.split("://", 1)[0]
+
+    def __repr__(self) -> str:
+        return f"StorageLayout(home={str(self.home)!r}, data_url={self.data_url!r})"
+
+    # -- where things are (paths inside the data filesystem, '/'-separated) --------------
+
+    def data_path(self, relative: str) -> str:
+        return f"{self.data_root}/{relative}"
 
     @property
-    def parquet_root(self) -> Path:
-        return self.home / "parquet"
+    def parquet_root(self) -> str:
+        return self.data_path("parquet")
 
     @property
-    def batches_dir(self) -> Path:
-        return self.home / "batches"
-
-    @property
-    def thumbnails_dir(self) -> Path:
-        return self.home / "thumbnails"
+    def batches_dir(self) -> str:
+        return self.data_path("batches")
 
     @property
     def review_dir(self) -> Path:
@@ -43,17 +69,100 @@ class StorageLayout:
     def catalog_path(self) -> Path:
         return self.home / "dedup.duckdb"
 
-    def asset_dir(self, asset_name: str) -> Path:
-        return self.parquet_root / asset_name
+    def asset_dir(self, asset_name: str) -> str:
+        return f"{self.parquet_root}/{asset_name}"
 
-    def partition_path(self, asset_name: str, partition_key: str | None) -> Path:
-        return self.asset_dir(asset_name) / f"{partition_key or 'all'}.parquet"
+    def partition_path(self, asset_name: str, partition_key: str | None) -> str:
+        return f"{self.asset_dir(asset_name)}/{partition_key or 'all'}.parquet"
 
-    def failures_path(self, stage: str, partition_key: str) -> Path:
-        return self.asset_dir(FAILED_BLOBS) / stage / f"{partition_key}.parquet"
+    def failures_path(self, stage: str, partition_key: str) -> str:
+        return f"{self.asset_dir(FAILED_BLOBS)}/{stage}/{partition_key}.parquet"
 
-    def thumbnail_path(self, content_hash: str) -> Path:
-        return self.thumbnails_dir / content_hash[:2] / f"{content_hash}.jpg"
+    @staticmethod
+    def thumbnail_key(content_hash: str) -> str:
+        """A thumbnail's path relative to the data root (what the `thumbnail` column holds)."""
+        return f"thumbnails/{content_hash[:2]}/{content_hash}.jpg"
+
+    def uri(self, path: str) -> str:
+        """`path` as DuckDB reads it: a file path, or `az://...` through the registered fs."""
+        return path if self.is_local else f"{self._protocol}://{path}"
+
+    def register(self, con) -> None:
+        """Let a DuckDB connection read the data root (views over `az://` globs)."""
+        if not self.is_local:
+            con.register_filesystem(self.fs)
+
+    # -- reading and writing ---------------------------------------------------------
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+    def glob(self, pattern: str) -> list[str]:
+        return sorted(self.fs.glob(pattern))
+
+    def subdirectories(self, path: str) -> list[str]:
+        if not self.fs.exists(path):
+            return []
+        return sorted(entry["name"].rstrip("/").rsplit("/", 1)[-1]
+                      for entry in self.fs.ls(path, detail=True) if entry["type"] == "directory")
+
+    def read_bytes(self, path: str) -> bytes:
+        return self.fs.cat_file(path)
+
+    def read_many_bytes(self, paths: list[str]) -> dict[str, bytes]:
+        """Several files at once: concurrent requests on Azure, plain reads on disk."""
+        if self.is_local or len(paths) <= 1:
+            return {path: self.fs.cat_file(path) for path in paths}
+        found: dict[str, bytes] = {}
+        for start in range(0, len(paths), REMOTE_FETCH_CHUNK):
+            chunk = paths[start:start + REMOTE_FETCH_CHUNK]
+            found.update(self.fs.cat(chunk, on_error="raise"))
+        return found
+
+    def read_thumbnails(self, relative_paths: list[str]) -> dict[str, bytes]:
+        """Encoded thumbnails by their path relative to the data root, fetched together."""
+        wanted = sorted(set(relative_paths))
+        try:
+            data = self.read_many_bytes([self.data_path(relative) for relative in wanted])
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"thumbnail missing: {error}") from error
+        return {relative: data[self.data_path(relative)] for relative in wanted}
+
+    def read_parquet(self, path: str, columns: list[str] | None = None) -> pl.DataFrame:
+        if self.is_local:
+            return pl.read_parquet(path, columns=columns)
+        return pl.read_parquet(io.BytesIO(self.read_bytes(path)), columns=columns)
+
+    def read_parquet_many(self, paths: Iterable[str], columns: list[str] | None = None,
+                          file_stem_column: str | None = None) -> pl.DataFrame:
+        """Files concatenated (an empty frame when there are none), optionally with a column
+        naming each row's file (its name without `.parquet`)."""
+        paths = list(paths)
+        frames = []
+        for start in range(0, len(paths), REMOTE_FETCH_CHUNK):
+            chunk = paths[start:start + REMOTE_FETCH_CHUNK]
+            fetched = {} if self.is_local else self.read_many_bytes(chunk)
+            for path in chunk:
+                frame = pl.read_parquet(path if self.is_local else io.BytesIO(fetched[path]), columns=columns)
+                if file_stem_column:
+                    stem = path.rsplit("/", 1)[-1].removesuffix(".parquet")
+                    frame = frame.with_columns(pl.lit(stem, dtype=pl.String).alias(file_stem_column))
+                frames.append(frame)
+        return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+    def write_parquet(self, frame: pl.DataFrame, path: str) -> None:
+        if self.is_local:
+            write_parquet_atomic(frame, Path(path))
+            return
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        self.fs.pipe_file(path, buffer.getvalue())  # one upload: the service commits it whole
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        if self.is_local:
+            write_bytes_atomic(data, Path(path))
+        else:
+            self.fs.pipe_file(path, data)
 
     def write_failures(self, stage: str, partition_key: str, failures: list[dict]) -> int:
         """Replace this stage's failure table for a partition (empty when all succeeded)."""
@@ -62,9 +171,37 @@ class StorageLayout:
         frame = pl.DataFrame(failures, schema=FAILED_BLOBS_SCHEMA).with_columns(
             pl.lit(partition_key, dtype=pl.String).alias("batch")
         )
-        write_parquet_atomic(frame, self.failures_path(stage, partition_key))
+        self.write_parquet(frame, self.failures_path(stage, partition_key))
         ensure_view(self, FAILED_BLOBS)
         return frame.height
+
+
+def data_storage_options(connection_string: str | None = None, account_name: str | None = None,
+                         account_key: str | None = None, sas_token: str | None = None) -> dict:
+    """adlfs options for an `az://` data root. With an account name and no key or SAS,
+    adlfs signs in with DefaultAzureCredential (managed identity, workload identity, CLI).
+    Listings are never cached: other workers add partitions all the time."""
+    fresh = {"use_listings_cache": False}
+    if connection_string:
+        return {"connection_string": connection_string, **fresh}
+    if account_name:
+        options: dict = {"account_name": account_name, **fresh}
+        if account_key:
+            options["account_key"] = account_key
+        elif sas_token:
+            options["sas_token"] = sas_token
+        else:
+            options["anon"] = False
+        return options
+    return {}
+
+
+def layout_from_environment() -> StorageLayout:
+    """The layout the CLI and helper scripts use: the same variables the resources read."""
+    env = os.environ.get
+    return StorageLayout(env("DEDUP_HOME", "data"), env("DEDUP_DATA_URL") or None, data_storage_options(
+        env("DEDUP_DATA_CONNECTION_STRING"), env("DEDUP_DATA_ACCOUNT_NAME"),
+        env("DEDUP_DATA_ACCOUNT_KEY"), env("DEDUP_DATA_SAS_TOKEN")))
 
 
 def _remove_leftovers(path: Path) -> None:

@@ -12,13 +12,14 @@ import numpy as np
 import polars as pl
 
 from dedup_assets.corpus import embeddings_matrix
-from dedup_assets.embedding_stage import load_thumbnail
+from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
 from dedup_assets.vision.color import color_distance
 from dedup_assets.vision.search import streamed_neighbours
 from dedup_assets.vision.verify import PreparedImage, Verification, Verifier
 
+PAIRS_PER_FETCH = 1024  # pairs whose thumbnails are held encoded at once (~2k x 15 KB)
 THUMBNAIL_CACHE = 1024  # images kept while verifying (~250 KB each at 512 px with ORB features)
 
 VERIFIED_SCHEMA = {
@@ -81,20 +82,26 @@ def verify_pairs(
     to_verify = [i for i in range(len(a)) if needs_verification(hamming[i], colour[i], cosine[i], policy)]
 
     # An image takes part in many pairs (pairs come sorted by blob_a): decode and
-    # describe each once.
+    # describe each once. Thumbnails are fetched a slice of pairs at a time, together
+    # (one round of concurrent requests when the data root is on Azure).
+    encoded: dict[str, bytes] = {}
+
     @functools.lru_cache(maxsize=THUMBNAIL_CACHE)
     def prepared(row: int) -> PreparedImage:
-        return verifier.prepare(load_thumbnail(layout, thumbnails[row]))
+        return verifier.prepare(decode_thumbnail(encoded[thumbnails[row]], thumbnails[row]))
 
     def run(i: int) -> Verification:
         return verifier.verify_prepared(prepared(a[i]), prepared(b[i]))
 
     verifications: dict[int, Verification] = {}
     with ThreadPoolExecutor(max(1, workers)) as pool:  # OpenCV releases the GIL
-        for done, (i, result) in enumerate(zip(to_verify, pool.map(run, to_verify)), 1):
-            verifications[i] = result
+        for start in range(0, len(to_verify), PAIRS_PER_FETCH):
+            chunk = to_verify[start:start + PAIRS_PER_FETCH]
+            encoded = layout.read_thumbnails([thumbnails[row] for i in chunk for row in (a[i], b[i])])
+            for i, result in zip(chunk, pool.map(run, chunk)):
+                verifications[i] = result
             if on_progress:
-                on_progress(done, len(to_verify))
+                on_progress(len(verifications), len(to_verify))
 
     rows = []
     for i in range(len(a)):

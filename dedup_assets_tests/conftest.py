@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from dedup_assets.demo_data import build_demo_set
-from dedup_assets.io_manager import ParquetIOManager
+from dedup_assets.io_manager import storage_resources
 from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
 from dedup_assets.storage import StorageLayout
 
@@ -75,8 +75,7 @@ def layout(home) -> StorageLayout:
 def resources(home, image_folder) -> dict:
     return {
         "image_source": ImageSourceResource(uri=str(image_folder)),
-        "storage": DedupStorageResource(home=str(home)),
-        "parquet_io_manager": ParquetIOManager(home=str(home)),
+        **storage_resources(DedupStorageResource(home=str(home))),
         "batching": BatchingResource(max_batch_size=10, settle_seconds=0),
     }
 

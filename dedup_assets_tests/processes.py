@@ -24,9 +24,8 @@ from dedup_assets.settings import apply_defaults
 apply_defaults()
 from dedup_assets.ledger import BatchLedger
 from dedup_assets.sources.factory import source_from_environment
-from dedup_assets.storage import StorageLayout
-import os
-keys = BatchLedger(StorageLayout(os.environ["DEDUP_HOME"])).register(source_from_environment().iter_blobs(), 12)
+from dedup_assets.storage import layout_from_environment
+keys = BatchLedger(layout_from_environment()).register(source_from_environment().iter_blobs(), 12)
 dg.DagsterInstance.get().add_dynamic_partitions("batches", keys)
 print(",".join(keys))
 """
@@ -72,18 +71,20 @@ def register_batches(env: dict) -> list[str]:
                           timeout=120, check=True).stdout.strip().split(",")
 
 
-def final_state(home):
-    layout = StorageLayout(home)
+def final_state(layout: StorageLayout):
     groups = {frozenset(m) for (m,) in query(layout, "select list(blob_name) from clusters group by cluster_id")}
     kept = {name for (name,) in query(layout, "select blob_name from clusters where is_representative")}
-    pairs = (pl.read_parquet(layout.asset_dir("verified_pairs") / "*.parquet")
-             .select("blob_a", "blob_b", "is_duplicate").unique().sort("blob_a", "blob_b"))
-    hashes = pl.read_parquet(layout.asset_dir("wavelet_hashes") / "*.parquet").drop("batch").sort("blob_name")
+
+    def every_partition(asset):
+        return layout.read_parquet_many(layout.glob(f"{layout.asset_dir(asset)}/*.parquet"))
+
+    pairs = every_partition("verified_pairs").select("blob_a", "blob_b", "is_duplicate").unique().sort("blob_a", "blob_b")
+    hashes = every_partition("wavelet_hashes").drop("batch").sort("blob_name")
     return groups, kept, pairs, hashes
 
 
-def assert_same_results(reference_home, home) -> None:
-    expected, got = final_state(reference_home), final_state(home)
+def assert_same_results(reference: StorageLayout, layout: StorageLayout) -> None:
+    expected, got = final_state(reference), final_state(layout)
     assert got[0] == expected[0]  # the same duplicate groups
     assert got[1] == expected[1]  # the same copies kept
     assert got[2].equals(expected[2])  # the same pair decisions

@@ -6,7 +6,7 @@ import os
 import polars as pl
 import pytest
 
-from dedup_assets.io_manager import ParquetIOManager
+from dedup_assets.io_manager import storage_resources
 from dedup_assets.resources import DedupStorageResource, ImageSourceResource
 from dedup_assets_tests.test_azure_pipeline import upload_folder
 
@@ -71,8 +71,7 @@ def azure_review_resources(azurite, container, home, image_folder):
     return {
         "image_source": ImageSourceResource(uri=f"az://{container.container_name}/",
                                             connection_string=azurite.connection_string, download_concurrency=4),
-        "storage": DedupStorageResource(home=str(home)),
-        "parquet_io_manager": ParquetIOManager(home=str(home)),
+        **storage_resources(DedupStorageResource(home=str(home))),
     }
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 
@@ -24,7 +26,7 @@ def test_checks_pass_on_a_healthy_batch_and_catch_a_lost_blob(instance, resource
 
     # Lose a row behind the pipeline's back: the check fails (and, being blocking, says so loudly).
     path = layout.partition_path("wavelet_hashes", batch)
-    write_parquet_atomic(pl.read_parquet(path).slice(1), path)
+    write_parquet_atomic(pl.read_parquet(path).slice(1), Path(path))
     check_only = dg.materialize([*pipeline_assets, *pipeline_checks], partition_key=batch, instance=instance,
                                 resources=resources,
                                 selection=dg.AssetSelection.assets(pipeline_assets[0]) | dg.AssetSelection.checks(pipeline_checks[0]),

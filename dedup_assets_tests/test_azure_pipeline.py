@@ -10,7 +10,7 @@ from dedup_assets.assets import pipeline_assets
 from dedup_assets.catalog import query
 from dedup_assets.ledger import BatchLedger
 from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
-from dedup_assets.io_manager import ParquetIOManager
+from dedup_assets.io_manager import storage_resources
 from dedup_assets.storage import StorageLayout
 from dedup_assets_tests.azurite import KEY
 from dedup_assets_tests.test_sensors import tick
@@ -27,8 +27,7 @@ def azure_resources(azurite, container, home):
     return {
         "image_source": ImageSourceResource(uri=f"az://{container.container_name}",
                                             connection_string=azurite.connection_string, download_concurrency=4),
-        "storage": DedupStorageResource(home=str(home)),
-        "parquet_io_manager": ParquetIOManager(home=str(home)),
+        **storage_resources(DedupStorageResource(home=str(home))),
         "batching": BatchingResource(max_batch_size=10, settle_seconds=0),
     }
 
@@ -90,8 +89,7 @@ def resources_for(tmp_path, folder):
     home.mkdir()
     return {
         "image_source": ImageSourceResource(uri=str(folder)),
-        "storage": DedupStorageResource(home=str(home)),
-        "parquet_io_manager": ParquetIOManager(home=str(home)),
+        **storage_resources(DedupStorageResource(home=str(home))),
         "batching": BatchingResource(max_batch_size=100, settle_seconds=0),
     }
 
@@ -121,3 +119,35 @@ def test_no_key_or_connection_string_in_logs_metadata_or_errors(
     secret_fragments = [KEY, KEY[:16], "AccountKey="]
     leaks = [fragment for fragment in secret_fragments for text in texts if fragment in text]
     assert leaks == []
+
+
+def test_a_data_root_on_azure_gives_the_local_results_and_a_gallery_that_opens_from_disk(
+    azurite, container, resources, run_everything, layout, tmp_path
+):
+    """Parquet partitions, thumbnails and the ledger on Azurite; home holds only the
+    catalog and the review folder. Same groups, kept copies, pairs and features as local."""
+    from dedup_assets.assets import review_assets
+    from dedup_assets_tests.processes import assert_same_results
+    from dedup_assets_tests.test_review import parse
+
+    run_everything(resources)  # the local reference, in `layout`
+    storage = DedupStorageResource(home=str(tmp_path / "azure_home"), data_url=f"az://{container.container_name}/d",
+                                   data_connection_string=azurite.connection_string)
+    on_azure = {**resources, **storage_resources(storage)}
+    shared = storage.layout
+    keys = BatchLedger(shared).register(resources["image_source"].open().iter_blobs(), 10)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("batches", keys)
+        runs = [dg.materialize(pipeline_assets, partition_key=key, instance=instance, resources=on_azure)
+                for key in keys]
+        runs.append(dg.materialize(review_assets, instance=instance, resources=on_azure))
+        assert all(run.success for run in runs)
+        texts = [repr(record) for run in runs for record in instance.all_logs(run.run_id)]
+
+    assert_same_results(layout, shared)
+    assert container.get_blob_client(f"d/batches/{keys[0]}.parquet").exists()
+    assert not [p for p in shared.home.rglob("*") if p.suffix == ".parquet" and "review" not in p.parts]
+    page = shared.review_dir / "page-00001.html"
+    images = parse(page).images
+    assert images and all((page.parent / src).resolve().is_file() for src in images)
+    assert not [text for text in texts if KEY[:16] in text or "AccountKey=" in text]

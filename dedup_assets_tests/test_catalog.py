@@ -4,12 +4,12 @@ import duckdb
 import polars as pl
 
 from dedup_assets.catalog import ensure_view, register_views
-from dedup_assets.storage import StorageLayout, write_parquet_atomic
+from dedup_assets.storage import StorageLayout
 
 
 def write_partition(home: str, asset: str, partition: str) -> None:
     layout = StorageLayout(home)
-    write_parquet_atomic(pl.DataFrame({"blob_name": [f"{partition}-{i}" for i in range(5)]}),
+    layout.write_parquet(pl.DataFrame({"blob_name": [f"{partition}-{i}" for i in range(5)]}),
                          layout.partition_path(asset, partition))
     ensure_view(layout, asset)
 

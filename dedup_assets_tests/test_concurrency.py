@@ -10,6 +10,7 @@ import time
 import dagster as dg
 
 from dedup_assets.settings import PROJECT_ROOT
+from dedup_assets.storage import StorageLayout
 from dedup_assets_tests.processes import (BIN, assert_same_results, environment, register_batches,
                                           sequential_run, stop)
 
@@ -54,4 +55,4 @@ def test_concurrent_batches_through_the_queue_match_a_sequential_run(tmp_path, d
     peak = max(overlapping(start) for start, _ in spans)
     assert peak == 2
 
-    assert_same_results(sequential, home)
+    assert_same_results(StorageLayout(sequential), StorageLayout(home))

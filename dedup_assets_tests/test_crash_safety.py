@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import polars as pl
 
@@ -26,7 +27,7 @@ def outputs(home) -> dict[str, pl.DataFrame]:
     layout = StorageLayout(home)
     frames = {}
     for asset in ASSETS:
-        frame = pl.read_parquet(layout.asset_dir(asset) / "*.parquet")
+        frame = pl.read_parquet(f"{layout.asset_dir(asset)}/*.parquet")
         frame = frame.drop("computed_at") if "computed_at" in frame.columns else frame
         frames[asset] = frame.sort(frame.columns[:2])
     return frames
@@ -59,5 +60,5 @@ def test_a_killed_run_reruns_to_the_same_outputs(tmp_path, demo_subset):
     layout = StorageLayout(crashed)
     (rows, names) = query(layout, "select count(*), count(distinct blob_name) from clusters")[0]
     assert rows == names == 60
-    visible = [p for p in layout.parquet_root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    visible = [p for p in Path(layout.parquet_root).rglob("*") if p.is_file() and not p.name.startswith(".")]
     assert all(p.suffix == ".parquet" for p in visible)

@@ -1,8 +1,10 @@
 """The production profile on a real Celery cluster: Debian's redis-server on loopback as
 the broker, two dagster-celery workers, each step of each batch sent to a worker by
-dagster-celery's executor, results equal to a local run's. DEDUP_HOME is the storage
-both workers share (one machine here; a shared volume in a deployment,
-docs/deployment.md)."""
+dagster-celery's executor, and the data every step shares (Parquet partitions,
+thumbnails, the batch ledger) on Azure Blob Storage (Azurite) through fsspec/adlfs. Each
+worker has its own local DEDUP_HOME, as on separate machines: the only thing they share
+is the container (and the Dagster instance, Postgres in a deployment). The results equal
+a local run's (docs/deployment.md)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,16 @@ import subprocess
 
 import dagster as dg
 
+from dedup_assets.catalog import register_views
 from dedup_assets.settings import PROJECT_ROOT
+from dedup_assets.storage import StorageLayout, data_storage_options
 from dedup_assets_tests.processes import (BIN, assert_same_results, environment, free_port, register_batches,
                                           sequential_run, start, stop)
 
 
-def test_batches_run_across_two_celery_workers_and_match_a_local_run(tmp_path, demo_subset):
+def test_batches_run_across_two_celery_workers_on_azure_storage_and_match_a_local_run(
+    tmp_path, demo_subset, azurite, container
+):
     source = demo_subset(36)
     local = tmp_path / "local"
     sequential_run(local, source)
@@ -25,8 +31,11 @@ def test_batches_run_across_two_celery_workers_and_match_a_local_run(tmp_path, d
     home = tmp_path / "distributed"
     port = free_port()
     broker = f"redis://127.0.0.1:{port}/0"
+    data_url = f"az://{container.container_name}/dedup"
     env = {**environment(home, source, "celery"), "DEDUP_CELERY_BROKER": broker, "DEDUP_GPU_QUEUE": "gpu",
+           "DEDUP_DATA_URL": data_url, "DEDUP_DATA_CONNECTION_STRING": azurite.connection_string,
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # dagster-celery starts `celery` by name
+    worker_homes = {queue: tmp_path / f"{queue}-worker-home" for queue in ("dagster", "gpu")}
     worker_config = tmp_path / "celery.yaml"
     worker_config.write_text(json.dumps({"execution": {"config": {"broker": broker, "backend": broker}}}))
     log = open(tmp_path / "cluster.log", "wb")
@@ -40,7 +49,8 @@ def test_batches_run_across_two_celery_workers_and_match_a_local_run(tmp_path, d
         # run). A solo pool runs tasks in the worker process itself: its pid names it.
         processes += [start([f"{BIN}/dagster-celery", "worker", "start", "-A", "dagster_celery.app",
                              "-y", str(worker_config), "-n", f"{queue}-worker", "-q", queue, "--", "--pool", "solo",
-                             f"--pidfile={pidfile}"], env, log) for queue, pidfile in pidfiles.items()]
+                             f"--pidfile={pidfile}"], {**env, "DEDUP_HOME": str(worker_homes[queue])}, log)
+                      for queue, pidfile in pidfiles.items()]
         for key in keys:
             run = subprocess.run([f"{BIN}/dagster", "job", "execute", "-m", "dedup_assets.definitions",
                                   "-j", "dedup_job", "--tags", json.dumps({"dagster/partition": key})],
@@ -65,4 +75,10 @@ def test_batches_run_across_two_celery_workers_and_match_a_local_run(tmp_path, d
     assert {pid for step, pid in step_pids if step not in gpu_steps} == {worker_pid["dagster"]}
     assert {step for step, _ in step_pids} >= gpu_steps | {"blob_inventory", "wavelet_hashes", "clusters"}
 
-    assert_same_results(local, home)
+    # Nothing the steps share was written to a local disk: it is all in the container.
+    for local_home in (home, *worker_homes.values()):
+        assert not [p for p in local_home.rglob("*") if p.suffix in (".parquet", ".jpg")], local_home
+    shared = StorageLayout(tmp_path / "inspect", data_url, data_storage_options(azurite.connection_string))
+    assert len(shared.glob(f"{shared.data_root}/thumbnails/*/*.jpg")) > 0
+    register_views(shared)  # a fresh catalog on another machine sees every batch
+    assert_same_results(StorageLayout(local), shared)

@@ -3,6 +3,7 @@ import polars as pl
 import pytest
 
 from dedup_assets.io_manager import ParquetIOManager
+from dedup_assets.resources import DedupStorageResource
 
 
 def contexts(asset="wavelet_hashes", partition="batch-000001"):
@@ -14,7 +15,7 @@ def contexts(asset="wavelet_hashes", partition="batch-000001"):
 
 
 def test_round_trips_a_partition_and_tags_rows_with_their_batch(home):
-    manager = ParquetIOManager(home=str(home))
+    manager = ParquetIOManager(storage=DedupStorageResource(home=str(home)))
     frame = pl.DataFrame({"blob_name": ["a.jpg", "b.jpg"], "wavelet_hash": [1, 2]},
                          schema_overrides={"wavelet_hash": pl.UInt64})
     output, input_ = contexts()
@@ -26,7 +27,7 @@ def test_round_trips_a_partition_and_tags_rows_with_their_batch(home):
 
 
 def test_a_failed_write_leaves_neither_a_partial_file_nor_a_changed_partition(home):
-    manager = ParquetIOManager(home=str(home))
+    manager = ParquetIOManager(storage=DedupStorageResource(home=str(home)))
     output, input_ = contexts()
     manager.handle_output(output, pl.DataFrame({"blob_name": ["kept.jpg"]}))
     # A column Parquet cannot encode makes the real writer fail part-way.
@@ -40,4 +41,4 @@ def test_a_failed_write_leaves_neither_a_partial_file_nor_a_changed_partition(ho
 
 def test_refuses_objects_that_are_not_dataframes(home):
     with pytest.raises(TypeError, match="polars DataFrames"):
-        ParquetIOManager(home=str(home)).handle_output(contexts()[0], {"not": "a frame"})
+        ParquetIOManager(storage=DedupStorageResource(home=str(home))).handle_output(contexts()[0], {"not": "a frame"})

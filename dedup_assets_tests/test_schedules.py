@@ -1,3 +1,4 @@
+import os
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -26,7 +27,7 @@ def test_schedule_requests_missing_failed_and_stale_batches_only(instance_with_r
     assert partitions_needing_work(instance, KEYS) == [batches[0]]
 
     # A run that fails (its manifest vanished) marks the batch failed: it needs work again.
-    BatchLedger(layout).manifest_path(batches[1]).unlink()
+    os.remove(BatchLedger(layout).manifest_path(batches[1]))
     result = dg.materialize([blob_inventory], partition_key=batches[1], instance=instance,
                             resources=resources, raise_on_error=False)
     assert not result.success

@@ -12,8 +12,8 @@ from dedup_assets.sensors import new_blobs_sensor
 
 def tick(instance, resources, cursor):
     """One sensor evaluation, applying its partition requests as the daemon would."""
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-    result = new_blobs_sensor(context)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        result = new_blobs_sensor(context)
     if isinstance(result, dg.SkipReason):
         return [], cursor
     for request in result.dynamic_partitions_requests:

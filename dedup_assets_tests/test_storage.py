@@ -1,0 +1,61 @@
+"""The storage layout behaves the same on local disk and on Azure Blob Storage (Azurite):
+what is written is read back, listed and queried through the DuckDB catalog."""
+
+import polars as pl
+import pytest
+
+from dedup_assets.catalog import query, register_views
+from dedup_assets.storage import StorageLayout, data_storage_options
+from dedup_assets_tests.azurite import KEY
+
+
+@pytest.fixture(params=["local", "azure"])
+def any_layout(request, tmp_path):
+    if request.param == "local":
+        return StorageLayout(tmp_path / "home")
+    azurite = request.getfixturevalue("azurite")
+    container = request.getfixturevalue("container")
+    options = data_storage_options(connection_string=azurite.connection_string)
+    return StorageLayout(tmp_path / "home", f"az://{container.container_name}/shared data", options)
+
+
+def test_partitions_written_are_listed_read_and_queried(any_layout):
+    layout = any_layout
+    for n in (2, 1):
+        frame = pl.DataFrame({"blob_name": [f"b{n}-{i}" for i in range(3)], "score": [n] * 3})
+        layout.write_parquet(frame, layout.partition_path("scores", f"batch-{n:06d}"))
+    layout.write_failures("wavelet_hashes", "batch-000001", [{"blob_name": "x", "stage": "s", "reason": "r"}])
+
+    paths = layout.glob(f"{layout.asset_dir('scores')}/*.parquet")
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["batch-000001.parquet", "batch-000002.parquet"]
+    assert layout.subdirectories(layout.parquet_root) == ["failed_blobs", "scores"]
+    assert layout.exists(paths[0]) and not layout.exists(layout.partition_path("scores", "batch-000009"))
+    both = layout.read_parquet_many(paths, ["score"], file_stem_column="batch")
+    assert both.sort("batch").rows() == [(1, "batch-000001")] * 3 + [(2, "batch-000002")] * 3
+    assert layout.read_parquet_many([]).height == 0
+
+    assert register_views(layout) == ["failed_blobs", "scores"]
+    assert query(layout, "select sum(score), count(*) from scores") == [(9, 6)]
+    assert query(layout, "select reason from failed_blobs") == [("r",)]
+    # Rewriting a partition replaces it; the view needs no update.
+    layout.write_parquet(pl.DataFrame({"blob_name": ["only"], "score": [5]}), paths[1])
+    assert query(layout, "select sum(score), count(*) from scores") == [(8, 4)]
+
+
+def test_thumbnails_are_fetched_together_and_a_missing_one_is_named(any_layout):
+    layout = any_layout
+    keys = [layout.thumbnail_key(f"{n:064x}") for n in range(3)]
+    for n, key in enumerate(keys):
+        layout.write_bytes(layout.data_path(key), bytes([n]) * 10)
+    assert layout.read_thumbnails(keys + keys[:1]) == {key: bytes([n]) * 10 for n, key in enumerate(keys)}
+    missing = layout.thumbnail_key("f" * 64)
+    with pytest.raises(FileNotFoundError, match="thumbnail missing"):
+        layout.read_thumbnails([keys[0], missing])
+
+
+def test_credentials_stay_out_of_what_the_layout_shows(azurite, container, tmp_path):
+    layout = StorageLayout(tmp_path, f"az://{container.container_name}/p",
+                           data_storage_options(connection_string=azurite.connection_string))
+    shown = [repr(layout), layout.uri(layout.parquet_root), layout.data_url, str(layout.partition_path("a", "b"))]
+    assert not [text for text in shown if KEY[:16] in text or "AccountKey" in text]
+    assert layout.uri(layout.parquet_root) == f"az://{container.container_name}/p/parquet"

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from dedup_assets.storage import StorageLayout
-from dedup_assets.vision.embedders import Embedder, load_embedder
+from dedup_assets.vision.embedders import Embedder, cuda_surely_absent, load_embedder
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,23 @@ def cached_embedder(model: str, weights: str | None, device: str, runtime: str =
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown embedding runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    on_cpu = device == "cpu" or (device == "auto" and cuda_surely_absent())
+    if runtime == "onnx" or (runtime == "auto" and on_cpu):
+        from dedup_assets.vision.onnx_embedders import load_exported
+
+        exported = load_exported(model, weights, input_size)
+        if exported is not None:
+            return exported
     embedder = load_embedder(model, weights, device)
     if input_size:
         embedder.input_size = input_size
     if runtime == "onnx" or (runtime == "auto" and embedder.device == "cpu"):
-        from dedup_assets.vision.onnx_embedders import onnx_embedder
+        from dedup_assets.vision.onnx_embedders import onnx_embedder, record_export
 
         try:
-            return onnx_embedder(embedder, input_size)
+            twin = onnx_embedder(embedder, input_size)
+            record_export(model, weights, input_size, twin)
+            return twin
         except Exception as error:
             if runtime == "onnx":
                 raise

@@ -23,7 +23,7 @@ class EmbeddingsConfig(dg.Config):
 @dg.asset(
     partitions_def=batch_partitions,
     group_name="cascade",
-    kinds={"pytorch", "parquet"},
+    kinds={"onnx", "pytorch", "parquet"},
     io_manager_key="parquet_io_manager",
     pool=GPU_POOL,
     op_tags=gpu_step_tags(),

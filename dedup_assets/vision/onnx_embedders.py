@@ -1,10 +1,16 @@
 """The same pretrained embedders run by ONNX Runtime on the CPU: the torch model is
 exported once (cached on disk by a key of model, weights and input size), optionally
-quantised to int8 with calibration images, then served by an InferenceSession."""
+quantised to int8 with calibration images, then served by an InferenceSession.
+
+When the weights come from a file, the export is also recorded under a key of that
+file's content, so later processes load it without building the network or importing
+PyTorch at all (about 470 MB less memory per process)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +19,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from dedup_assets.vision.embedders import TorchEmbedder
+from dedup_assets.storage import write_bytes_atomic
+from dedup_assets.vision.embedders import TorchEmbedder, WeightsUnavailableError, default_weights_file
 
 
 @dataclass
@@ -25,6 +32,7 @@ class OnnxEmbedder:
     std: tuple[float, float, float]
     dim: int
     device: str = "cpu"
+    path: Path | None = None  # the .onnx file the session runs
 
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
         size = self.input_size
@@ -92,8 +100,6 @@ def _quantize(fp32: Path, path: Path, calibration: list[np.ndarray]) -> None:
 def onnx_embedder(embedder: TorchEmbedder, input_size: int | None = None, int8: bool = False,
                   calibration_images: Sequence[np.ndarray] | None = None, threads: int = 0) -> OnnxEmbedder:
     """ONNX Runtime twin of a CPU torch embedder (same weights, same preprocessing)."""
-    import onnxruntime as ort
-    import torch
 
     size = input_size or embedder.input_size
     digest = hashlib.sha1()
@@ -112,12 +118,66 @@ def onnx_embedder(embedder: TorchEmbedder, input_size: int | None = None, int8: 
         if not model_path.exists():
             batches = [twin.preprocess(calibration_images[i:i + 16]) for i in range(0, len(calibration_images), 16)]
             _quantize(fp32, model_path, batches)
+    twin.session = _session(model_path, threads)
+    twin.name = f"{embedder.name}@{size}{'-int8' if int8 else ''}-onnx"
+    twin.path = model_path
+    return twin
+
+
+def _session(model_path: Path, threads: int = 0):
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # No arena: activations of a 32-image batch (~0.5 GB) are returned after each run,
     # not kept for the life of the process.
     options.enable_cpu_mem_arena = False
-    twin.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    twin.name = f"{embedder.name}@{size}{'-int8' if int8 else ''}-onnx"
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _record_path(model: str, weights: str | None, input_size: int | None) -> Path | None:
+    """Where the export of these weights is recorded; None when they are not one file."""
+    try:
+        path = weights if weights and os.path.isfile(weights) else (None if weights else default_weights_file(model))
+    except WeightsUnavailableError:
+        return None
+    if not path:
+        return None
+    stat = os.stat(path)
+    digest = _file_digest(path, stat.st_size, stat.st_mtime_ns)
+    name = model.replace(":", "_").replace("/", "_")
+    return _cache_dir() / f"{name}-{input_size or 'default'}-w{digest[:12]}.json"
+
+
+def record_export(model: str, weights: str | None, input_size: int | None, twin: OnnxEmbedder) -> None:
+    record = _record_path(model, weights, input_size)
+    if record is None:
+        return
+    facts = {"onnx": twin.path.name, "name": twin.name, "input_size": twin.input_size,
+             "mean": list(twin.mean), "std": list(twin.std), "dim": twin.dim}
+    write_bytes_atomic(json.dumps(facts).encode(), record)
+
+
+def load_exported(model: str, weights: str | None, input_size: int | None, threads: int = 0) -> OnnxEmbedder | None:
+    """The recorded export of these weights, loaded without PyTorch; None if there is none."""
+    record = _record_path(model, weights, input_size)
+    if record is None or not record.exists():
+        return None
+    facts = json.loads(record.read_text())
+    path = record.parent / facts["onnx"]
+    if not path.exists():
+        return None
+    twin = OnnxEmbedder(facts["name"], _session(path, threads), facts["input_size"], tuple(facts["mean"]),
+                        tuple(facts["std"]), facts["dim"])
+    twin.path = path
     return twin

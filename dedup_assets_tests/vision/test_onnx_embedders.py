@@ -34,3 +34,25 @@ def test_the_stage_uses_onnx_runtime_on_cpu_unless_told_otherwise(tmp_path, monk
     assert not isinstance(cached_embedder("efficientnet_lite0", None, "cpu", "torch"), OnnxEmbedder)
     with pytest.raises(ValueError, match="runtime"):
         cached_embedder("efficientnet_lite0", None, "cpu", "tensorrt")
+
+
+def test_a_recorded_export_loads_without_pytorch_and_gives_the_same_vectors(samples, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("DEDUP_MODEL_CACHE", str(tmp_path))
+    images = list(samples.values())
+    first = cached_embedder.__wrapped__("efficientnet_lite0", None, "cpu", "auto")  # exports and records
+    np.save(tmp_path / "images.npy", np.stack([np.resize(image, (64, 64, 3)) for image in images]))
+    expected = first.embed(list(np.load(tmp_path / "images.npy")))
+    script = (
+        "import sys, numpy as np\n"
+        "from dedup_assets.embedding_stage import cached_embedder\n"
+        f"embedder = cached_embedder('efficientnet_lite0', None, 'cpu', 'auto')\n"
+        f"np.save(sys.argv[1], embedder.embed(list(np.load(sys.argv[2]))))\n"
+        "print(type(embedder).__name__, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "got.npy"), str(tmp_path / "images.npy")],
+                         capture_output=True, text=True, check=True, timeout=300).stdout.split()
+    assert out == ["OnnxEmbedder", "False"]
+    assert np.einsum("ij,ij->i", np.load(tmp_path / "got.npy"), expected).min() > 0.99999

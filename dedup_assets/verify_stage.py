@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
+import faiss
 import numpy as np
 import polars as pl
 
@@ -94,7 +95,9 @@ def verify_pairs(
         return verifier.verify_prepared(prepared(a[i]), prepared(b[i]))
 
     verifications: dict[int, Verification] = {}
-    with ThreadPoolExecutor(max(1, workers)) as pool:  # OpenCV releases the GIL
+    # OpenCV and faiss release the GIL. OpenMP's thread count is per thread: one each,
+    # or every matching thread starts its own team and they fight over the cores.
+    with ThreadPoolExecutor(max(1, workers), initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
         for start in range(0, len(to_verify), PAIRS_PER_FETCH):
             chunk = to_verify[start:start + PAIRS_PER_FETCH]
             encoded = layout.read_thumbnails([thumbnails[row] for i in chunk for row in (a[i], b[i])])

@@ -86,7 +86,8 @@ def verified_pairs(
                            grayscale_is_duplicate=config.grayscale_is_duplicate,
                            mirrored_is_duplicate=config.mirrored_is_duplicate)
     verifier = _load_verifier(config.verifier, config.device, allow_mirrored=config.mirrored_is_duplicate,
-                              checkpoint=config.verifier_checkpoint, side=config.verify_side)
+                              checkpoint=config.verifier_checkpoint, side=config.verify_side,
+                              min_inliers=config.min_inliers)
     pairs, seconds = verify_pairs(candidates, features, layout, verifier, policy, config.workers,
                                   on_progress=log_progress(context.log, "verified"))
     verified = pairs["inliers"].drop_nulls().len()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
+import faiss
 import numpy as np
 
 from dedup_assets.vision.embedders import WeightsUnavailableError, resolve_device
@@ -102,7 +103,11 @@ def coverage(homography: np.ndarray, shape_a: tuple[int, int], shape_b: tuple[in
 
 
 def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
-                   gray_a: np.ndarray | None = None, gray_b: np.ndarray | None = None) -> Verification:
+                   gray_a: np.ndarray | None = None, gray_b: np.ndarray | None = None,
+                   agreement_from_inliers: int = 0) -> Verification:
+    """The homography and what it proves. The pixel agreement (a quarter of the cost)
+    is computed only when the fit has at least `agreement_from_inliers` inliers: with
+    fewer the pair is rejected whatever the pixels say."""
     if len(points_a) < 8:
         return Verification(len(points_a), 0, 0.0, 0.0)
     homography, mask = cv2.findHomography(points_a, points_b, cv2.USAC_MAGSAC, 4.0,
@@ -114,7 +119,8 @@ def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
     # Inliers packed into a small region (a shared logo or caption) prove little about
     # the rest of the two images.
     spread = min(_hull_share(points_a[inlier], shape_a), _hull_share(points_b[inlier], shape_b))
-    agreement = photometric_agreement(gray_a, gray_b, homography) if gray_a is not None else 0.0
+    wanted = gray_a is not None and inlier.sum() >= agreement_from_inliers
+    agreement = photometric_agreement(gray_a, gray_b, homography) if wanted else 0.0
     return Verification(len(points_a), int(inlier.sum()), coverage_a, coverage_b, spread=spread,
                         agreement=agreement)
 
@@ -202,6 +208,7 @@ class _MirrorAware:
 
     allow_mirrored: bool = False
     side: int = VERIFY_SIDE  # longest side images are matched at
+    min_inliers: int = 15  # the policy's: fewer inliers reject a pair by features
 
     def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
         raise NotImplementedError
@@ -218,17 +225,34 @@ class _MirrorAware:
     def verify_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
         gray_a, gray_b = a.gray, b.gray
         result = self._match_prepared(a, b)
-        if result.inliers < 15 and result.keypoints is not None and result.keypoints < LOW_TEXTURE_KEYPOINTS:
+        if (result.inliers < self.min_inliers and result.keypoints is not None
+                and result.keypoints < LOW_TEXTURE_KEYPOINTS):
             dense = dense_alignment(gray_a, gray_b)
             if dense.agreement > result.agreement:
                 result = dense
-        if self.allow_mirrored and result.inliers < 15 and result.method != "dense":
+        if self.allow_mirrored and result.inliers < self.min_inliers and result.method != "dense":
             mirrored = self._match(np.ascontiguousarray(gray_a[:, ::-1]), gray_b)
             if mirrored.inliers > result.inliers:
                 return Verification(mirrored.matches, mirrored.inliers, mirrored.coverage_a,
                                     mirrored.coverage_b, mirrored=True, spread=mirrored.spread,
                                     agreement=mirrored.agreement)
         return result
+
+
+def ratio_test_matches(descriptors_a: np.ndarray, descriptors_b: np.ndarray,
+                       ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lowe's ratio test over binary descriptors: (rows of a, rows of b) of each a whose
+    nearest b by Hamming distance is clearly nearer than its second nearest.
+
+    faiss's exhaustive binary search gives the same distances as OpenCV's
+    `BFMatcher(NORM_HAMMING).knnMatch(k=2)` about 4x faster here (matching took 3/4 of
+    verification). A match passing the test has a strictly nearest neighbour, so ties
+    cannot make the two differ."""
+    index = faiss.IndexBinaryFlat(descriptors_b.shape[1] * 8)
+    index.add(descriptors_b)
+    distances, neighbours = index.search(descriptors_a, 2)
+    keep = (neighbours[:, 1] >= 0) & (distances[:, 0] < ratio * distances[:, 1])
+    return np.flatnonzero(keep), neighbours[keep, 0]
 
 
 class OrbVerifier(_MirrorAware):
@@ -239,12 +263,14 @@ class OrbVerifier(_MirrorAware):
     def __init__(self, features: int = 1500, ratio: float = 0.8, allow_mirrored: bool = False):
         self.features, self.ratio, self.allow_mirrored = features, ratio, allow_mirrored
 
-    def _describe(self, gray: np.ndarray):
+    def _describe(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Keypoint positions (n, 2) and their 32-byte ORB descriptors."""
         orb = cv2.ORB_create(nfeatures=self.features, fastThreshold=10)
         # Local contrast equalisation finds corners in smooth, low-contrast photos (walls,
         # skies, medical images) where plain ORB finds too few to match.
         clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
-        return orb.detectAndCompute(clahe.apply(gray), None)
+        keypoints, descriptors = orb.detectAndCompute(clahe.apply(gray), None)
+        return np.float32([k.pt for k in keypoints]).reshape(-1, 2), descriptors
 
     def _features_of(self, image: PreparedImage):
         if image.features is None:  # two threads may both compute it: same result
@@ -262,11 +288,12 @@ class OrbVerifier(_MirrorAware):
         fewest = min(len(keypoints_a), len(keypoints_b))
         if descriptors_a is None or descriptors_b is None or fewest < 8:
             return dataclasses.replace(NO_MATCH, keypoints=fewest)
-        pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(descriptors_a, descriptors_b, k=2)
-        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
-        points_a = np.float32([keypoints_a[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
-        points_b = np.float32([keypoints_b[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
-        result = fit_homography(points_a, points_b, gray_a.shape, gray_b.shape, gray_a, gray_b)
+        query, train = ratio_test_matches(descriptors_a, descriptors_b, self.ratio)
+        points_a = keypoints_a[query].reshape(-1, 1, 2)
+        points_b = keypoints_b[train].reshape(-1, 1, 2)
+        # Low-texture pairs compare this fit's agreement with a dense alignment's: keep it.
+        needed = 0 if fewest < LOW_TEXTURE_KEYPOINTS else self.min_inliers
+        result = fit_homography(points_a, points_b, gray_a.shape, gray_b.shape, gray_a, gray_b, needed)
         return dataclasses.replace(result, keypoints=fewest)
 
 
@@ -383,7 +410,7 @@ class LoFTRVerifier(_MirrorAware):
 
 
 def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool = False,
-                  checkpoint: str | None = None, side: int = VERIFY_SIDE) -> Verifier:
+                  checkpoint: str | None = None, side: int = VERIFY_SIDE, min_inliers: int = 15) -> Verifier:
     if name == "orb":
         verifier = OrbVerifier(allow_mirrored=allow_mirrored)
     elif name == "lightglue":
@@ -392,5 +419,5 @@ def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool 
         verifier = LoFTRVerifier(device=device, checkpoint=checkpoint, allow_mirrored=allow_mirrored)
     else:
         raise ValueError(f"unknown verifier {name!r}: use orb, lightglue or loftr")
-    verifier.side = side
+    verifier.side, verifier.min_inliers = side, min_inliers
     return verifier

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dedup_assets.vision.cascade import CascadePolicy, decide
-from dedup_assets.vision.verify import LightGlueVerifier, OrbVerifier, load_verifier
+from dedup_assets.vision.verify import LightGlueVerifier, OrbVerifier, load_verifier, ratio_test_matches
 from dedup_assets_tests.vision.conftest import thumbnail
 
 POLICY = CascadePolicy()
@@ -94,3 +94,19 @@ def test_the_verification_size_is_a_setting():
     image = np.zeros((300, 400, 3), np.uint8)
     assert max(load_verifier("orb", side=320).prepare(image).gray.shape) == 320
     assert max(load_verifier("orb").prepare(image).gray.shape) == 512
+
+
+def test_ratio_test_matches_are_opencvs(orb, samples):
+    """faiss's binary search finds exactly the matches OpenCV's BFMatcher + ratio test does."""
+    import cv2
+
+    image = next(iter(samples.values()))
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    _, descriptors_a = orb._describe(gray)
+    _, descriptors_b = orb._describe(np.ascontiguousarray(cv2.resize(gray, None, fx=0.8, fy=0.8)[10:, 5:]))
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(descriptors_a, descriptors_b, k=2)
+    expected = [(p[0].queryIdx, p[0].trainIdx) for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
+    query, train = ratio_test_matches(descriptors_a, descriptors_b, 0.8)
+    assert len(expected) > 50
+    assert list(zip(query.tolist(), train.tolist())) == expected
+    assert ratio_test_matches(descriptors_a, descriptors_b[:1], 0.8)[0].size == 0  # no second neighbour

@@ -6,7 +6,8 @@ peak RSS is its own).
 
 The stored corpus is synthetic but shaped like the real one: every column the later
 stages read (64-bit hashes, 4x4 Lab signatures, float16 unit embeddings of 1280
-dimensions), from a clustered distribution, written as 1,000-image Parquet partitions.
+dimensions from a clustered distribution, inventory rows, and 25 verified pairs per
+image, 2 % of them duplicates), written as 1,000-image Parquet partitions.
 Its signatures and embeddings lie far from the real batch's, so it costs search time
 and memory but produces no candidate pairs (whose thumbnails would not exist).
 """
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ PARTITION = 1000
 
 def synthetic_corpus(layout, count: int, dim: int = 1280, seed: int = 5) -> None:
     from dedup_assets.hash_stage import HASH_SCHEMA
-    from dedup_assets.storage import write_parquet_atomic
+    from dedup_assets.ledger import MANIFEST_SCHEMA
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(256, dim)).astype(np.float32)
@@ -55,6 +57,32 @@ def synthetic_corpus(layout, count: int, dim: int = 1280, seed: int = 5) -> None
             "embedding": [v.astype("<f2").tobytes() for v in vectors],
         }).with_columns(pl.lit(key).alias("batch"))
         layout.write_parquet(embeddings, layout.partition_path("embeddings", key))
+        inventory = pl.DataFrame({
+            "blob_name": names, "size": [200_000] * n, "etag": ["e"] * n,
+            "last_modified": [datetime(2026, 1, 1, tzinfo=timezone.utc)] * n, "content_md5": [None] * n,
+        }, schema=MANIFEST_SCHEMA).with_columns(pl.lit(key).alias("batch"))
+        layout.write_parquet(inventory, layout.partition_path("blob_inventory", key))
+        layout.write_parquet(synthetic_pairs(rng, names, key), layout.partition_path("verified_pairs", key))
+
+
+def synthetic_pairs(rng, names: list[str], key: str, per_image: int = 25, duplicate_share: float = 0.02):
+    """What verification stores for a batch: ~25 verified pairs per image (as measured on
+    look-alike images), a few percent of them duplicates, with every column."""
+    from dedup_assets.verify_stage import VERIFIED_SCHEMA
+
+    count = len(names) * per_image
+    a = rng.integers(0, len(names), count)
+    b = (a + rng.integers(1, len(names), count)) % len(names)
+    duplicate = rng.random(count) < duplicate_share
+    return pl.DataFrame({
+        "blob_a": [names[i] for i in a], "blob_b": [names[i] for i in b], "found_by": ["embedding"] * count,
+        "hamming": rng.integers(10, 40, count), "color_distance": rng.random(count) * 30,
+        "cosine": rng.random(count), "matches": rng.integers(0, 60, count),
+        "inliers": np.where(duplicate, 80, 4), "coverage_a": rng.random(count), "coverage_b": rng.random(count),
+        "inlier_spread": rng.random(count), "agreement": rng.random(count), "mirrored": [False] * count,
+        "is_duplicate": duplicate, "decided_by": ["verify"] * count,
+        "reason": np.where(duplicate, "80 inliers, shared region covers 90% / 85%", "4 inliers < 15"),
+    }, schema=VERIFIED_SCHEMA).with_columns(pl.lit(key).alias("batch"))
 
 
 def one_size(images: str, stored: int) -> dict:

@@ -31,20 +31,34 @@ def _connected(start: set[str], neighbours: dict[str, set[str]]) -> set[str]:
     return seen
 
 
+def _duplicate_graph(pairs: pl.DataFrame) -> dict[str, set[str]]:
+    neighbours: dict[str, set[str]] = defaultdict(set)
+    for a, b in pairs.filter(pl.col("is_duplicate")).select("blob_a", "blob_b").rows():
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    return neighbours
+
+
+def touched_names(batch_names: list[str], pairs: pl.DataFrame) -> set[str]:
+    """Every blob in a component of the duplicate graph that touches the batch: the only
+    images `cluster_batch` needs (read those, not the whole corpus)."""
+    return _connected(set(batch_names), _duplicate_graph(pairs))
+
+
 def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFrame,
                   now: datetime | None = None) -> pl.DataFrame:
     """Clusters of every component of the duplicate graph that touches `batch_names`.
 
-    pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b (every stored batch)
+    pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b (the latest decision on
+        every pair stored so far; non-duplicates may be left out)
     images: blob_name, width, height, format, jpeg_quality, sharpness, bytes, last_modified
+        (at least those of `touched_names`; blobs without a row are left out)
     """
     now = now or datetime.now(timezone.utc)
-    duplicates = pairs.filter(pl.col("is_duplicate"))
-    neighbours: dict[str, set[str]] = defaultdict(set)
+    neighbours = _duplicate_graph(pairs)
     contained: set[str] = set()
+    duplicates = pairs.filter(pl.col("is_duplicate"))
     for a, b, coverage_a, coverage_b in duplicates.select("blob_a", "blob_b", "coverage_a", "coverage_b").rows():
-        neighbours[a].add(b)
-        neighbours[b].add(a)
         if coverage_a is not None and coverage_a >= _CONTAINED and coverage_b <= _PARTIAL:
             contained.add(a)
         if coverage_b is not None and coverage_b >= _CONTAINED and coverage_a <= _PARTIAL:

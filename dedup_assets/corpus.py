@@ -35,6 +35,25 @@ def read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names:
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
+def latest_duplicate_pairs(layout: StorageLayout, columns: list[str]) -> pl.DataFrame:
+    """The latest decision on every pair ever judged a duplicate, batch by batch: memory
+    grows with the duplicates found, not with every pair ever verified (~25 per image).
+    A later batch's `false` on a pair still overrides an earlier `true`."""
+    keys = ["blob_a", "blob_b"]
+    wanted = list(dict.fromkeys([*keys, "is_duplicate", *columns]))
+    held: pl.DataFrame | None = None
+    for part in partitions(layout, "verified_pairs", wanted):  # in batch order
+        duplicates = part.filter(pl.col("is_duplicate"))
+        if held is None:
+            held = duplicates
+            continue
+        # Worth holding: this batch's duplicates, and any new decision on a held pair.
+        revisions = part.join(held.select(keys), on=keys, how="semi")
+        fresh = pl.concat([duplicates, revisions]).unique(subset=keys, keep="last")
+        held = pl.concat([held.join(fresh.select(keys), on=keys, how="anti"), fresh])
+    return pl.DataFrame() if held is None else held.filter(pl.col("is_duplicate"))
+
+
 def embeddings_matrix(frame: pl.DataFrame, dim: int | None = None) -> np.ndarray:
     """The float16 `embedding` column (raw bytes per row) as a float32 matrix."""
     if frame.height == 0:

@@ -5,8 +5,8 @@ import polars as pl
 
 from dedup_assets.assets.reporting import markdown_preview, timing
 from dedup_assets.plots import cluster_size_histogram, markdown_image
-from dedup_assets.cluster_stage import cluster_batch
-from dedup_assets.corpus import read_all
+from dedup_assets.cluster_stage import cluster_batch, touched_names
+from dedup_assets.corpus import latest_duplicate_pairs, read_rows
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource
 
@@ -33,14 +33,16 @@ def clusters(
     """
     started = time.perf_counter()
     layout = storage.layout
-    pairs = read_all(layout, "verified_pairs", ["blob_a", "blob_b", "is_duplicate", "coverage_a", "coverage_b", "batch"])
-    if pairs.height:
-        pairs = pairs.sort("batch").unique(subset=["blob_a", "blob_b"], keep="last")
-    images = read_all(layout, "wavelet_hashes", IMAGE_COLUMNS).join(
-        read_all(layout, "blob_inventory", ["blob_name", "last_modified"]).unique("blob_name", keep="last"),
+    # Only what the groups touching this batch need: duplicate pairs (not every pair
+    # ever verified) and the images of those groups (not the whole corpus).
+    pairs = latest_duplicate_pairs(layout, ["coverage_a", "coverage_b"])
+    batch_names = wavelet_hashes["blob_name"].to_list()
+    touched = touched_names(batch_names, pairs)
+    images = read_rows(layout, "wavelet_hashes", IMAGE_COLUMNS, touched).join(
+        read_rows(layout, "blob_inventory", ["blob_name", "last_modified"], touched).unique("blob_name", keep="last"),
         on="blob_name", how="left",
     ).unique("blob_name", keep="last")
-    result = cluster_batch(wavelet_hashes["blob_name"].to_list(), pairs, images)
+    result = cluster_batch(batch_names, pairs, images)
     groups = result.filter(pl.col("cluster_size") > 1)
     return dg.Output(result, metadata={
         "dagster/row_count": result.height,

@@ -1,0 +1,29 @@
+"""Reads across every stored batch."""
+
+import polars as pl
+
+from dedup_assets.corpus import latest_duplicate_pairs, read_rows
+
+
+def store_pairs(layout, batch, rows):
+    frame = pl.DataFrame(rows, schema={"blob_a": pl.String, "blob_b": pl.String, "is_duplicate": pl.Boolean,
+                                       "coverage_a": pl.Float32}, orient="row")
+    layout.write_parquet(frame.with_columns(pl.lit(batch).alias("batch")), layout.partition_path("verified_pairs", batch))
+
+
+def test_only_the_latest_decision_on_each_duplicate_pair_is_held(layout):
+    store_pairs(layout, "batch-000001", [("a", "b", True, 0.9), ("a", "c", False, 0.1), ("x", "y", True, 0.8)])
+    store_pairs(layout, "batch-000002", [("a", "b", False, 0.2), ("c", "d", True, 0.7)])
+    store_pairs(layout, "batch-000003", [("a", "c", True, 0.6), ("x", "y", True, 0.5)])
+    held = latest_duplicate_pairs(layout, ["coverage_a"])
+    assert sorted(held.select("blob_a", "blob_b", "coverage_a").rows()) == [
+        ("a", "c", 0.6000000238418579), ("c", "d", 0.699999988079071), ("x", "y", 0.5)]
+    assert latest_duplicate_pairs(layout.__class__(layout.home / "empty"), []).height == 0
+
+
+def test_rows_of_named_blobs_come_from_every_batch(layout):
+    for batch, names in (("batch-000001", ["a", "b"]), ("batch-000002", ["c", "a"])):
+        frame = pl.DataFrame({"blob_name": names, "width": [1, 2]}).with_columns(pl.lit(batch).alias("batch"))
+        layout.write_parquet(frame, layout.partition_path("wavelet_hashes", batch))
+    rows = read_rows(layout, "wavelet_hashes", ["blob_name", "batch"], ["a", "c"])
+    assert rows.rows() == [("a", "batch-000001"), ("c", "batch-000002"), ("a", "batch-000002")]

@@ -3,6 +3,7 @@ import polars as pl
 
 from dedup_assets.assets.reporting import log_progress, timing
 from dedup_assets.embedding_stage import cached_embedder, embed_batch
+from dedup_assets.memory import release_freed_memory
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.placement import GPU_POOL, gpu_step_tags
 from dedup_assets.resources import DedupStorageResource
@@ -40,6 +41,7 @@ def embeddings(
     frame, seconds = embed_batch(wavelet_hashes, storage.layout, embedder, config.batch_size,
                                  on_progress=log_progress(context.log, "embedded"))
     distinct = wavelet_hashes["content_hash"].n_unique() if wavelet_hashes.height else 0
+    release_freed_memory()  # batch after batch in one process: keep RSS flat
     return dg.Output(frame, metadata={
         "dagster/row_count": frame.height,
         "model": embedder.name,

@@ -7,6 +7,7 @@ import polars as pl
 from dedup_assets.assets.reporting import log_progress, markdown_preview, timing
 from dedup_assets.plots import markdown_image, similarity_distributions
 from dedup_assets.corpus import partitions, read_rows
+from dedup_assets.memory import release_freed_memory
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.placement import GPU_POOL, gpu_step_tags
 from dedup_assets.resources import DedupStorageResource
@@ -91,6 +92,7 @@ def verified_pairs(
     pairs, seconds = verify_pairs(candidates, features, layout, verifier, policy, config.workers,
                                   on_progress=log_progress(context.log, "verified"))
     verified = pairs["inliers"].drop_nulls().len()
+    release_freed_memory()  # batch after batch in one process: keep RSS flat
     return dg.Output(pairs, metadata={
         "dagster/row_count": pairs.height,
         "duplicates": int(pairs["is_duplicate"].sum()) if pairs.height else 0,

@@ -3,6 +3,7 @@ import polars as pl
 
 from dedup_assets.assets.reporting import log_progress
 from dedup_assets.hash_stage import STAGE, hash_blobs
+from dedup_assets.memory import release_freed_memory
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource, ImageSourceResource
 
@@ -40,6 +41,7 @@ def wavelet_hashes(
     for failure in result.failures[:20]:
         context.log.warning(f"failed: {failure['blob_name']}: {failure['reason']}")
     hashes = result.hashes
+    release_freed_memory()  # batch after batch in one process: keep RSS flat
     return dg.Output(
         hashes,
         metadata={

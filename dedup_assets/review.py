@@ -166,7 +166,8 @@ def write_gallery(layout: StorageLayout, out_dir: Path, clusters_per_page: int =
     page_name = "page-{:05d}.html".format
     records = _cluster_records(groups, images, pairs, layout, out_dir)
     if not layout.is_local:
-        _copy_thumbnails(layout, groups.join(images, on="blob_name")["thumbnail"].drop_nulls().unique().to_list(), out_dir)
+        shown = {m["thumbnail"] for record in records.values() for m in record["members"] if m["thumbnail"]}
+        _copy_thumbnails(layout, sorted(shown), out_dir)
     pages = []
     for page in range(page_count):
         ids = order[page * clusters_per_page:(page + 1) * clusters_per_page]

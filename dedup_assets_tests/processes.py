@@ -10,8 +10,6 @@ import socket
 import subprocess
 import sys
 
-import polars as pl
-
 from dedup_assets.catalog import query
 from dedup_assets.settings import PROJECT_ROOT
 from dedup_assets.storage import StorageLayout

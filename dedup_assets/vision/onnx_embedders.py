@@ -100,7 +100,6 @@ def _quantize(fp32: Path, path: Path, calibration: list[np.ndarray]) -> None:
 def onnx_embedder(embedder: TorchEmbedder, input_size: int | None = None, int8: bool = False,
                   calibration_images: Sequence[np.ndarray] | None = None, threads: int = 0) -> OnnxEmbedder:
     """ONNX Runtime twin of a CPU torch embedder (same weights, same preprocessing)."""
-
     size = input_size or embedder.input_size
     digest = hashlib.sha1()
     for tensor in embedder.model.state_dict().values():

@@ -48,8 +48,8 @@ def test_a_recorded_export_loads_without_pytorch_and_gives_the_same_vectors(samp
     script = (
         "import sys, numpy as np\n"
         "from dedup_assets.embedding_stage import cached_embedder\n"
-        f"embedder = cached_embedder('efficientnet_lite0', None, 'cpu', 'auto')\n"
-        f"np.save(sys.argv[1], embedder.embed(list(np.load(sys.argv[2]))))\n"
+        "embedder = cached_embedder('efficientnet_lite0', None, 'cpu', 'auto')\n"
+        "np.save(sys.argv[1], embedder.embed(list(np.load(sys.argv[2]))))\n"
         "print(type(embedder).__name__, 'torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "got.npy"), str(tmp_path / "images.npy")],

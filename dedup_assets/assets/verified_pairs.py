@@ -13,7 +13,7 @@ from dedup_assets.placement import GPU_POOL, gpu_step_tags
 from dedup_assets.resources import DedupStorageResource
 from dedup_assets.verify_stage import embedding_pairs, verify_pairs
 from dedup_assets.vision.cascade import CascadePolicy
-from dedup_assets.vision.verify import VERIFY_SIDE, load_verifier
+from dedup_assets.vision.verify import ORB_FEATURES, VERIFY_SIDE, load_verifier
 
 
 class VerifiedPairsConfig(dg.Config):
@@ -22,6 +22,7 @@ class VerifiedPairsConfig(dg.Config):
     verifier: str = "orb"  # orb (CPU), lightglue or loftr (GPU)
     verifier_checkpoint: str | None = None  # local LoFTR checkpoint
     verify_side: int = VERIFY_SIDE  # longest side, in pixels, images are matched at
+    orb_features: int = ORB_FEATURES  # keypoints per image for the orb verifier
     device: str = "auto"
     workers: int = 2
     accept_hamming: int = 4
@@ -88,7 +89,7 @@ def verified_pairs(
                            mirrored_is_duplicate=config.mirrored_is_duplicate)
     verifier = _load_verifier(config.verifier, config.device, allow_mirrored=config.mirrored_is_duplicate,
                               checkpoint=config.verifier_checkpoint, side=config.verify_side,
-                              min_inliers=config.min_inliers)
+                              min_inliers=config.min_inliers, orb_features=config.orb_features)
     pairs, seconds = verify_pairs(candidates, features, layout, verifier, policy, config.workers,
                                   on_progress=log_progress(context.log, "verified"))
     verified = pairs["inliers"].drop_nulls().len()

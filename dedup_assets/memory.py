@@ -1,10 +1,16 @@
-"""Giving freed memory back to the operating system between batches.
+"""Keeping a long-running process's memory flat, batch after batch.
 
-A long `dedup run` (or a Celery worker) runs batch after batch in one process. The
-verification and hash stages allocate from several threads; glibc keeps what they free
-in per-thread arenas instead of returning it, so the resident size ratcheted up by
-~150 MB per 200-image batch although nothing leaked (measured: 742 MB after 1k images,
-2.3 GB after 10k; `malloc_trim` brought it back to the baseline every time).
+A long `dedup run` (or a Celery worker) runs batch after batch in one process, and the
+heavy stages allocate from many threads (verification and hash pools, ONNX Runtime,
+OpenMP, Polars). glibc gives each allocating thread its own arena, up to 8 per core, and
+keeps what they free:
+- `release_freed_memory()` (glibc `malloc_trim`) returns freed pages after each heavy
+  stage: 742 MB after 1k images, 2.3 GB after 10k before it (measured with
+  bench/memory_scale.py);
+- `limit_malloc_arenas()` caps the arenas at one per core: with 16 arenas the
+  fragmentation left after trimming still grew ~8 MB per batch (~40 MB per 1,000
+  images); with one per core the resident size stays flat (docs/performance.md).
+Both are no-ops off glibc.
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,3 +40,21 @@ def release_freed_memory() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def limit_malloc_arenas(arenas: int | None = None) -> int | None:
+    """Cap glibc's malloc arenas (default: one per usable core) for threads that start
+    allocating from now on. An operator's MALLOC_ARENA_MAX wins. Returns the cap set,
+    or None where nothing was changed."""
+    libc = _libc()
+    if libc is None or "MALLOC_ARENA_MAX" in os.environ:
+        return None
+    arenas = max(2, arenas or usable_cores())
+    return arenas if libc.mallopt(_M_ARENA_MAX, arenas) == 1 else None

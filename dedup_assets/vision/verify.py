@@ -353,11 +353,27 @@ class LightGlueVerifier(_MirrorAware):
         size = torch.tensor([[rgb.shape[3], rgb.shape[2]]], device=self.device, dtype=torch.float32)
         return {"keypoints": features.keypoints[None], "descriptors": features.descriptors[None], "image_size": size}
 
+    def _features_of(self, image: PreparedImage):
+        import torch
+
+        if image.features is None:  # described once, kept on the device, reused for every pair
+            with torch.inference_mode():
+                image.features = self._features(image.gray)
+        return image.features
+
+    def _match_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
+        return self._match_described(a.gray, b.gray, self._features_of(a), self._features_of(b))
+
     def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
         import torch
 
         with torch.inference_mode():
-            features_a, features_b = self._features(gray_a), self._features(gray_b)
+            return self._match_described(gray_a, gray_b, self._features(gray_a), self._features(gray_b))
+
+    def _match_described(self, gray_a: np.ndarray, gray_b: np.ndarray, features_a, features_b) -> Verification:
+        import torch
+
+        with torch.inference_mode():
             output = self.matcher({"image0": features_a, "image1": features_b})
         matches = output["matches"][0].cpu().numpy()
         if len(matches) == 0:

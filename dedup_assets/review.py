@@ -33,7 +33,9 @@ def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def _frame(con: duckdb.DuckDBPyConnection, sql: str, schema: dict) -> pl.DataFrame:
-    return pl.DataFrame(con.execute(sql).fetchall(), schema=schema, orient="row")
+    # Through Arrow, not Python tuples: a manifest has a row per blob of the corpus.
+    frame = con.execute(sql).pl()
+    return frame.rename(dict(zip(frame.columns, schema))).cast(schema)
 
 
 def keep_drop_manifest(layout: StorageLayout) -> pl.DataFrame:
@@ -79,16 +81,21 @@ def write_manifest(manifest: pl.DataFrame, directory: Path) -> tuple[Path, Path]
     return csv_path, parquet_path
 
 
-IMAGE_SQL = """
+# The gallery shows duplicate groups only: images and pairs are read for the blobs in
+# them, not for the whole corpus (~25 verified pairs per image).
+CLUSTERED = "(select blob_name from clusters where cluster_size > 1)"
+IMAGE_SQL = f"""
 select blob_name, thumbnail, width, height, format, jpeg_quality, sharpness, bytes
-from wavelet_hashes qualify row_number() over (partition by blob_name order by batch desc) = 1
+from wavelet_hashes where blob_name in {CLUSTERED}
+qualify row_number() over (partition by blob_name order by batch desc) = 1
 """
 IMAGE_SCHEMA = {"blob_name": pl.String, "thumbnail": pl.String, "width": pl.Int32, "height": pl.Int32,
                 "format": pl.String, "jpeg_quality": pl.Int32, "sharpness": pl.Float32, "bytes": pl.Int64}
-PAIR_SQL = """
+PAIR_SQL = f"""
 select blob_a, blob_b, found_by, hamming, color_distance, cosine, inliers, coverage_a, coverage_b,
        agreement, is_duplicate, decided_by, reason
-from verified_pairs qualify row_number() over (partition by blob_a, blob_b order by batch desc) = 1
+from verified_pairs where blob_a in {CLUSTERED} and blob_b in {CLUSTERED}
+qualify row_number() over (partition by blob_a, blob_b order by batch desc) = 1
 """
 PAIR_SCHEMA = {"blob_a": pl.String, "blob_b": pl.String, "found_by": pl.String, "hamming": pl.Int32,
                "color_distance": pl.Float32, "cosine": pl.Float32, "inliers": pl.Int32,
@@ -155,9 +162,12 @@ def write_gallery(layout: StorageLayout, out_dir: Path, clusters_per_page: int =
     con = connect(layout)
     try:
         views = _views(con)
-        groups = _frame(con, CLUSTER_SQL, CLUSTER_SCHEMA) if "clusters" in views else pl.DataFrame(schema=CLUSTER_SCHEMA)
-        images = _frame(con, IMAGE_SQL, IMAGE_SCHEMA) if "wavelet_hashes" in views else pl.DataFrame(schema=IMAGE_SCHEMA)
-        pairs = _frame(con, PAIR_SQL, PAIR_SCHEMA) if "verified_pairs" in views else pl.DataFrame(schema=PAIR_SCHEMA)
+        clustered = "clusters" in views
+        groups = _frame(con, CLUSTER_SQL, CLUSTER_SCHEMA) if clustered else pl.DataFrame(schema=CLUSTER_SCHEMA)
+        images = (_frame(con, IMAGE_SQL, IMAGE_SCHEMA) if clustered and "wavelet_hashes" in views
+                  else pl.DataFrame(schema=IMAGE_SCHEMA))
+        pairs = (_frame(con, PAIR_SQL, PAIR_SCHEMA) if clustered and "verified_pairs" in views
+                 else pl.DataFrame(schema=PAIR_SCHEMA))
     finally:
         con.close()
     order = (groups.group_by("cluster_id").agg(pl.len().alias("n"))

@@ -18,7 +18,9 @@ class EmbeddingsConfig(dg.Config):
     device: str = "auto"  # auto: CUDA when present, else CPU
     runtime: str = "auto"  # auto: ONNX Runtime on CPU, PyTorch on CUDA; or torch, onnx
     input_size: int | None = None  # pixels per side; None: the model's own (224)
-    batch_size: int = 32
+    # Images per forward pass. 16 on the CPU: as fast as 32, ~200 MB less working memory
+    # (docs/performance.md); raise it on a GPU (bench/gpu.py uses 256).
+    batch_size: int = 16
 
 
 @dg.asset(

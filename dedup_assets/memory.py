@@ -7,9 +7,9 @@ keeps what they free:
 - `release_freed_memory()` (glibc `malloc_trim`) returns freed pages after each heavy
   stage: 742 MB after 1k images, 2.3 GB after 10k before it (measured with
   bench/memory_scale.py);
-- `limit_malloc_arenas()` caps the arenas at one per core: with 16 arenas the
-  fragmentation left after trimming still grew ~8 MB per batch (~40 MB per 1,000
-  images); with one per core the resident size stays flat (docs/performance.md).
+- `limit_malloc_arenas()` caps the arenas at one per core: with glibc's default (13 in
+  use on 2 cores here) the fragmentation left after trimming still grew ~8 MB per batch;
+  with one per core the resident size stays flat (docs/performance.md).
 Both are no-ops off glibc.
 """
 

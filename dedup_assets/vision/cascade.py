@@ -70,6 +70,9 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
         if verification.agreement < needed:
             return Decision(False, "verify", "too few keypoints, and dense alignment agrees only "
                             f"{verification.agreement:.3f} (< {needed})")
+    elif verification.matches < policy.min_inliers:
+        return Decision(False, "verify", f"{verification.matches} matches, fewer than the "
+                        f"{policy.min_inliers} inliers needed")
     elif verification.inliers < policy.min_inliers:
         return Decision(False, "verify", f"{verification.inliers} inliers < {policy.min_inliers}")
     if verification.agreement < policy.min_agreement:

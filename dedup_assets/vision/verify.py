@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
-import faiss
 import numpy as np
 
 from dedup_assets.vision.embedders import WeightsUnavailableError, resolve_device
@@ -243,17 +242,16 @@ class _MirrorAware:
 def ratio_test_matches(descriptors_a: np.ndarray, descriptors_b: np.ndarray,
                        ratio: float) -> tuple[np.ndarray, np.ndarray]:
     """Lowe's ratio test over binary descriptors: (rows of a, rows of b) of each a whose
-    nearest b by Hamming distance is clearly nearer than its second nearest.
+    nearest b by Hamming distance is clearly nearer than its second nearest. A match
+    passing the test has a strictly nearest neighbour, so ties cannot change it."""
+    # Imported here: numba and LLVM take ~170 MB, which only processes that verify need.
+    from dedup_assets.vision.hamming import two_nearest
 
-    faiss's exhaustive binary search gives the same distances as OpenCV's
-    `BFMatcher(NORM_HAMMING).knnMatch(k=2)` about 4x faster here (matching took 3/4 of
-    verification). A match passing the test has a strictly nearest neighbour, so ties
-    cannot make the two differ."""
-    index = faiss.IndexBinaryFlat(descriptors_b.shape[1] * 8)
-    index.add(descriptors_b)
-    distances, neighbours = index.search(descriptors_a, 2)
-    keep = (neighbours[:, 1] >= 0) & (distances[:, 0] < ratio * distances[:, 1])
-    return np.flatnonzero(keep), neighbours[keep, 0]
+    if len(descriptors_a) == 0 or len(descriptors_b) < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    nearest, first, second = two_nearest(descriptors_a, descriptors_b)
+    keep = first < ratio * second
+    return np.flatnonzero(keep), nearest[keep]
 
 
 class OrbVerifier(_MirrorAware):
@@ -290,10 +288,12 @@ class OrbVerifier(_MirrorAware):
         if descriptors_a is None or descriptors_b is None or fewest < 8:
             return dataclasses.replace(NO_MATCH, keypoints=fewest)
         query, train = ratio_test_matches(descriptors_a, descriptors_b, self.ratio)
-        points_a = keypoints_a[query].reshape(-1, 1, 2)
-        points_b = keypoints_b[train].reshape(-1, 1, 2)
         # Low-texture pairs compare this fit's agreement with a dense alignment's: keep it.
         needed = 0 if fewest < LOW_TEXTURE_KEYPOINTS else self.min_inliers
+        if len(query) < needed:  # no homography can have more inliers than matches: skip the fit
+            return Verification(len(query), 0, 0.0, 0.0, keypoints=fewest)
+        points_a = keypoints_a[query].reshape(-1, 1, 2)
+        points_b = keypoints_b[train].reshape(-1, 1, 2)
         result = fit_homography(points_a, points_b, gray_a.shape, gray_b.shape, gray_a, gray_b, needed)
         return dataclasses.replace(result, keypoints=fewest)
 

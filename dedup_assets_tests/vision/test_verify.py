@@ -112,7 +112,7 @@ def test_the_verification_size_is_a_setting():
 
 
 def test_ratio_test_matches_are_opencvs(orb, samples):
-    """faiss's binary search finds exactly the matches OpenCV's BFMatcher + ratio test does."""
+    """The compiled two-nearest search finds exactly the matches OpenCV's BFMatcher + ratio test does."""
     import cv2
 
     image = next(iter(samples.values()))
@@ -125,3 +125,13 @@ def test_ratio_test_matches_are_opencvs(orb, samples):
     assert len(expected) > 50
     assert list(zip(query.tolist(), train.tolist())) == expected
     assert ratio_test_matches(descriptors_a, descriptors_b[:1], 0.8)[0].size == 0  # no second neighbour
+
+
+def test_a_pair_with_fewer_matches_than_inliers_needed_is_rejected_without_a_fit(samples):
+    demanding = OrbVerifier()
+    demanding.min_inliers = 5000  # more than the 1,000 keypoints can ever match
+    result = demanding.verify(samples["astronaut_crop"], samples["astronaut"])
+    assert result.matches > 100 and result.inliers == 0 and result.min_coverage == 0.0
+    decision = decide(99, 99.0, 0.0, False, False, result, CascadePolicy(min_inliers=5000))
+    assert not decision.is_duplicate
+    assert decision.reason == f"{result.matches} matches, fewer than the 5000 inliers needed"

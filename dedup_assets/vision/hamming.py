@@ -1,0 +1,76 @@
+"""Exact two-nearest-neighbour search between two small sets of binary descriptors.
+
+Lowe's ratio test over ORB descriptors needs, for each descriptor of one image, its
+nearest and second-nearest descriptor of the other by Hamming distance: about a million
+distances per pair of 1,000-keypoint images, three quarters of verification's time with
+faiss's `IndexBinaryFlat` (which counts bits one 64-bit word at a time). Compiled by
+numba for the CPU it runs on, the loop below is vectorised by LLVM (AVX2/AVX-512
+popcounts where present): 2.9x faster than faiss here, with identical results
+(docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
+
+_NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
+_INDEX_BITS = np.uint64(32)
+_INDEX_MASK = np.uint64(0xFFFFFFFF)
+
+
+@intrinsic
+def _popcount(typingctx, word):
+    """LLVM's ctpop: one instruction, and vectorisable (numba has no popcount of its own)."""
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return types.uint64(types.uint64), codegen
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _two_nearest_words(a: np.ndarray, b: np.ndarray):
+    """a (n, 4) and b (m, 4) as uint64 words → per row of a: index of its nearest row of
+    b, that distance, and the second-nearest distance."""
+    n, m = a.shape[0], b.shape[0]
+    nearest = np.empty(n, np.int64)
+    first = np.empty(n, np.int64)
+    second = np.empty(n, np.int64)
+    # One contiguous array per word, and (distance, index) packed into one integer, so
+    # that the inner loop and its minimum vectorise.
+    b0 = np.ascontiguousarray(b[:, 0])
+    b1 = np.ascontiguousarray(b[:, 1])
+    b2 = np.ascontiguousarray(b[:, 2])
+    b3 = np.ascontiguousarray(b[:, 3])
+    index = np.arange(m).astype(np.uint64)
+    keys = np.empty(m, np.uint64)
+    for i in range(n):
+        a0, a1, a2, a3 = a[i, 0], a[i, 1], a[i, 2], a[i, 3]
+        best = _NO_KEY
+        for j in range(m):
+            distance = _popcount(a0 ^ b0[j]) + _popcount(a1 ^ b1[j]) + _popcount(a2 ^ b2[j]) + _popcount(a3 ^ b3[j])
+            key = (distance << _INDEX_BITS) | index[j]
+            keys[j] = key
+            best = min(best, key)
+        keys[best & _INDEX_MASK] = _NO_KEY
+        runner_up = _NO_KEY
+        for j in range(m):
+            runner_up = min(runner_up, keys[j])
+        nearest[i] = best & _INDEX_MASK
+        first[i] = best >> _INDEX_BITS
+        second[i] = runner_up >> _INDEX_BITS
+    return nearest, first, second
+
+
+def two_nearest(descriptors_a: np.ndarray, descriptors_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each 32-byte descriptor (uint8 rows) of a: the row of b nearest by Hamming
+    distance, that distance and the second-nearest distance. b needs at least two rows."""
+    if descriptors_a.shape[1] != 32 or descriptors_b.shape[1] != 32:
+        raise ValueError(f"expected 32-byte binary descriptors, got {descriptors_a.shape[1]} and {descriptors_b.shape[1]} bytes")
+    if len(descriptors_b) < 2:
+        raise ValueError("the second-nearest neighbour needs at least two descriptors in b")
+    words_a = np.ascontiguousarray(descriptors_a, dtype=np.uint8).view(np.uint64)
+    words_b = np.ascontiguousarray(descriptors_b, dtype=np.uint8).view(np.uint64)
+    return _two_nearest_words(words_a, words_b)

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from dedup_assets.vision.hamming import two_nearest
+
+
+def brute_force(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Every Hamming distance, bit by bit: (len(a), len(b))."""
+    return np.unpackbits(a[:, None, :] ^ b[None, :, :], axis=2).sum(axis=2)
+
+
+@pytest.mark.parametrize("n, m", [(1, 2), (7, 3), (300, 1001), (1000, 997)])
+def test_two_nearest_are_the_exact_nearest_and_second_nearest(n, m):
+    rng = np.random.default_rng(n * m)
+    b = rng.integers(0, 256, (m, 32), dtype=np.uint8)
+    a = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    a[: min(n, m) // 2] = b[: min(n, m) // 2] ^ (rng.random((min(n, m) // 2, 32)) < 0.03).astype(np.uint8)
+    distances = brute_force(a, b)
+    nearest, first, second = two_nearest(a, b)
+    ordered = np.sort(distances, axis=1)
+    assert np.array_equal(first, ordered[:, 0])
+    assert np.array_equal(second, ordered[:, 1])
+    assert np.array_equal(distances[np.arange(n), nearest], first)
+
+
+def test_ties_report_the_shared_distance_twice():
+    b = np.zeros((3, 32), np.uint8)
+    b[2] = 255
+    nearest, first, second = two_nearest(np.zeros((1, 32), np.uint8), b)
+    assert nearest[0] in (0, 1) and first[0] == second[0] == 0
+
+
+def test_descriptors_of_another_length_or_too_few_are_refused():
+    with pytest.raises(ValueError, match="32-byte"):
+        two_nearest(np.zeros((4, 64), np.uint8), np.zeros((4, 64), np.uint8))
+    with pytest.raises(ValueError, match="at least two"):
+        two_nearest(np.zeros((4, 32), np.uint8), np.zeros((1, 32), np.uint8))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 
@@ -11,7 +13,8 @@ from dedup_assets.storage import StorageLayout
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Stores each partition of each asset as `<data root>/parquet/<asset>/<partition>.parquet`,
+    """Stores each partition of each asset as `<data root>/parquet/<asset>/<partition>.parquet`
+    (a polars DataFrame, or a Parquet file an unpartitioned asset already wrote),
     on local disk or Azure Blob Storage (the `storage` resource decides).
 
     Every stored frame carries a `batch` column naming its partition, so the DuckDB views
@@ -27,14 +30,19 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
         if obj is None:
             return
-        if not isinstance(obj, pl.DataFrame):
-            raise TypeError(f"ParquetIOManager stores polars DataFrames, got {type(obj).__name__}")
         layout = self.layout
         asset_name = context.asset_key.path[-1]
         path = layout.partition_path(asset_name, context.partition_key if context.has_partition_key else None)
-        if context.has_partition_key and "batch" not in obj.columns:
-            obj = obj.with_columns(pl.lit(context.partition_key).alias("batch"))
-        layout.write_parquet(obj, path)
+        if isinstance(obj, Path):  # a Parquet file already written (a large output, streamed by DuckDB)
+            if context.has_partition_key:
+                raise TypeError("a partitioned asset's output must be a polars DataFrame (it gets a batch column)")
+            layout.put_file(obj, path)
+        elif isinstance(obj, pl.DataFrame):
+            if context.has_partition_key and "batch" not in obj.columns:
+                obj = obj.with_columns(pl.lit(context.partition_key).alias("batch"))
+            layout.write_parquet(obj, path)
+        else:
+            raise TypeError(f"ParquetIOManager stores polars DataFrames or Parquet files, got {type(obj).__name__}")
         ensure_view(layout, asset_name)
         context.add_output_metadata({"path": dg.MetadataValue.path(layout.uri(path))})
 

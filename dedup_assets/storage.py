@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Iterable
@@ -157,6 +158,19 @@ class StorageLayout:
         buffer = io.BytesIO()
         frame.write_parquet(buffer)
         self.fs.pipe_file(path, buffer.getvalue())  # one upload: the service commits it whole
+
+    def put_file(self, local: Path, path: str) -> None:
+        """A file written locally (a large output) copied into the data root, streamed."""
+        if self.is_local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex}.tmp")
+            try:
+                shutil.copyfile(local, tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        else:
+            self.fs.put_file(str(local), path)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         if self.is_local:

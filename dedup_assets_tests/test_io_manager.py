@@ -40,5 +40,17 @@ def test_a_failed_write_leaves_neither_a_partial_file_nor_a_changed_partition(ho
 
 
 def test_refuses_objects_that_are_not_dataframes(home):
-    with pytest.raises(TypeError, match="polars DataFrames"):
+    with pytest.raises(TypeError, match="polars DataFrames or Parquet files"):
         ParquetIOManager(storage=DedupStorageResource(home=str(home))).handle_output(contexts()[0], {"not": "a frame"})
+
+
+def test_stores_a_parquet_file_an_unpartitioned_asset_already_wrote(home, tmp_path):
+    manager = ParquetIOManager(storage=DedupStorageResource(home=str(home)))
+    written = tmp_path / "manifest.parquet"
+    frame = pl.DataFrame({"blob_name": ["a.jpg", "b.jpg"], "action": ["keep", "drop"]})
+    frame.write_parquet(written)
+    output, input_ = contexts("keep_drop_manifest", None)
+    manager.handle_output(output, written)
+    assert manager.load_input(input_).equals(frame)
+    with pytest.raises(TypeError, match="batch column"):  # a partition's rows must name their batch
+        manager.handle_output(contexts()[0], written)

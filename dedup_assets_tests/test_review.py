@@ -6,7 +6,8 @@ import html.parser
 import polars as pl
 
 from dedup_assets.catalog import query
-from dedup_assets.review import write_gallery
+from dedup_assets.review import write_gallery, write_manifest
+from dedup_assets.storage import StorageLayout
 
 
 class GalleryParser(html.parser.HTMLParser):
@@ -69,6 +70,15 @@ def test_the_manifest_lists_every_blob_once_with_an_action_and_a_reason(
     assert drops.height >= 10
     assert drops.join(kept, left_on=["representative", "cluster_id"], right_on=["blob_name", "cluster_id"]).height == drops.height
     assert query(layout, "select count(*) from keep_drop_manifest")[0][0] == manifest.height
+
+
+def test_a_manifest_of_nothing_yet_has_its_columns_and_no_rows(tmp_path):
+    manifest = write_manifest(StorageLayout(tmp_path / "empty_home"))
+    assert manifest.rows == 0 and manifest.counts == {}
+    assert manifest.csv.read_text().strip() == "blob_name,cluster_id,action,reason,representative,cluster_size,etag"
+    assert pl.read_parquet(manifest.parquet).schema == pl.Schema({
+        "blob_name": pl.String, "cluster_id": pl.String, "action": pl.String, "reason": pl.String,
+        "representative": pl.String, "cluster_size": pl.Int32, "etag": pl.String})
 
 
 def test_the_gallery_shows_each_cluster_with_its_kept_copy_and_pair_scores(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def write_manifest(layout: StorageLayout, directory: Path | None = None) -> Mani
         con.execute(f"set temp_directory = '{_quoted(str(layout.home / '.duckdb_spill'))}'")
         sql = manifest_sql(_views(con))
         for path, options in ((parquet_path, "format parquet"), (csv_path, "header")):
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
             try:
                 source = sql if path == parquet_path else f"select * from read_parquet('{_quoted(str(parquet_path))}')"
                 con.execute(f"copy ({source}) to '{_quoted(str(tmp))}' ({options})")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from dedup_assets.catalog import connect
-from dedup_assets.storage import StorageLayout, write_bytes_atomic
+from dedup_assets.storage import StorageLayout, replaced_atomically, write_bytes_atomic
 
 # keep: the representative of a group, or a unique image; drop: a copy of the
 # representative; review: the blob could not be decided (it failed a stage).
@@ -91,13 +90,9 @@ def write_manifest(layout: StorageLayout, directory: Path | None = None) -> Mani
         con.execute(f"set temp_directory = '{_quoted(str(layout.home / '.duckdb_spill'))}'")
         sql = manifest_sql(_views(con))
         for path, options in ((parquet_path, "format parquet"), (csv_path, "header")):
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            try:
-                source = sql if path == parquet_path else f"select * from read_parquet('{_quoted(str(parquet_path))}')"
+            source = sql if path == parquet_path else f"select * from read_parquet('{_quoted(str(parquet_path))}')"
+            with replaced_atomically(path) as tmp:
                 con.execute(f"copy ({source}) to '{_quoted(str(tmp))}' ({options})")
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
         counts = dict(con.execute(f"select action, count(*) from read_parquet('{_quoted(str(parquet_path))}') "
                                   "group by action").fetchall())
     finally:

@@ -17,12 +17,13 @@ concurrent runs on different partitions never touch the same file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import fsspec
 import polars as pl
@@ -162,13 +163,8 @@ class StorageLayout:
     def put_file(self, local: Path, path: str) -> None:
         """A file written locally (a large output) copied into the data root, streamed."""
         if self.is_local:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex}.tmp")
-            try:
+            with replaced_atomically(Path(path)) as tmp:
                 shutil.copyfile(local, tmp)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
         else:
             self.fs.put_file(str(local), path)
 
@@ -224,24 +220,28 @@ def _remove_leftovers(path: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to: renamed over `path` when the block
+    succeeds, removed when it fails, so readers see the old file or the new one, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with replaced_atomically(path) as tmp:
         frame.write_parquet(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with replaced_atomically(path) as tmp:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -39,10 +39,27 @@ def _duplicate_graph(pairs: pl.DataFrame) -> dict[str, set[str]]:
     return neighbours
 
 
-def touched_names(batch_names: list[str], pairs: pl.DataFrame) -> set[str]:
-    """Every blob in a component of the duplicate graph that touches the batch: the only
-    images `cluster_batch` needs (read those, not the whole corpus)."""
-    return _connected(set(batch_names), _duplicate_graph(pairs))
+def touching_pairs(batch_names: list[str], pairs: pl.DataFrame) -> pl.DataFrame:
+    """The duplicate pairs of every component of the duplicate graph that touches the
+    batch: all `cluster_batch` needs. Found by repeated joins on the columnar frame, one
+    ring of the components at a time: a Python graph of every duplicate pair in the
+    corpus (hundreds of thousands at millions of images) is never built."""
+    duplicates = pairs.filter(pl.col("is_duplicate"))
+    reached = pl.Series("name", batch_names, dtype=pl.String).unique()
+    frontier = reached
+    while frontier.len():
+        ring = duplicates.filter(pl.col("blob_a").is_in(frontier) | pl.col("blob_b").is_in(frontier))
+        ends = pl.concat([ring["blob_a"], ring["blob_b"]]).rename("name").unique()
+        frontier = ends.filter(~ends.is_in(reached))
+        reached = pl.concat([reached, frontier])
+    # Both ends of a pair lie in the same component: one end reached means both were.
+    return duplicates.filter(pl.col("blob_a").is_in(reached))
+
+
+def touched_names(batch_names: list[str], component_pairs: pl.DataFrame) -> set[str]:
+    """The batch and every blob of the components touching it (`touching_pairs`): the
+    only images `cluster_batch` needs (read those, not the whole corpus)."""
+    return set(batch_names) | set(component_pairs["blob_a"]) | set(component_pairs["blob_b"])
 
 
 def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFrame,
@@ -50,7 +67,7 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
     """Clusters of every component of the duplicate graph that touches `batch_names`.
 
     pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b (the latest decision on
-        every pair stored so far; non-duplicates may be left out)
+        every pair stored so far, or only `touching_pairs`; non-duplicates may be left out)
     images: blob_name, width, height, format, jpeg_quality, sharpness, bytes, last_modified
         (at least those of `touched_names`; blobs without a row are left out)
     """

@@ -15,11 +15,6 @@ def _partition_files(layout: StorageLayout, asset_name: str) -> list[str]:
     return layout.glob(f"{layout.asset_dir(asset_name)}/*.parquet")
 
 
-def read_all(layout: StorageLayout, asset_name: str, columns: list[str]) -> pl.DataFrame:
-    """Selected columns of every stored partition of an asset (empty if none yet)."""
-    return layout.read_parquet_many(_partition_files(layout, asset_name), columns)
-
-
 def partitions(layout: StorageLayout, asset_name: str, columns: list[str]) -> Iterator[pl.DataFrame]:
     """Selected columns of each stored partition in turn: memory of one partition."""
     for path in _partition_files(layout, asset_name):

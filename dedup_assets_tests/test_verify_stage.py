@@ -1,0 +1,139 @@
+"""Verification of stored pairs, with the verifier's features kept between batches."""
+
+import io
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dedup_assets.demo_data import recolor, shipped_photos
+from dedup_assets.storage import StorageLayout
+from dedup_assets.verify_stage import FeatureStore, verify_pairs
+from dedup_assets.vision.cascade import CascadePolicy
+from dedup_assets.vision.color import SIGNATURE_SIZE
+from dedup_assets.vision.verify import OrbVerifier
+
+
+class CountingOrb(OrbVerifier):
+    """The ORB verifier, counting the images it describes (instrumentation, not a fake)."""
+
+    def __init__(self):
+        super().__init__()
+        self.described = 0
+
+    def _describe(self, gray):
+        self.described += 1
+        return super()._describe(gray)
+
+
+@pytest.fixture
+def stored_images(tmp_path):
+    """Thumbnails of real photos and copies in a data root, and their feature rows."""
+    photos = shipped_photos()
+    astronaut = photos["astronaut"].resize((512, 512))
+    images = {
+        "astronaut.jpg": astronaut,
+        "astronaut_crop.jpg": astronaut.crop((60, 0, 512, 430)),
+        "coffee_as_astronaut.jpg": recolor(photos["coffee"], astronaut).resize((512, 384)),
+        "chelsea.jpg": photos["chelsea"].resize((512, 340)),
+    }
+    layout = StorageLayout(tmp_path / "home")
+    rows = []
+    for number, (name, image) in enumerate(images.items()):
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=90)
+        thumbnail = layout.thumbnail_key(f"{number:02d}" * 32)
+        layout.write_bytes(layout.data_path(thumbnail), buffer.getvalue())
+        vector = np.zeros(8, "<f2")
+        vector[number % 8] = 1
+        rows.append((name, number << 20, np.full(SIGNATURE_SIZE, 128, np.uint8), thumbnail, vector.tobytes()))
+    features = pl.DataFrame(rows, schema={
+        "blob_name": pl.String, "wavelet_hash": pl.UInt64, "color_signature": pl.Array(pl.UInt8, SIGNATURE_SIZE),
+        "thumbnail": pl.String, "embedding": pl.Binary}, orient="row")
+    names = sorted(images)
+    candidates = pl.DataFrame([(a, b, "embedding") for i, a in enumerate(names) for b in names[i + 1:]],
+                              schema={"blob_a": pl.String, "blob_b": pl.String, "found_by": pl.String}, orient="row")
+    return layout, features, candidates
+
+
+def test_a_later_batch_reuses_the_stored_features_and_decides_the_same(stored_images):
+    layout, features, candidates = stored_images
+    first, second, without = CountingOrb(), CountingOrb(), CountingOrb()
+
+    pairs, _ = verify_pairs(candidates, features, layout, first, CascadePolicy())
+    assert first.described == 4  # each image once
+    stored = FeatureStore(layout, first)
+    assert set(stored.read(features["thumbnail"])) == set(features["thumbnail"])
+
+    again, _ = verify_pairs(candidates, features, layout, second, CascadePolicy())
+    assert second.described == 0  # every image came from the store
+    assert again.equals(pairs)
+
+    fresh, _ = verify_pairs(candidates, features, layout, without, CascadePolicy(), keep_features=False)
+    assert without.described == 4 and fresh.equals(pairs)
+    duplicates = pairs.filter("is_duplicate").select("blob_a", "blob_b").rows()
+    assert duplicates == [("astronaut.jpg", "astronaut_crop.jpg")]
+
+
+def test_features_of_other_settings_are_described_anew(stored_images):
+    layout, features, candidates = stored_images
+    verify_pairs(candidates, features, layout, CountingOrb(), CascadePolicy())
+    other = CountingOrb()
+    other.side = 320
+    verify_pairs(candidates, features, layout, other, CascadePolicy())
+    assert other.described == 4
+    assert len(layout.glob(f"{layout.data_root}/verify_features/*")) == 2
+
+
+def test_threads_asking_for_one_image_together_compute_it_once():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dedup_assets.verify_stage import OnceCache
+
+    calls = []
+    started = threading.Barrier(4)
+
+    def slow(key):
+        calls.append(key)
+        time.sleep(0.05)
+        return key * 10
+
+    cache = OnceCache(slow, size=2)
+
+    def ask(key):
+        started.wait()
+        return cache(key)
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(ask, [7, 7, 7, 7])) == [70] * 4
+    assert calls == [7]
+    cache(1), cache(2), cache(7)  # 7 was least recently used: evicted, computed again
+    assert calls == [7, 1, 2, 7]
+
+
+def test_a_failure_is_raised_and_not_kept():
+    from dedup_assets.verify_stage import OnceCache
+
+    def broken(key):
+        raise ValueError(f"thumbnail unreadable: {key}")
+
+    cache = OnceCache(broken, size=2)
+    with pytest.raises(ValueError, match="unreadable: 3"):
+        cache(3)
+    with pytest.raises(ValueError):  # not cached: tried again
+        cache(3)
+
+
+def test_an_unreadable_stored_entry_is_described_again(stored_images, caplog):
+    layout, features, candidates = stored_images
+    pairs, _ = verify_pairs(candidates, features, layout, CountingOrb(), CascadePolicy())
+    store = FeatureStore(layout, OrbVerifier())
+    broken = features["thumbnail"][0]
+    layout.write_bytes(layout.data_path(store.path(broken)), b"PK\x03\x04 cut short")
+
+    again = CountingOrb()
+    repeated, _ = verify_pairs(candidates, features, layout, again, CascadePolicy())
+    assert again.described == 1 and repeated.equals(pairs)
+    assert f"stored features {store.path(broken)} unreadable" in caplog.text

@@ -63,6 +63,21 @@ def connect(layout: StorageLayout, read_only: bool = True) -> duckdb.DuckDBPyCon
     return con
 
 
+def bound_memory(con: duckdb.DuckDBPyConnection, layout: StorageLayout, memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """Settings for a query over the whole corpus that must not grow with it: DuckDB spills
+    what exceeds `memory_limit` to `$DEDUP_HOME/.duckdb_spill`, and draws no progress bar
+    (it would land on the step's stdout)."""
+    con.execute("set enable_progress_bar = false")
+    con.execute(f"set memory_limit = '{memory_limit}'")
+    con.execute(f"set temp_directory = '{quoted(str(layout.home / '.duckdb_spill'))}'")
+    return con
+
+
+def quoted(text: str) -> str:
+    """Text inside a single-quoted SQL literal."""
+    return text.replace("'", "''")
+
+
 def _connect_with_retry(layout: StorageLayout, attempts: int = 20) -> duckdb.DuckDBPyConnection:
     # Another process (a user's `duckdb` shell, say) may hold the file open for a moment.
     for attempt in range(attempts):

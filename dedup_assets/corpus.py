@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
+import duckdb
 import numpy as np
 import polars as pl
 
+from dedup_assets.catalog import bound_memory
 from dedup_assets.storage import StorageLayout
 
 
@@ -30,23 +32,40 @@ def read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names:
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
+# DuckDB spills beyond it. 128 MB: the step's peak as with the former partition-by-partition
+# read (364 vs 367 MB over 25M stored pairs); 256 MB is 1.5x faster but peaks 130 MB higher.
+DUPLICATE_SCAN_MEMORY_LIMIT = "128MB"
+
+
 def latest_duplicate_pairs(layout: StorageLayout, columns: list[str]) -> pl.DataFrame:
-    """The latest decision on every pair ever judged a duplicate, batch by batch: memory
-    grows with the duplicates found, not with every pair ever verified (~25 per image).
-    A later batch's `false` on a pair still overrides an earlier `true`."""
-    keys = ["blob_a", "blob_b"]
-    wanted = list(dict.fromkeys([*keys, "is_duplicate", *columns]))
-    held: pl.DataFrame | None = None
-    for part in partitions(layout, "verified_pairs", wanted):  # in batch order
-        duplicates = part.filter(pl.col("is_duplicate"))
-        if held is None:
-            held = duplicates
-            continue
-        # Worth holding: this batch's duplicates, and any new decision on a held pair.
-        revisions = part.join(held.select(keys), on=keys, how="semi")
-        fresh = pl.concat([duplicates, revisions]).unique(subset=keys, keep="last")
-        held = pl.concat([held.join(fresh.select(keys), on=keys, how="anti"), fresh])
-    return pl.DataFrame() if held is None else held.filter(pl.col("is_duplicate"))
+    """The latest decision on every pair ever judged a duplicate: memory grows with the
+    duplicates found, not with every pair ever verified (~25 per image). A later batch's
+    `false` on a pair still overrides an earlier `true` (batches in their key order;
+    within one, the last row).
+
+    One DuckDB query over every stored partition: 2.3x faster than reading them one at
+    a time with polars (12.8 vs 29.9 s over 25M stored pairs), within a bounded buffer."""
+    files = _partition_files(layout, "verified_pairs")
+    if not files:
+        return pl.DataFrame()
+    wanted = ", ".join(f'"{column}"' for column in dict.fromkeys(["blob_a", "blob_b", "is_duplicate", *columns]))
+    sql = f"""
+        with pairs as (
+            select {wanted}, filename, file_row_number
+            from read_parquet($files, filename = true, file_row_number = true, union_by_name = true)),
+        ever as (select distinct blob_a, blob_b from pairs where is_duplicate),
+        latest as (
+            select {wanted} from pairs semi join ever using (blob_a, blob_b)
+            qualify row_number() over (partition by blob_a, blob_b
+                                       order by filename desc, file_row_number desc) = 1)
+        select * from latest where is_duplicate"""
+    con = bound_memory(duckdb.connect(), layout, DUPLICATE_SCAN_MEMORY_LIMIT)
+    try:
+        layout.register(con)
+        con.execute("set preserve_insertion_order = false")  # a set of pairs: no order to keep
+        return con.execute(sql, {"files": [layout.uri(path) for path in files]}).pl()
+    finally:
+        con.close()
 
 
 def embeddings_matrix(frame: pl.DataFrame, dim: int | None = None) -> np.ndarray:

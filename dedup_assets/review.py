@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from dedup_assets.catalog import connect
+from dedup_assets.catalog import bound_memory, connect, quoted
 from dedup_assets.storage import StorageLayout, replaced_atomically, write_bytes_atomic
 
 # keep: the representative of a group, or a unique image; drop: a copy of the
@@ -85,23 +85,17 @@ def write_manifest(layout: StorageLayout, directory: Path | None = None) -> Mani
     csv_path, parquet_path = directory / "keep_drop_manifest.csv", directory / "keep_drop_manifest.parquet"
     con = connect(layout) if layout.catalog_path.exists() else duckdb.connect()
     try:
-        con.execute("set enable_progress_bar = false")  # DuckDB would draw it on the step's stdout
-        con.execute(f"set memory_limit = '{MANIFEST_MEMORY_LIMIT}'")
-        con.execute(f"set temp_directory = '{_quoted(str(layout.home / '.duckdb_spill'))}'")
+        bound_memory(con, layout, MANIFEST_MEMORY_LIMIT)
         sql = manifest_sql(_views(con))
         for path, options in ((parquet_path, "format parquet"), (csv_path, "header")):
-            source = sql if path == parquet_path else f"select * from read_parquet('{_quoted(str(parquet_path))}')"
+            source = sql if path == parquet_path else f"select * from read_parquet('{quoted(str(parquet_path))}')"
             with replaced_atomically(path) as tmp:
-                con.execute(f"copy ({source}) to '{_quoted(str(tmp))}' ({options})")
-        counts = dict(con.execute(f"select action, count(*) from read_parquet('{_quoted(str(parquet_path))}') "
+                con.execute(f"copy ({source}) to '{quoted(str(tmp))}' ({options})")
+        counts = dict(con.execute(f"select action, count(*) from read_parquet('{quoted(str(parquet_path))}') "
                                   "group by action").fetchall())
     finally:
         con.close()
     return ManifestFiles(csv_path, parquet_path, sum(counts.values()), counts)
-
-
-def _quoted(text: str) -> str:
-    return text.replace("'", "''")
 
 
 # The gallery shows duplicate groups only: images and pairs are read for the blobs in

@@ -102,8 +102,8 @@ class FeatureStore:
     """The verifier's features of every image it described, kept beside the thumbnails.
 
     A batch's pairs reach ever more stored images as the corpus grows (on look-alike
-    images, 200 new images paired with 200 distinct images in the first batch and with
-    2,682 by the 25th); describing each again cost ~6 ms, every batch. With the store an
+    images, the pairs of 200 new images involved 200 distinct images in the first batch
+    and 2,682 in the 25th); describing each again cost ~6 ms, every batch. With the store an
     image is described once, ever. Features depend on the verifier's settings
     (`features_key`): other settings use other files. ~40 KB per image for ORB."""
 

@@ -13,7 +13,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
+from typing import Iterator
+
 import duckdb
 
 from dedup_assets.storage import FAILED_BLOBS, StorageLayout
@@ -63,14 +69,25 @@ def connect(layout: StorageLayout, read_only: bool = True) -> duckdb.DuckDBPyCon
     return con
 
 
-def bound_memory(con: duckdb.DuckDBPyConnection, layout: StorageLayout, memory_limit: str) -> duckdb.DuckDBPyConnection:
-    """Settings for a query over the whole corpus that must not grow with it: DuckDB spills
-    what exceeds `memory_limit` to `$DEDUP_HOME/.duckdb_spill`, and draws no progress bar
-    (it would land on the step's stdout)."""
-    con.execute("set enable_progress_bar = false")
-    con.execute(f"set memory_limit = '{memory_limit}'")
-    con.execute(f"set temp_directory = '{quoted(str(layout.home / '.duckdb_spill'))}'")
-    return con
+@contextlib.contextmanager
+def bounded_memory(con: duckdb.DuckDBPyConnection, layout: StorageLayout,
+                   memory_limit: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`con`, set for a query over the whole corpus that must not grow with it: DuckDB
+    spills what exceeds `memory_limit` to a folder of this connection's own under
+    `$DEDUP_HOME/.duckdb_spill` (concurrent runs must not share spill files), and draws
+    no progress bar (it would land on the step's stdout). Closed, and its spill folder
+    removed, at the end of the block."""
+    root = layout.home / ".duckdb_spill"
+    root.mkdir(parents=True, exist_ok=True)
+    spill = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+    try:
+        con.execute("set enable_progress_bar = false")
+        con.execute(f"set memory_limit = '{memory_limit}'")
+        con.execute(f"set temp_directory = '{quoted(str(spill))}'")
+        yield con
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def quoted(text: str) -> str:

@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from dedup_assets.catalog import bound_memory
+from dedup_assets.catalog import bounded_memory
 from dedup_assets.storage import StorageLayout
 
 
@@ -59,13 +59,10 @@ def latest_duplicate_pairs(layout: StorageLayout, columns: list[str]) -> pl.Data
             qualify row_number() over (partition by blob_a, blob_b
                                        order by filename desc, file_row_number desc) = 1)
         select * from latest where is_duplicate"""
-    con = bound_memory(duckdb.connect(), layout, DUPLICATE_SCAN_MEMORY_LIMIT)
-    try:
+    with bounded_memory(duckdb.connect(), layout, DUPLICATE_SCAN_MEMORY_LIMIT) as con:
         layout.register(con)
         con.execute("set preserve_insertion_order = false")  # a set of pairs: no order to keep
         return con.execute(sql, {"files": [layout.uri(path) for path in files]}).pl()
-    finally:
-        con.close()
 
 
 def embeddings_matrix(frame: pl.DataFrame, dim: int | None = None) -> np.ndarray:

@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from dedup_assets.catalog import bound_memory, connect, quoted
+from dedup_assets.catalog import bounded_memory, connect, quoted
 from dedup_assets.storage import StorageLayout, replaced_atomically, write_bytes_atomic
 
 # keep: the representative of a group, or a unique image; drop: a copy of the
@@ -84,8 +84,7 @@ def write_manifest(layout: StorageLayout, directory: Path | None = None) -> Mani
     directory.mkdir(parents=True, exist_ok=True)
     csv_path, parquet_path = directory / "keep_drop_manifest.csv", directory / "keep_drop_manifest.parquet"
     con = connect(layout) if layout.catalog_path.exists() else duckdb.connect()
-    try:
-        bound_memory(con, layout, MANIFEST_MEMORY_LIMIT)
+    with bounded_memory(con, layout, MANIFEST_MEMORY_LIMIT):
         sql = manifest_sql(_views(con))
         for path, options in ((parquet_path, "format parquet"), (csv_path, "header")):
             source = sql if path == parquet_path else f"select * from read_parquet('{quoted(str(parquet_path))}')"
@@ -93,8 +92,6 @@ def write_manifest(layout: StorageLayout, directory: Path | None = None) -> Mani
                 con.execute(f"copy ({source}) to '{quoted(str(tmp))}' ({options})")
         counts = dict(con.execute(f"select action, count(*) from read_parquet('{quoted(str(parquet_path))}') "
                                   "group by action").fetchall())
-    finally:
-        con.close()
     return ManifestFiles(csv_path, parquet_path, sum(counts.values()), counts)
 
 

@@ -111,14 +111,21 @@ class StorageLayout:
     def read_bytes(self, path: str) -> bytes:
         return self.fs.cat_file(path)
 
-    def read_many_bytes(self, paths: list[str]) -> dict[str, bytes]:
-        """Several files at once: concurrent requests on Azure, plain reads on disk."""
-        if self.is_local or len(paths) <= 1:
-            return {path: self.fs.cat_file(path) for path in paths}
+    def read_many_bytes(self, paths: list[str], missing_ok: bool = False) -> dict[str, bytes]:
+        """Several files at once: concurrent requests on Azure, plain reads on disk.
+        missing_ok: a file that does not exist is left out of the answer, not an error."""
         found: dict[str, bytes] = {}
+        if self.is_local or len(paths) <= 1:
+            for path in paths:
+                try:
+                    found[path] = self.fs.cat_file(path)
+                except FileNotFoundError:
+                    if not missing_ok:
+                        raise
+            return found
         for start in range(0, len(paths), REMOTE_FETCH_CHUNK):
             chunk = paths[start:start + REMOTE_FETCH_CHUNK]
-            found.update(self.fs.cat(chunk, on_error="raise"))
+            found.update(self.fs.cat(chunk, on_error="omit" if missing_ok else "raise"))
         return found
 
     def read_thumbnails(self, relative_paths: list[str]) -> dict[str, bytes]:
@@ -134,19 +141,7 @@ class StorageLayout:
         """Files under the data root by relative path, fetched together; those that do
         not exist are left out of the answer (a cache's misses, not an error)."""
         by_path = {self.data_path(relative): relative for relative in sorted(set(relative_paths))}
-        found: dict[str, bytes] = {}
-        if self.is_local:
-            for path, relative in by_path.items():
-                try:
-                    found[relative] = Path(path).read_bytes()
-                except FileNotFoundError:
-                    pass
-            return found
-        paths = list(by_path)
-        for start in range(0, len(paths), REMOTE_FETCH_CHUNK):
-            fetched = self.fs.cat(paths[start:start + REMOTE_FETCH_CHUNK], on_error="omit")
-            found.update({by_path[path]: data for path, data in fetched.items()})
-        return found
+        return {by_path[path]: data for path, data in self.read_many_bytes(list(by_path), missing_ok=True).items()}
 
     def write_many_bytes(self, files: dict[str, bytes]) -> None:
         """Files under the data root by relative path: concurrent uploads on Azure."""
@@ -262,7 +257,6 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
     with replaced_atomically(path) as tmp:
         frame.write_parquet(tmp)

@@ -118,13 +118,12 @@ def coverage(homography: np.ndarray, shape_a: tuple[int, int], shape_b: tuple[in
 
 
 def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
-                   gray_a: np.ndarray | None = None, gray_b: np.ndarray | None = None,
-                   agreement_from_inliers: int = 0,
-                   pixels: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> Verification:
+                   pixels: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
+                   agreement_from_inliers: int = 0) -> Verification:
     """The homography and what it proves. The pixel agreement (a quarter of the cost)
     is computed only when the fit has at least `agreement_from_inliers` inliers: with
-    fewer the pair is rejected whatever the pixels say. The pixels come as `gray_a` and
-    `gray_b`, or from `pixels()`, called only when the agreement is computed."""
+    fewer the pair is rejected whatever the pixels say. `pixels()` gives the two gray
+    images, called only then (an image prepared from stored features decodes on demand)."""
     if len(points_a) < 8:
         return Verification(len(points_a), 0, 0.0, 0.0)
     homography, mask = cv2.findHomography(points_a, points_b, cv2.USAC_MAGSAC, 4.0,
@@ -136,10 +135,8 @@ def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
     # Inliers packed into a small region (a shared logo or caption) prove little about
     # the rest of the two images.
     spread = min(_hull_share(points_a[inlier], shape_a), _hull_share(points_b[inlier], shape_b))
-    wanted = (gray_a is not None or pixels is not None) and inlier.sum() >= agreement_from_inliers
-    if wanted and gray_a is None:
-        gray_a, gray_b = pixels()
-    agreement = photometric_agreement(gray_a, gray_b, homography) if wanted else 0.0
+    wanted = pixels is not None and inlier.sum() >= agreement_from_inliers
+    agreement = photometric_agreement(*pixels(), homography) if wanted else 0.0
     return Verification(len(points_a), int(inlier.sum()), coverage_a, coverage_b, spread=spread,
                         agreement=agreement)
 
@@ -328,8 +325,8 @@ class OrbVerifier(_MirrorAware):
             return Verification(len(query), 0, 0.0, 0.0, keypoints=fewest)
         points_a = keypoints_a[query].reshape(-1, 1, 2)
         points_b = keypoints_b[train].reshape(-1, 1, 2)
-        result = fit_homography(points_a, points_b, a.shape, b.shape, agreement_from_inliers=needed,
-                                pixels=lambda: (a.gray, b.gray))
+        result = fit_homography(points_a, points_b, a.shape, b.shape, pixels=lambda: (a.gray, b.gray),
+                                agreement_from_inliers=needed)
         return dataclasses.replace(result, keypoints=fewest)
 
     def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
@@ -419,7 +416,7 @@ class LightGlueVerifier(_MirrorAware):
         points_a = features_a["keypoints"][0].cpu().numpy()[matches[:, 0]].reshape(-1, 1, 2)
         points_b = features_b["keypoints"][0].cpu().numpy()[matches[:, 1]].reshape(-1, 1, 2)
         return fit_homography(points_a.astype(np.float32), points_b.astype(np.float32), gray_a.shape,
-                              gray_b.shape, gray_a, gray_b)
+                              gray_b.shape, pixels=lambda: (gray_a, gray_b))
 
 
 class LoFTRVerifier(_MirrorAware):
@@ -461,7 +458,7 @@ class LoFTRVerifier(_MirrorAware):
         keep = output["confidence"].cpu().numpy() > 0.5
         points_a = output["keypoints0"].cpu().numpy()[keep].reshape(-1, 1, 2).astype(np.float32)
         points_b = output["keypoints1"].cpu().numpy()[keep].reshape(-1, 1, 2).astype(np.float32)
-        return fit_homography(points_a, points_b, gray_a.shape, gray_b.shape, gray_a, gray_b)
+        return fit_homography(points_a, points_b, gray_a.shape, gray_b.shape, pixels=lambda: (gray_a, gray_b))
 
 
 def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool = False,

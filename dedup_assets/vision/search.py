@@ -38,6 +38,34 @@ def hamming_pairs(query_hashes: np.ndarray, reference_hashes: np.ndarray, radius
     return PairIndices(query, neighbours.astype(np.int64), distances.astype(np.int32))
 
 
+# Similarities computed at once: at most 2,048 queries x 8,192 references (64 MB float32).
+QUERY_BLOCK = 2048
+REFERENCE_BLOCK = 8192
+
+
+def top_inner_products(queries: np.ndarray, references: np.ndarray, k: int,
+                       query_block: int = QUERY_BLOCK, reference_block: int = REFERENCE_BLOCK
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest inner products of each query with the references (unsorted), and
+    their reference indices: exact, one BLAS product and a partial sort per block.
+    On the CPU this is 3-5x faster than `faiss.knn` (docs/performance.md, §3-4)."""
+    k = min(k, len(references))
+    scores = np.full((len(queries), k), -np.inf, np.float32)
+    found = np.full((len(queries), k), -1, np.int64)
+    for q in range(0, len(queries), query_block):
+        heap = faiss.ResultHeap(min(query_block, len(queries) - q), k, keep_max=True)
+        for r in range(0, len(references), reference_block):
+            similarity = queries[q:q + query_block] @ references[r:r + reference_block].T
+            kk = min(k, similarity.shape[1])
+            best = np.argpartition(similarity, -kk, axis=1)[:, -kk:] if kk < similarity.shape[1] \
+                else np.broadcast_to(np.arange(kk), similarity.shape)
+            heap.add_result(np.ascontiguousarray(np.take_along_axis(similarity, best, axis=1)),
+                            np.ascontiguousarray(best + r, dtype=np.int64))
+        heap.finalize()
+        scores[q:q + query_block], found[q:q + query_block] = heap.D, heap.I
+    return scores, found
+
+
 def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarray], min_similarity: float,
                         k: int = 32, use_gpu: bool | None = None) -> PairIndices:
     """Up to k nearest references per query with cosine ≥ min_similarity, exact, over
@@ -55,7 +83,7 @@ def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarr
             if gpu is not None:
                 similarity, found = faiss.knn_gpu(gpu, queries, chunk, kk, metric=faiss.METRIC_INNER_PRODUCT)
             else:
-                similarity, found = faiss.knn(queries, chunk, kk, metric=faiss.METRIC_INNER_PRODUCT)
+                similarity, found = top_inner_products(queries, chunk, kk)
             heap.add_result(similarity, np.where(found >= 0, found + offset, -1))
         offset += len(chunk)
     heap.finalize()

@@ -2,7 +2,7 @@ import itertools
 
 import numpy as np
 
-from dedup_assets.vision.search import hamming_pairs, streamed_neighbours
+from dedup_assets.vision.search import hamming_pairs, streamed_neighbours, top_inner_products
 
 
 def test_hamming_pairs_match_a_brute_force_count():
@@ -42,3 +42,19 @@ def test_streamed_neighbours_equal_one_exact_search():
     assert np.array_equal(chunked.reference, whole.reference) and np.allclose(chunked.score, whole.score)
     expected = np.argsort(-(queries @ vectors.T), axis=1)[:, :7]
     assert np.array_equal(chunked.reference.reshape(20, 7), expected)
+
+
+def test_top_inner_products_in_blocks_equal_one_exact_search():
+    rng = np.random.default_rng(3)
+    references = rng.normal(size=(300, 16)).astype(np.float32)
+    queries = rng.normal(size=(45, 16)).astype(np.float32)
+    # Blocks smaller than k and uneven, in both directions.
+    scores, found = top_inner_products(queries, references, k=9, query_block=8, reference_block=7)
+    expected = np.argsort(-(queries @ references.T), axis=1)[:, :9]
+    order = np.argsort(-scores, axis=1)
+    assert np.array_equal(np.take_along_axis(found, order, axis=1), expected)
+    assert np.allclose(np.take_along_axis(scores, order, axis=1),
+                       np.take_along_axis(queries @ references.T, expected, axis=1))
+    # Fewer references than k: every one, once.
+    _, few = top_inner_products(queries, references[:4], k=9)
+    assert few.shape == (45, 4) and all(sorted(row) == [0, 1, 2, 3] for row in few.tolist())

@@ -1,6 +1,11 @@
-from dedup_assets.hash_stage import hash_blobs
+import pytest
+
+from dedup_assets.hash_stage import ThumbnailUploads, hash_blobs
 from dedup_assets.ledger import _to_frame
+from dedup_assets.sources.local import LocalFolderSource
+from dedup_assets.storage import StorageLayout, data_storage_options
 from dedup_assets_tests.crashing_source import CrashingFolderSource
+from dedup_assets_tests.fault_proxy import FaultProxy
 
 
 def test_a_worker_killed_by_one_file_fails_only_that_file(image_folder, layout):
@@ -11,3 +16,45 @@ def test_a_worker_killed_by_one_file_fails_only_that_file(image_folder, layout):
     assert [f["blob_name"] for f in result.failures] == [culprit]
     assert "crashed" in result.failures[0]["reason"]
     assert sorted(result.hashes["blob_name"]) == sorted(set(names) - {culprit})
+
+
+@pytest.fixture
+def refusing_azure(azurite, container, tmp_path):
+    """A data root on Azurite behind a proxy that can refuse uploads (403): a fault the
+    emulator cannot produce on request."""
+    proxy = FaultProxy(azurite.port)
+    connection = azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/")
+    layout = StorageLayout(tmp_path / "home", f"az://{container.container_name}/data",
+                           data_storage_options(connection_string=connection))
+    yield layout, proxy
+    proxy.close()
+
+
+def test_thumbnails_not_stored_are_named_and_the_rest_are_stored(refusing_azure):
+    layout, proxy = refusing_azure
+    uploads = ThumbnailUploads(layout, chunk=5)
+    proxy.faults = [(403, None)] * 7  # the whole round of five, then the first two alone
+    files = {f"thumbnails/{i}.jpg": bytes([i]) * 10 for i in range(5)}
+    for key, data in files.items():
+        uploads.add(key, data)
+    failed = uploads.finish()
+    assert sorted(failed) == ["thumbnails/0.jpg", "thumbnails/1.jpg"]
+    assert all(reason.startswith("thumbnail not stored: ") and "Forbidden" in reason for reason in failed.values())
+    stored = layout.read_existing(files)
+    assert stored == {key: data for key, data in files.items() if key not in failed}
+
+
+def test_a_blob_whose_thumbnail_cannot_be_stored_is_a_failure_not_a_row(image_folder, refusing_azure):
+    layout, proxy = refusing_azure
+    source = LocalFolderSource(image_folder)
+    inventory = _to_frame(source.iter_blobs())
+    proxy.faults = [(403, None)] * 1000
+    result = hash_blobs(source, inventory, layout, workers=2)
+    assert result.hashes.height == 0
+    assert sorted(f["blob_name"] for f in result.failures) == sorted(inventory["blob_name"])
+    assert {f["reason"] for f in result.failures} == {"thumbnail not stored: HttpResponseError: Forbidden"}
+    proxy.faults = []
+    result = hash_blobs(source, inventory, layout, workers=2)
+    assert not result.failures and result.hashes.height == inventory.height
+    thumbnails = result.hashes["thumbnail"].unique().to_list()
+    assert set(layout.read_thumbnails(thumbnails)) == set(thumbnails)

@@ -7,7 +7,8 @@ listing (our paged listing vs `for blob in container.list_blobs()`), and downloa
 blob (our bounded concurrent downloader vs a sequential `download_blob().readall()` loop),
 directly and through a proxy adding network latency. Then the hash stage (decode, hash,
 keep a thumbnail) over 640 px JPEGs with its data root on that latent Azurite, beside the
-same stage with the data root on local disk: what writing thumbnails to Azure costs.
+same stage with the data root on local disk: what writing thumbnails to Azure costs;
+reading them back, and scanning stored partitions as the cross-batch searches do.
 """
 
 from __future__ import annotations
@@ -112,6 +113,30 @@ def measure_hash_stage(connection: str, args) -> None:
                         time.perf_counter() - started)
         assert ours == plain
         print(f"thumbnail reads {our_rate / plain_rate:.2f}x fsspec's cat")
+        measure_partition_scan(layout, args.partitions)
+
+
+def measure_partition_scan(layout, count: int) -> None:
+    """The cross-batch searches read every stored partition of an asset, in turn."""
+    import numpy as np
+    import polars as pl
+
+    from dedup_assets.corpus import _partition_files, partitions
+
+    rng = np.random.default_rng(0)
+    for index in range(count):  # hash-sized partitions: 1,000 rows of names and 64-bit hashes
+        frame = pl.DataFrame({"blob_name": [f"b/{index}/{i}.jpg" for i in range(1000)],
+                              "wavelet_hash": rng.integers(0, 2**63, 1000, dtype=np.uint64)})
+        layout.write_parquet(frame, layout.partition_path("wavelet_hashes", f"batch-{index:06d}"))
+    files = _partition_files(layout, "wavelet_hashes")
+    started = time.perf_counter()
+    plain = [layout.read_parquet(path, ["wavelet_hash"]) for path in files]
+    plain_rate = rate("stored partitions scanned: one read per partition", len(files), time.perf_counter() - started)
+    started = time.perf_counter()
+    ours = list(partitions(layout, "wavelet_hashes", ["wavelet_hash"]))
+    our_rate = rate("stored partitions scanned: corpus.partitions (grouped)", len(files), time.perf_counter() - started)
+    assert all(a.equals(b) for a, b in zip(plain, ours)) and len(plain) == len(ours)
+    print(f"partition scan {our_rate / plain_rate:.2f}x one read per partition")
 
 
 def main() -> None:
@@ -120,6 +145,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency-ms", type=float, default=20.0,
                         help="also measure downloads through a loopback proxy adding this latency per request")
+    parser.add_argument("--partitions", type=int, default=200,
+                        help="stored partitions scanned behind that latency")
     parser.add_argument("--hash-images", type=int, default=300,
                         help="images for the hash stage with its data root behind that latency (0: skip)")
     args = parser.parse_args()

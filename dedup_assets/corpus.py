@@ -17,10 +17,14 @@ def _partition_files(layout: StorageLayout, asset_name: str) -> list[str]:
     return layout.glob(f"{layout.asset_dir(asset_name)}/*.parquet")
 
 
+# Stored partitions fetched together on a remote data root: ~20 MB of embeddings.
+PARTITIONS_AT_ONCE = 8
+
+
 def partitions(layout: StorageLayout, asset_name: str, columns: list[str]) -> Iterator[pl.DataFrame]:
-    """Selected columns of each stored partition in turn: memory of one partition."""
-    for path in _partition_files(layout, asset_name):
-        yield layout.read_parquet(path, columns)
+    """Selected columns of each stored partition in turn: memory of a few partitions."""
+    for _, frame in layout.iter_parquet(_partition_files(layout, asset_name), columns, PARTITIONS_AT_ONCE):
+        yield frame
 
 
 def read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str]) -> pl.DataFrame:

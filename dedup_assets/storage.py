@@ -33,7 +33,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 FAILED_BLOBS = "failed_blobs"
 FAILED_BLOBS_SCHEMA = {"blob_name": pl.String, "stage": pl.String, "reason": pl.String}
-REMOTE_FETCH_CHUNK = 256  # Parquet files held encoded at once by `read_parquet_many`
+REMOTE_FETCH_CHUNK = 256  # Parquet files held encoded at once when reading many
 # Requests in flight at once on a remote data root. fsspec's `cat` and adlfs's `pipe`
 # send their files one at a time (31 files/s behind 20 ms of latency); requests sent
 # together reach ~180 files/s there (`bench/azure_io.py`).
@@ -191,18 +191,30 @@ class StorageLayout:
                           file_stem_column: str | None = None) -> pl.DataFrame:
         """Files concatenated (an empty frame when there are none), optionally with a column
         naming each row's file (its name without `.parquet`)."""
-        paths = list(paths)
         frames = []
-        for start in range(0, len(paths), REMOTE_FETCH_CHUNK):
-            chunk = paths[start:start + REMOTE_FETCH_CHUNK]
-            fetched = {} if self.is_local else self.read_many_bytes(chunk)
-            for path in chunk:
-                frame = pl.read_parquet(path if self.is_local else io.BytesIO(fetched[path]), columns=columns)
-                if file_stem_column:
-                    stem = path.rsplit("/", 1)[-1].removesuffix(".parquet")
-                    frame = frame.with_columns(pl.lit(stem, dtype=pl.String).alias(file_stem_column))
-                frames.append(frame)
+        for path, frame in self.iter_parquet(paths, columns):
+            if file_stem_column:
+                stem = path.rsplit("/", 1)[-1].removesuffix(".parquet")
+                frame = frame.with_columns(pl.lit(stem, dtype=pl.String).alias(file_stem_column))
+            frames.append(frame)
         return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+    def iter_parquet(self, paths: Iterable[str], columns: list[str] | None = None,
+                     at_once: int = REMOTE_FETCH_CHUNK) -> Iterator[tuple[str, pl.DataFrame]]:
+        """(path, frame) for each file in order. On a remote data root `at_once` files are
+        fetched together, the next group only when this one has been read (one round trip
+        per file read 29 partitions/s behind 20 ms of latency, grouped 107/s:
+        `bench/azure_io.py`)."""
+        paths = list(paths)
+        if self.is_local:
+            for path in paths:
+                yield path, pl.read_parquet(path, columns=columns)
+            return
+        for start in range(0, len(paths), at_once):
+            group = paths[start:start + at_once]
+            fetched = self.read_many_bytes(group)
+            for path in group:
+                yield path, pl.read_parquet(io.BytesIO(fetched[path]), columns=columns)
 
     def write_parquet(self, frame: pl.DataFrame, path: str) -> None:
         if self.is_local:

@@ -33,6 +33,9 @@ def test_partitions_written_are_listed_read_and_queried(any_layout):
     both = layout.read_parquet_many(paths, ["score"], file_stem_column="batch")
     assert both.sort("batch").rows() == [(1, "batch-000001")] * 3 + [(2, "batch-000002")] * 3
     assert layout.read_parquet_many([]).height == 0
+    # In groups smaller than the list, every file once, in order.
+    assert [(path, frame["score"][0]) for path, frame in layout.iter_parquet(paths * 3, ["score"], at_once=3)] \
+        == list(zip(paths * 3, [1, 2] * 3))
 
     assert register_views(layout) == ["failed_blobs", "scores"]
     assert query(layout, "select sum(score), count(*) from scores") == [(9, 6)]

@@ -137,6 +137,45 @@ def measure_partition_scan(layout, count: int) -> None:
     our_rate = rate("stored partitions scanned: corpus.partitions (grouped)", len(files), time.perf_counter() - started)
     assert all(a.equals(b) for a, b in zip(plain, ours)) and len(plain) == len(ours)
     print(f"partition scan {our_rate / plain_rate:.2f}x one read per partition")
+    measure_duplicate_scan(layout, count)
+
+
+def measure_duplicate_scan(layout, count: int) -> None:
+    """`clusters`' scan of every stored verified pair: DuckDB reading the partitions
+    through fsspec (what it did) beside the local copies it reads now, kept up to date
+    (`StorageLayout.local_copies`): first all of them fetched, then one new partition."""
+    import duckdb
+    import numpy as np
+    import polars as pl
+
+    from dedup_assets import corpus
+
+    rng = np.random.default_rng(1)
+
+    def write(index: int) -> None:  # 2,500 pairs per partition, 2 % duplicates
+        frame = pl.DataFrame({"blob_a": [f"a/{index}/{i}.jpg" for i in range(2500)],
+                              "blob_b": [f"b/{index}/{i}.jpg" for i in range(2500)],
+                              "is_duplicate": rng.random(2500) < 0.02,
+                              "inliers": rng.integers(0, 200, 2500).astype(np.int32)})
+        layout.write_parquet(frame, layout.partition_path("verified_pairs", f"batch-{index:06d}"))
+
+    for index in range(count):
+        write(index)
+    files = corpus._partition_files(layout, "verified_pairs")
+    con = duckdb.connect()
+    layout.register(con)
+    started = time.perf_counter()
+    plain = con.execute("select count(*) filter (where is_duplicate) from read_parquet($files)",
+                        {"files": [layout.uri(path) for path in files]}).fetchone()[0]
+    rate("stored pairs' partitions: DuckDB through fsspec", count, time.perf_counter() - started)
+    started = time.perf_counter()
+    ours = corpus.latest_duplicate_pairs(layout, ["inliers"]).height
+    rate("stored pairs' partitions: local copies, all fetched", count, time.perf_counter() - started)
+    assert ours == plain
+    write(count)
+    started = time.perf_counter()
+    corpus.latest_duplicate_pairs(layout, ["inliers"])
+    rate("stored pairs' partitions: local copies, one new", count + 1, time.perf_counter() - started)
 
 
 def main() -> None:

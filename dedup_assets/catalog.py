@@ -69,14 +69,18 @@ def connect(layout: StorageLayout, read_only: bool = True) -> duckdb.DuckDBPyCon
     return con
 
 
+REMOTE_SCAN_THREADS = 16
+
+
 @contextlib.contextmanager
-def bounded_memory(con: duckdb.DuckDBPyConnection, layout: StorageLayout,
-                   memory_limit: str) -> Iterator[duckdb.DuckDBPyConnection]:
+def bounded_memory(con: duckdb.DuckDBPyConnection, layout: StorageLayout, memory_limit: str,
+                   reads_remote: bool | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """`con`, set for a query over the whole corpus that must not grow with it: DuckDB
     spills what exceeds `memory_limit` to a folder of this connection's own under
     `$DEDUP_HOME/.duckdb_spill` (concurrent runs must not share spill files), and draws
     no progress bar (it would land on the step's stdout). Closed, and its spill folder
-    removed, at the end of the block."""
+    removed, at the end of the block. reads_remote (default: the data root is remote):
+    the query reads files through fsspec."""
     root = layout.home / ".duckdb_spill"
     root.mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
@@ -84,6 +88,10 @@ def bounded_memory(con: duckdb.DuckDBPyConnection, layout: StorageLayout,
         con.execute("set enable_progress_bar = false")
         con.execute(f"set memory_limit = '{memory_limit}'")
         con.execute(f"set temp_directory = '{quoted(str(spill))}'")
+        if (not layout.is_local) if reads_remote is None else reads_remote:
+            # Through fsspec each Parquet file costs ~17 small requests, each waited on by
+            # one of DuckDB's threads: more threads wait together (bench/azure_io.py).
+            con.execute(f"set threads = {REMOTE_SCAN_THREADS}")
         yield con
     finally:
         con.close()

@@ -49,7 +49,7 @@ def latest_duplicate_pairs(layout: StorageLayout, columns: list[str]) -> pl.Data
 
     One DuckDB query over every stored partition: 2.3x faster than reading them one at
     a time with polars (12.8 vs 29.9 s over 25M stored pairs), within a bounded buffer."""
-    files = _partition_files(layout, "verified_pairs")
+    files = layout.local_copies(layout.asset_dir("verified_pairs"))
     if not files:
         return pl.DataFrame()
     wanted = ", ".join(f'"{column}"' for column in dict.fromkeys(["blob_a", "blob_b", "is_duplicate", *columns]))
@@ -63,10 +63,10 @@ def latest_duplicate_pairs(layout: StorageLayout, columns: list[str]) -> pl.Data
             qualify row_number() over (partition by blob_a, blob_b
                                        order by filename desc, file_row_number desc) = 1)
         select * from latest where is_duplicate"""
-    with bounded_memory(duckdb.connect(), layout, DUPLICATE_SCAN_MEMORY_LIMIT) as con:
-        layout.register(con)
+    # Local files (copies, when the data root is remote): DuckDB reads them directly.
+    with bounded_memory(duckdb.connect(), layout, DUPLICATE_SCAN_MEMORY_LIMIT, reads_remote=False) as con:
         con.execute("set preserve_insertion_order = false")  # a set of pairs: no order to keep
-        return con.execute(sql, {"files": [layout.uri(path) for path in files]}).pl()
+        return con.execute(sql, {"files": files}).pl()
 
 
 def embeddings_matrix(frame: pl.DataFrame, dim: int | None = None) -> np.ndarray:

@@ -50,7 +50,9 @@ class FaultProxy:
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "content-length", "connection"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
+                # A HEAD's answer has no body: its length is the blob's, as upstream said.
+                length = response.getheader("Content-Length", "0") if self.command == "HEAD" else len(payload)
+                self.send_header("Content-Length", str(length))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)

@@ -146,7 +146,10 @@ def test_a_data_root_on_azure_gives_the_local_results_and_a_gallery_that_opens_f
 
     assert_same_results(layout, shared)
     assert container.get_blob_client(f"d/batches/{keys[0]}.parquet").exists()
-    assert not [p for p in shared.home.rglob("*") if p.suffix == ".parquet" and "review" not in p.parts]
+    # Locally only the review, and copies of the stored pairs that `clusters` scans.
+    assert not [p for p in shared.home.rglob("*") if p.suffix == ".parquet"
+                and "review" not in p.parts and ".data_cache" not in p.parts]
+    assert {p.parent.parent.name for p in (shared.home / ".data_cache").rglob("*.parquet")} == {"verified_pairs"}
     page = shared.review_dir / "page-00001.html"
     images = parse(page).images
     assert images and all((page.parent / src).resolve().is_file() for src in images)

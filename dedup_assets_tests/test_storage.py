@@ -1,6 +1,8 @@
 """The storage layout behaves the same on local disk and on Azure Blob Storage (Azurite):
 what is written is read back, listed and queried through the DuckDB catalog."""
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -71,3 +73,22 @@ def test_credentials_stay_out_of_what_the_layout_shows(azurite, container, tmp_p
     shown = [repr(layout), layout.uri(layout.parquet_root), layout.data_url, str(layout.partition_path("a", "b"))]
     assert not [text for text in shown if KEY[:16] in text or "AccountKey" in text]
     assert layout.uri(layout.parquet_root) == f"az://{container.container_name}/p/parquet"
+
+
+def test_local_copies_follow_the_files_and_fetch_only_what_changed(any_layout):
+    layout = any_layout
+    folder = layout.asset_dir("pairs")
+    assert layout.local_copies(folder) == []
+    for n in (1, 2):
+        layout.write_parquet(pl.DataFrame({"n": [n]}), layout.partition_path("pairs", f"batch-{n:06d}"))
+    first = layout.local_copies(folder)
+    assert [pl.read_parquet(path)["n"][0] for path in first] == [1, 2]
+    written = [Path(path).stat().st_mtime_ns for path in first]
+    assert layout.local_copies(folder) == first
+    layout.write_parquet(pl.DataFrame({"n": [3]}), layout.partition_path("pairs", "batch-000002"))
+    second = layout.local_copies(folder)
+    assert [pl.read_parquet(path)["n"][0] for path in second] == [1, 3]
+    assert Path(second[0]).stat().st_mtime_ns == written[0]  # unchanged: not fetched again
+    if not layout.is_local:
+        assert all(Path(path).is_relative_to(layout.home / ".data_cache") for path in second)
+        assert second[1] != first[1] and not Path(first[1]).exists()  # the earlier version removed

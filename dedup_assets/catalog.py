@@ -81,6 +81,8 @@ def bounded_memory(con: duckdb.DuckDBPyConnection, layout: StorageLayout, memory
     no progress bar (it would land on the step's stdout). Closed, and its spill folder
     removed, at the end of the block. reads_remote (default: the data root is remote):
     the query reads files through fsspec."""
+    if reads_remote is None:
+        reads_remote = not layout.is_local
     root = layout.home / ".duckdb_spill"
     root.mkdir(parents=True, exist_ok=True)
     spill = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
@@ -88,7 +90,7 @@ def bounded_memory(con: duckdb.DuckDBPyConnection, layout: StorageLayout, memory
         con.execute("set enable_progress_bar = false")
         con.execute(f"set memory_limit = '{memory_limit}'")
         con.execute(f"set temp_directory = '{quoted(str(spill))}'")
-        if (not layout.is_local) if reads_remote is None else reads_remote:
+        if reads_remote:
             # Through fsspec each Parquet file costs ~17 small requests, each waited on by
             # one of DuckDB's threads: more threads wait together (bench/azure_io.py).
             con.execute(f"set threads = {REMOTE_SCAN_THREADS}")

@@ -71,6 +71,10 @@ class OnceCache:
         self.done: OrderedDict[int, PreparedImage] = OrderedDict()
         self.running: dict[int, Future] = {}
 
+    def __contains__(self, key: int) -> bool:
+        with self.lock:
+            return key in self.done
+
     def __call__(self, key: int) -> PreparedImage:
         with self.lock:
             if key in self.done:
@@ -172,11 +176,16 @@ def verify_pairs(
         data = encoded.get(path) or layout.read_thumbnails([path])[path]  # fetched alone if not yet
         return verifier.prepare(decode_thumbnail(data, path))
 
+    def stored_features(path: str) -> bytes | None:
+        if store is None or path in stored or path in encoded:  # fetched with its slice
+            return stored.get(path)
+        return store.read([path]).get(path)  # prepared when its slice began, evicted since
+
     def prepare(row: int) -> PreparedImage:
         path = thumbnails[row]
-        if path in stored:
+        if (data := stored_features(path)) is not None:
             try:  # pixels decoded only if a pair needs them
-                return verifier.decode_features(stored[path], lambda: from_thumbnail(row).gray)
+                return verifier.decode_features(data, lambda: from_thumbnail(row).gray)
             except Exception as error:  # an unreadable entry is a miss, not a failed batch
                 log.warning("stored features %s unreadable (%s): describing the image again", store.path(path), error)
         image = from_thumbnail(row)
@@ -197,7 +206,8 @@ def verify_pairs(
     with ThreadPoolExecutor(max(1, workers), initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
         for start in range(0, len(to_verify), PAIRS_PER_FETCH):
             chunk = to_verify[start:start + PAIRS_PER_FETCH]
-            paths = {thumbnails[row] for i in chunk for row in (a[i], b[i])}
+            # Images still prepared from an earlier slice need nothing fetched again.
+            paths = {thumbnails[row] for i in chunk for row in (a[i], b[i]) if row not in prepared}
             stored = store.read(paths) if store is not None else {}
             encoded = layout.read_thumbnails([path for path in paths if path not in stored])
             for i, result in zip(chunk, pool.map(run, chunk)):

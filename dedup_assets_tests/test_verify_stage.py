@@ -75,6 +75,28 @@ def test_a_later_batch_reuses_the_stored_features_and_decides_the_same(stored_im
     assert duplicates == [("astronaut.jpg", "astronaut_crop.jpg")]
 
 
+def test_an_image_in_several_slices_of_pairs_is_fetched_once(stored_images, monkeypatch):
+    layout, features, candidates = stored_images
+    monkeypatch.setattr("dedup_assets.verify_stage.PAIRS_PER_FETCH", 2)  # six pairs: three slices
+    fetched: list[str] = []
+    read_many_bytes = layout.read_many_bytes
+
+    def counted(paths, missing_ok=False):  # instrumentation on the real layout
+        fetched.extend(paths)
+        return read_many_bytes(paths, missing_ok=missing_ok)
+
+    monkeypatch.setattr(layout, "read_many_bytes", counted)
+    pairs, _ = verify_pairs(candidates, features, layout, CountingOrb(), CascadePolicy())
+    thumbnails = [layout.data_path(path) for path in features["thumbnail"]]
+    assert sorted(path for path in fetched if path in thumbnails) == sorted(thumbnails)
+    assert len(fetched) == len(set(fetched)) == 8  # each thumbnail, and each store lookup, once
+    fetched.clear()
+    again, _ = verify_pairs(candidates, features, layout, CountingOrb(), CascadePolicy())
+    assert again.equals(pairs) and len(fetched) == len(set(fetched))
+    # From the store; pixels only for the duplicate pair's two images.
+    assert len([path for path in fetched if path in thumbnails]) == 2
+
+
 def test_features_of_other_settings_are_described_anew(stored_images):
     layout, features, candidates = stored_images
     verify_pairs(candidates, features, layout, CountingOrb(), CascadePolicy())

@@ -5,10 +5,15 @@ folder in the same run.
 
     .venv/bin/python bench/memory_scale.py [--sizes 1000,10000,50000] [--side 640]
 
+The run also prints each batch's own peak (the kernel's count restarted before each
+batch) and its RSS after: flat memory means flat peaks batch after batch, which one
+number for the whole run cannot show.
+
 Images are distinct synthetic JPEGs (`build_distinct_set`; 640 px by default so that
 50k of them can be generated in minutes: memory per batch does not depend on the
 originals' size, which are decoded at thumbnail size). Peak RSS is the largest single
-process of the run (`wait4`'s ru_maxrss), the figure the 1.5 GB target is about.
+process of the run (`wait4`'s ru_maxrss, or the largest batch peak: restarting the
+count restarts the process's), the figure the 1.5 GB target is about.
 """
 
 from __future__ import annotations
@@ -29,6 +34,45 @@ hasher = PHash(verbose=False)
 hasher.find_duplicates(encoding_map=hasher.encode_images(image_dir=sys.argv[1]), max_distance_threshold=10)
 print(time.perf_counter() - started)
 """
+
+
+DEDUP_RUN_TRACED = """
+import sys, time
+from pathlib import Path
+import dagster as dg
+from dedup_assets.cli import main
+
+def status_mb(field):
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
+    return int(line.split()[1]) / 1024
+
+execute = dg.JobDefinition.execute_in_process
+
+def traced(job, *args, **kwargs):
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # restart the peak count: this batch's own
+    except OSError:
+        pass
+    started = time.perf_counter()
+    result = execute(job, *args, **kwargs)
+    print(f"batch {kwargs.get('partition_key', job.name)} {time.perf_counter() - started:.1f} "
+          f"{status_mb('VmHWM:'):.0f} {status_mb('VmRSS:'):.0f}", flush=True)
+    return result
+
+dg.JobDefinition.execute_in_process = traced
+if __name__ == "__main__":  # the hash stage's worker processes import this module again
+    sys.exit(main(["run", "--no-progress"]))
+"""
+
+
+def batch_lines(output: str) -> list[tuple[str, float, float, float]]:
+    """(batch, seconds, own peak MB, RSS after MB) printed by DEDUP_RUN_TRACED."""
+    rows = []
+    for line in output.splitlines():
+        if line.startswith("batch "):
+            _, key, seconds, peak, after = line.split()
+            rows.append((key, float(seconds), float(peak), float(after)))
+    return rows
 
 
 def measured(command: list[str], env: dict) -> tuple[float, float, str]:
@@ -61,7 +105,6 @@ def main() -> None:
     from dedup_assets.settings import apply_defaults
 
     apply_defaults()
-    dedup = str(Path(sys.executable).with_name("dedup"))
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         images = images_for(size, args.side)
@@ -69,7 +112,13 @@ def main() -> None:
             env = {**os.environ, "DEDUP_HOME": home, "DEDUP_SOURCE": str(images), "DEDUP_BATCH_SIZE": "1000",
                    "DAGSTER_HOME": str(Path(home) / "dagster"),
                    "DEDUP_MODEL_CACHE": str(Path(os.environ["DEDUP_HOME"]) / "models")}
-            ours_s, ours_mb, _ = measured([dedup, "run", "--no-progress"], env)
+            ours_s, ours_mb, output = measured([sys.executable, "-c", DEDUP_RUN_TRACED], env)
+        batches = batch_lines(output)
+        # Restarting the count per batch restarts the process's too (getrusage reads it).
+        ours_mb = max([ours_mb, *(peak for _, _, peak, _ in batches)])
+        print(f"{size:>7} images, each batch: seconds / own peak MB / RSS after MB", flush=True)
+        for key, seconds, peak, after in batches:
+            print(f"    {key:<14}{seconds:>7.1f}{peak:>7.0f}{after:>7.0f}", flush=True)
         phash_s, phash_mb, _ = measured([sys.executable, "-c", PHASH, str(images)], dict(os.environ))
         rows.append((size, ours_s, ours_mb, phash_s, phash_mb))
         print(f"{size:>7} images: dedup run {ours_s:.0f} s, peak RSS {ours_mb:.0f} MB; "

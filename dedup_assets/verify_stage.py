@@ -19,7 +19,7 @@ from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
 from dedup_assets.vision.color import color_distance
-from dedup_assets.vision.search import streamed_neighbours
+from dedup_assets.vision.search import pair_inner_products, streamed_neighbours
 from dedup_assets.vision.verify import PreparedImage, Verification, Verifier
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def verify_pairs(
     vectors = embeddings_matrix(features)
     hamming = np.bitwise_count(np.bitwise_xor(hashes[a], hashes[b])).astype(np.int32)
     colour = color_distance(signatures[a], signatures[b]).astype(np.float32)
-    cosine = np.einsum("ij,ij->i", vectors[a], vectors[b]).astype(np.float32)
+    cosine = pair_inner_products(vectors, a, b)
     gray = np.array([is_grayscale(s) for s in signatures])
     thumbnails = features["thumbnail"].to_list()
 

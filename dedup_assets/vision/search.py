@@ -66,6 +66,22 @@ def top_inner_products(queries: np.ndarray, references: np.ndarray, k: int,
     return scores, found
 
 
+# Pairs whose two embeddings are gathered at once: 2 x 21 MB at 1,280 dimensions.
+PAIRS_PER_BLOCK = 4096
+
+
+def pair_inner_products(vectors: np.ndarray, a: np.ndarray, b: np.ndarray,
+                        block: int = PAIRS_PER_BLOCK) -> np.ndarray:
+    """vectors[a[i]] . vectors[b[i]] for each pair, a block of pairs at a time: gathering
+    every pair's two rows at once held 2 x 156 MB for a batch's 30k pairs, the
+    verification step's peak (docs/performance.md, §3)."""
+    out = np.empty(len(a), np.float32)
+    for start in range(0, len(a), block):
+        end = start + block
+        out[start:end] = np.einsum("ij,ij->i", vectors[a[start:end]], vectors[b[start:end]])
+    return out
+
+
 def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarray], min_similarity: float,
                         k: int = 32, use_gpu: bool | None = None) -> PairIndices:
     """Up to k nearest references per query with cosine ≥ min_similarity, exact, over

@@ -2,7 +2,7 @@ import itertools
 
 import numpy as np
 
-from dedup_assets.vision.search import hamming_pairs, streamed_neighbours, top_inner_products
+from dedup_assets.vision.search import hamming_pairs, pair_inner_products, streamed_neighbours, top_inner_products
 
 
 def test_hamming_pairs_match_a_brute_force_count():
@@ -58,3 +58,12 @@ def test_top_inner_products_in_blocks_equal_one_exact_search():
     # Fewer references than k: every one, once.
     _, few = top_inner_products(queries, references[:4], k=9)
     assert few.shape == (45, 4) and all(sorted(row) == [0, 1, 2, 3] for row in few.tolist())
+
+
+def test_pair_inner_products_in_blocks_equal_the_pairs_dot_products():
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(50, 16)).astype(np.float32)
+    a, b = rng.integers(0, 50, size=103), rng.integers(0, 50, size=103)
+    expected = np.array([vectors[i] @ vectors[j] for i, j in zip(a, b)], np.float32)
+    assert np.allclose(pair_inner_products(vectors, a, b, block=10), expected, atol=1e-5)  # uneven blocks
+    assert pair_inner_products(vectors, a[:0], b[:0]).shape == (0,)

@@ -21,18 +21,21 @@ def _partition_files(layout: StorageLayout, asset_name: str) -> list[str]:
 PARTITIONS_AT_ONCE = 8
 
 
-def partitions(layout: StorageLayout, asset_name: str, columns: list[str]) -> Iterator[pl.DataFrame]:
-    """Selected columns of each stored partition in turn: memory of a few partitions."""
-    for _, frame in layout.iter_parquet(_partition_files(layout, asset_name), columns, PARTITIONS_AT_ONCE):
+def partitions(layout: StorageLayout, asset_name: str, columns: list[str],
+               where: pl.Expr | None = None) -> Iterator[pl.DataFrame]:
+    """Selected columns (and rows, `where` given) of each stored partition in turn:
+    memory of a few partitions."""
+    for _, frame in layout.iter_parquet(_partition_files(layout, asset_name), columns, PARTITIONS_AT_ONCE,
+                                        where=where):
         yield frame
 
 
 def read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str]) -> pl.DataFrame:
     """Selected columns of the stored rows of these blobs only (empty if none yet)."""
-    wanted = pl.Series(list(names), dtype=pl.String)
-    # One partition at a time, keeping only the wanted rows: memory of one partition.
-    frames = [frame.filter(pl.col("blob_name").is_in(wanted))
-              for frame in partitions(layout, asset_name, columns)]
+    wanted = pl.Series(list(names), dtype=pl.String).implode()
+    # One partition at a time, the wanted rows picked while reading (the other rows'
+    # embeddings are never decoded): 6,500 rows out of 1M stored, 2.7 s instead of 15 s.
+    frames = list(partitions(layout, asset_name, columns, where=pl.col("blob_name").is_in(wanted)))
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 

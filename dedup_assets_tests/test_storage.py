@@ -38,6 +38,9 @@ def test_partitions_written_are_listed_read_and_queried(any_layout):
     # In groups smaller than the list, every file once, in order.
     assert [(path, frame["score"][0]) for path, frame in layout.iter_parquet(paths * 3, ["score"], at_once=3)] \
         == list(zip(paths * 3, [1, 2] * 3))
+    # Rows picked while reading, by a column that need not be selected.
+    picked = layout.iter_parquet(paths, ["score"], where=pl.col("blob_name").is_in(["b2-0", "b1-2", "b2-2"]))
+    assert [frame.to_dicts() for _, frame in picked] == [[{"score": 1}], [{"score": 2}] * 2]
 
     assert register_views(layout) == ["failed_blobs", "scores"]
     assert query(layout, "select sum(score), count(*) from scores") == [(9, 6)]

@@ -25,7 +25,7 @@ from dedup_assets.vision.verify import PreparedImage, Verification, Verifier
 log = logging.getLogger(__name__)
 
 PAIRS_PER_FETCH = 1024  # pairs whose thumbnails are held encoded at once (~2k x 15 KB)
-THUMBNAIL_CACHE = 1024  # images kept while verifying (~250 KB each at 512 px with ORB features)
+THUMBNAIL_CACHE = 1024  # images kept while verifying (ORB: ~40 KB of features each)
 
 VERIFIED_SCHEMA = {
     "blob_a": pl.String, "blob_b": pl.String, "found_by": pl.String,
@@ -167,6 +167,10 @@ def verify_pairs(
     # describe each once. Thumbnails are fetched a slice of pairs at a time, together
     # (one round of concurrent requests when the data root is on Azure).
     store = FeatureStore(layout, verifier) if keep_features and FeatureStore.supports(verifier) else None
+    # A verifier with storable features (ORB) settles most pairs from them alone: a cached
+    # image keeps its features (~40 KB), not its pixels (~200 KB at 512 px), which are
+    # decoded again only for a pair whose fit needs them (docs/performance.md, §3).
+    features_settle_pairs = FeatureStore.supports(verifier)
     encoded: dict[str, bytes] = {}
     stored: dict[str, bytes] = {}
     described: dict[str, PreparedImage] = {}  # described here, not yet in the store
@@ -193,6 +197,8 @@ def verify_pairs(
             verifier.describe(image)  # here, where one thread owns the image
         if store is not None:
             described[path] = image
+        if features_settle_pairs:
+            image.drop_pixels(lambda: from_thumbnail(row).gray)
         return image
 
     prepared = OnceCache(prepare, THUMBNAIL_CACHE)

@@ -75,6 +75,11 @@ class PreparedImage:
             self._gray = self._load()
         return self._gray
 
+    def drop_pixels(self, load: Callable[[], np.ndarray]) -> None:
+        """Keep only the features and shape; the pixels come back through `load` if asked
+        for (call before other threads can see this image)."""
+        self._gray, self._load = None, load
+
 
 class Verifier(Protocol):
     name: str

@@ -137,9 +137,12 @@ def test_a_pair_with_fewer_matches_than_inliers_needed_is_rejected_without_a_fit
     assert decision.reason == f"{result.matches} matches, fewer than the 5000 inliers needed"
 
 
-def test_stored_features_give_the_same_verification_and_load_pixels_only_when_needed(orb, samples):
-    """A prepared image rebuilt from its stored features decides every pair as the image
-    itself does, and decodes its pixels only for a pair whose fit needs the pixel check."""
+@pytest.mark.parametrize("without_pixels", ["rebuilt from stored features", "described, then pixels dropped"])
+def test_features_alone_give_the_same_verification_and_load_pixels_only_when_needed(orb, samples, without_pixels):
+    """A prepared image holding only its features (rebuilt from the store, or described
+    and then relieved of its pixels, as the verification cache keeps them) decides every
+    pair as the image itself does, and decodes its pixels only for a pair whose fit needs
+    the pixel check."""
     loads = []
 
     def from_store(name):
@@ -149,7 +152,10 @@ def test_stored_features_give_the_same_verification_and_load_pixels_only_when_ne
         def load():
             loads.append(name)
             return orb.prepare(samples[name]).gray
-        return orb.decode_features(orb.encode_features(image), load)
+        if without_pixels == "rebuilt from stored features":
+            return orb.decode_features(orb.encode_features(image), load)
+        image.drop_pixels(load)
+        return image
 
     for a, b in [("astronaut_crop", "astronaut"), ("coffee_captioned", "chelsea_captioned"),
                  ("coffee_as_astronaut_colours", "astronaut"), ("astronaut_left", "astronaut_right")]:

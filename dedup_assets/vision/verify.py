@@ -56,9 +56,10 @@ class PreparedImage:
     """An image at verification size, plus the verifier's features once computed: the
     caller keeps it, so an image taking part in many pairs is described once.
 
-    Made from stored features instead (`OrbVerifier.decode_features`), it holds only
-    those and its shape, and decodes its pixels on first use (`load`): most pairs are
-    settled by the features alone."""
+    Made from stored features instead (`OrbVerifier.decode_features`), or relieved of
+    its pixels once described (`drop_pixels`), it holds only those and its shape, and
+    decodes its pixels on first use (`load`): most pairs are settled by the features
+    alone."""
 
     __slots__ = ("_gray", "_load", "shape", "features")
 

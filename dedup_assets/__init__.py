@@ -1,6 +1,6 @@
 """dedup_assets: near-duplicate images in Azure Blob Storage, as Dagster assets."""
 
-from dedup_assets.memory import limit_malloc_arenas
+from dedup_assets.memory import tune_malloc
 
 # Before any stage starts its threads: arenas are given to threads as they first allocate.
-limit_malloc_arenas()
+tune_malloc()

@@ -1,6 +1,7 @@
 """The allocator settings that keep a long run's memory flat, observed in fresh processes
 through glibc's own report (malloc_info lists one <heap> per arena)."""
 
+import os
 import platform
 import subprocess
 import sys
@@ -51,11 +52,47 @@ def test_importing_the_package_caps_malloc_arenas_at_one_per_core(monkeypatch):
     assert arenas("plain") > cap  # glibc's default allows 8 per core: the cap is what limits
 
 
-def test_an_operators_malloc_arena_max_wins(monkeypatch):
-    from dedup_assets.memory import limit_malloc_arenas
+def test_an_operators_malloc_settings_win(monkeypatch):
+    from dedup_assets.memory import fix_mmap_threshold, limit_malloc_arenas
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     assert limit_malloc_arenas() is None
+    assert fix_mmap_threshold() is None
+
+
+HOLES_RETURNED_AT_FREE = """
+import ctypes, sys
+if sys.argv[1] == "import":
+    import dedup_assets  # noqa: F401
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+
+def resident_mb():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
+libc.free(ctypes.c_void_p(libc.malloc(8 << 20)))  # a large block freed: glibc's threshold rises past it
+blocks = [libc.malloc(256 << 10) for _ in range(800)]  # 200 MB in blocks of 256 KB
+for block in blocks:
+    ctypes.memset(block, 1, 256 << 10)
+held = resident_mb()
+for block in blocks[::2]:  # every other one: those kept in between pin each hole
+    libc.free(ctypes.c_void_p(block))
+print(held - resident_mb())
+"""
+
+
+def returned_at_free_mb(*args: str) -> float:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    return float(subprocess.run([sys.executable, "-c", HOLES_RETURNED_AT_FREE, *args], env=env,
+                                capture_output=True, text=True, check=True).stdout)
+
+
+def test_importing_the_package_keeps_large_blocks_mapped_alone_so_free_returns_them():
+    # glibc's default: the 256 KB blocks come from the heap, and the holes stay resident.
+    assert returned_at_free_mb("plain") < 10
+    assert returned_at_free_mb("import") > 90  # of the 100 MB freed
 
 
 FREED_BUT_HELD = """

@@ -26,6 +26,10 @@ def test_concurrent_writers_in_separate_processes_do_not_conflict(layout):
     jobs = [(str(layout.home), asset, f"batch-{n:06d}") for asset in ("a1", "a2", "a3", "a4") for n in range(3)]
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         pool.starmap(write_partition, jobs)
+        # Let the workers exit by themselves: leaving the block terminates them with
+        # SIGTERM, which a process that ignores it (inherited by its children) never obeys.
+        pool.close()
+        pool.join()
     assert register_views(layout) == ["a1", "a2", "a3", "a4"]
     con = duckdb.connect(str(layout.catalog_path), read_only=True)
     for asset in ("a1", "a2", "a3", "a4"):

@@ -154,10 +154,11 @@ def verify_pairs(
     b = np.array([row_of[n] for n in candidates["blob_b"]])
     hashes = features["wavelet_hash"].to_numpy()
     signatures = np.stack(features["color_signature"].to_numpy())
-    vectors = embeddings_matrix(features)
     hamming = np.bitwise_count(np.bitwise_xor(hashes[a], hashes[b])).astype(np.int32)
     colour = color_distance(signatures[a], signatures[b]).astype(np.float32)
-    cosine = pair_inner_products(vectors, a, b)
+    # Not kept through verification: a batch's pairs reach up to ~33k images as the corpus
+    # grows (32 neighbours per new image), 5 KB each as float32.
+    cosine = pair_inner_products(embeddings_matrix(features), a, b)
     gray = np.array([is_grayscale(s) for s in signatures])
     thumbnails = features["thumbnail"].to_list()
 

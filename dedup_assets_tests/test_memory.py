@@ -1,5 +1,5 @@
 """The allocator settings that keep a long run's memory flat, observed in fresh processes
-through glibc's own report (malloc_info lists one <heap> per arena)."""
+through glibc's own report (malloc_info lists one <heap> per arena) and the resident size."""
 
 import os
 import platform

@@ -61,17 +61,20 @@ def test_an_operators_malloc_settings_win(monkeypatch):
     assert fix_mmap_threshold() is None
 
 
-HOLES_RETURNED_AT_FREE = """
+# Allocating through libc itself (not Python's allocator), and the resident size.
+LIBC_AND_RESIDENT_MB = """
 import ctypes, sys
-if sys.argv[1] == "import":
-    import dedup_assets  # noqa: F401
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 
 def resident_mb():
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096 / 2**20
+"""
 
+HOLES_RETURNED_AT_FREE = LIBC_AND_RESIDENT_MB + """
+if sys.argv[1] == "import":
+    import dedup_assets  # noqa: F401
 libc.free(ctypes.c_void_p(libc.malloc(8 << 20)))  # a large block freed: glibc's threshold rises past it
 blocks = [libc.malloc(256 << 10) for _ in range(800)]  # 200 MB in blocks of 256 KB
 for block in blocks:
@@ -95,16 +98,8 @@ def test_importing_the_package_keeps_large_blocks_mapped_alone_so_free_returns_t
     assert returned_at_free_mb("import") > 90  # of the 100 MB freed
 
 
-FREED_BUT_HELD = """
-import ctypes
+FREED_BUT_HELD = LIBC_AND_RESIDENT_MB + """
 from dedup_assets.memory import release_freed_memory
-
-def resident_mb():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096 / 2**20
-
-libc = ctypes.CDLL(None)
-libc.malloc.restype = ctypes.c_void_p
 blocks = [libc.malloc(64 * 1024) for _ in range(4000)]  # ~250 MB below the mmap threshold
 for block in blocks:
     ctypes.memset(block, 1, 64 * 1024)

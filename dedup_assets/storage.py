@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import os
 import re
@@ -114,6 +115,20 @@ class StorageLayout:
             return []
         return sorted(entry["name"].rstrip("/").rsplit("/", 1)[-1]
                       for entry in self.fs.ls(path, detail=True) if entry["type"] == "directory")
+
+    def versions(self, directory: str, suffix: str = ".parquet") -> dict[str, str]:
+        """Each file's version (its etag on a blob store, else size and modification
+        time): a rewritten file gets a new one, so what is derived from a file can be
+        kept under the version it was derived from."""
+        if not self.fs.exists(directory):
+            return {}
+        found = {}
+        for entry in self.fs.ls(directory, detail=True):
+            if entry["type"] != "file" or not entry["name"].endswith(suffix):
+                continue
+            stamp = entry.get("etag") or entry.get("mtime") or entry.get("last_modified")
+            found[entry["name"]] = hashlib.sha1(f"{entry['size']}-{stamp}".encode()).hexdigest()[:16]
+        return found
 
     def read_bytes(self, path: str) -> bytes:
         return self.fs.cat_file(path)
@@ -278,6 +293,10 @@ class StorageLayout:
             write_bytes_atomic(data, Path(path))
         else:
             self.fs.pipe_file(path, data)
+
+    def remove(self, paths: list[str]) -> None:
+        if paths:
+            self.fs.rm(paths)
 
     def write_failures(self, stage: str, partition_key: str, failures: list[dict]) -> int:
         """Replace this stage's failure table for a partition (empty when all succeeded)."""

@@ -95,3 +95,18 @@ def test_local_copies_follow_the_files_and_fetch_only_what_changed(any_layout):
     if not layout.is_local:
         assert all(Path(path).is_relative_to(layout.home / ".data_cache") for path in second)
         assert second[1] != first[1] and not Path(first[1]).exists()  # the earlier version removed
+
+
+def test_a_rewritten_file_gets_a_new_version_and_removed_files_are_gone(any_layout):
+    layout = any_layout
+    paths = [layout.partition_path("scores", key) for key in ("batch-000001", "batch-000002")]
+    for n, path in enumerate(paths):
+        layout.write_parquet(pl.DataFrame({"score": [n]}), path)
+    before = layout.versions(layout.asset_dir("scores"))
+    assert sorted(before) == paths and layout.versions(layout.asset_dir("scores")) == before
+    layout.write_parquet(pl.DataFrame({"score": [7, 8]}), paths[1])
+    after = layout.versions(layout.asset_dir("scores"))
+    assert after[paths[0]] == before[paths[0]] and after[paths[1]] != before[paths[1]]
+    layout.remove([paths[0]])
+    assert sorted(layout.versions(layout.asset_dir("scores"))) == [paths[1]]
+    assert layout.versions(layout.asset_dir("nothing")) == {}

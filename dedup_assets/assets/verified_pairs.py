@@ -6,12 +6,13 @@ import polars as pl
 
 from dedup_assets.assets.reporting import log_progress, markdown_preview, timing
 from dedup_assets.plots import markdown_image, similarity_distributions
-from dedup_assets.corpus import partitions, read_rows
+from dedup_assets.corpus import read_rows
+from dedup_assets.embedding_index import DEFAULT_SPEC, cross_batch_pairs
 from dedup_assets.memory import release_freed_memory
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.placement import GPU_POOL, gpu_step_tags
 from dedup_assets.resources import DedupStorageResource
-from dedup_assets.verify_stage import embedding_pairs, verify_pairs
+from dedup_assets.verify_stage import verify_pairs
 from dedup_assets.vision.cascade import CascadePolicy
 from dedup_assets.vision.verify import ORB_FEATURES, VERIFY_SIDE, load_verifier
 
@@ -19,6 +20,12 @@ from dedup_assets.vision.verify import ORB_FEATURES, VERIFY_SIDE, load_verifier
 class VerifiedPairsConfig(dg.Config):
     min_similarity: float = 0.5  # embedding cosine for a candidate pair
     neighbours: int = 32  # per image, in the embedding search
+    # From this many stored embeddings on, the search across batches goes through a
+    # compressed index (trained once, ~66 bytes per image) instead of reading and
+    # multiplying every stored embedding; 0: always exact. Candidates' cosines stay exact.
+    index_from: int = 200_000
+    index_spec: str = DEFAULT_SPEC  # faiss factory string; must contain an IVF
+    index_probes: int = 32  # inverted lists visited per query
     verifier: str = "orb"  # orb (CPU), lightglue or loftr (GPU)
     verifier_checkpoint: str | None = None  # local LoFTR checkpoint
     verify_side: int = VERIFY_SIDE  # longest side, in pixels, images are matched at
@@ -61,9 +68,11 @@ def verified_pairs(
     that decided and why."""
     started = time.perf_counter()
     layout = storage.layout
-    # Stored embeddings are streamed a partition at a time: memory does not grow with the corpus.
-    from_embeddings = embedding_pairs(embeddings, partitions(layout, "embeddings", ["blob_name", "embedding"]),
-                                      config.min_similarity, config.neighbours)
+    # Stored embeddings are streamed a partition at a time (memory does not grow with the
+    # corpus), or, in a large corpus, their compressed codes.
+    from_embeddings, searched = cross_batch_pairs(embeddings, layout, context.partition_key, config.min_similarity,
+                                                  config.neighbours, config.index_from, config.index_spec,
+                                                  config.index_probes)
     candidates = (
         pl.concat([
             color_candidates.select("blob_a", "blob_b").with_columns(pl.lit("hash").alias("source")),
@@ -103,6 +112,7 @@ def verified_pairs(
         "duplicates": int(pairs["is_duplicate"].sum()) if pairs.height else 0,
         "geometrically_verified": verified,
         "deferred_pairs": deferred,
+        "embedding_search": searched,
         "verifier": verifier.name,
         "pairs_per_second": round(verified / max(seconds, 1e-9), 1),
         **timing(embeddings.height, time.perf_counter() - started),

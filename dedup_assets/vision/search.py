@@ -106,3 +106,43 @@ def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarr
     keep = (heap.D >= min_similarity) & (heap.I >= 0)
     query = np.repeat(np.arange(len(queries), dtype=np.int64), k).reshape(-1, k)
     return PairIndices(query[keep], heap.I[keep].astype(np.int64), heap.D[keep].astype(np.float32))
+
+
+def train_codec(sample: np.ndarray, spec: str) -> faiss.Index:
+    """A compressed inverted-file index (faiss factory `spec`, e.g. "PCA256,IVF1024,PQ64"),
+    trained on a sample of embeddings and empty: its codes are computed per stored
+    partition (`encode`) and gathered for each search (`coded_neighbours`)."""
+    codec = faiss.index_factory(sample.shape[1], spec, faiss.METRIC_INNER_PRODUCT)
+    inverted = faiss.downcast_index(faiss.extract_index_ivf(codec))  # raises for a spec without an inverted file
+    if hasattr(inverted, "do_polysemous_training"):
+        # The factory turns it on for IVF-PQ; its codes' reordering (for Hamming
+        # pre-filtering, unused here) was 16x the rest of the training.
+        inverted.do_polysemous_training = False
+    codec.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return codec
+
+
+def encode(codec: faiss.Index, vectors: np.ndarray) -> np.ndarray:
+    """Each vector's standalone code (its list number and its compressed residual)."""
+    if len(vectors) == 0:
+        return np.zeros((0, codec.sa_code_size()), np.uint8)
+    return codec.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+def coded_neighbours(codec: faiss.Index, code_chunks: Iterable[np.ndarray], queries: np.ndarray, k: int,
+                     probes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate k nearest references per query among coded references that arrive in
+    chunks (ids count rows across the chunks): (scores, ids), id -1 where fewer exist.
+    Scores are the codec's approximations (after its transform), for ranking only."""
+    searcher = faiss.clone_index(codec)
+    inverted = faiss.extract_index_ivf(searcher)
+    offset = 0
+    for codes in code_chunks:
+        if len(codes):
+            inverted.add_sa_codes(np.ascontiguousarray(codes), np.arange(offset, offset + len(codes), dtype=np.int64))
+            offset += len(codes)
+    searcher.ntotal = inverted.ntotal
+    inverted.nprobe = probes
+    if offset == 0 or len(queries) == 0:
+        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+    return searcher.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, offset))

@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 import polars as pl
 
-from dedup_assets.corpus import embeddings_matrix, read_rows
+from dedup_assets.corpus import embeddings_matrix, partitions
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.search import coded_neighbours, encode, pair_inner_products, streamed_neighbours, train_codec
 
@@ -156,21 +156,24 @@ def indexed_embedding_pairs(batch: pl.DataFrame, index: EmbeddingIndex, layout: 
     at or above `min_similarity`."""
     queries = embeddings_matrix(batch)
     within = streamed_neighbours(queries, [queries], min_similarity, k + 1)  # +1: itself
-    candidates = index.candidates(batch, partition_key, k)
-    stored = read_rows(layout, "embeddings", ["blob_name", "embedding"], candidates["stored"].unique())
-    stored = stored.unique(subset="blob_name", keep="last", maintain_order=True) if stored.height else \
-        pl.DataFrame(schema={"blob_name": pl.String, "embedding": pl.Binary})
-    rows = (candidates
-            .join(batch.select(pl.col("blob_name").alias("query")).with_row_index("a"), on="query")
-            .join(stored.select(pl.col("blob_name").alias("stored")).with_row_index("b"), on="stored"))
-    a = rows["a"].to_numpy().astype(np.int64)
-    b = rows["b"].to_numpy().astype(np.int64) + len(queries)
-    cosine = pair_inner_products(np.concatenate([queries, embeddings_matrix(stored, queries.shape[1])]), a, b)
+    candidates = index.candidates(batch, partition_key, k).join(
+        batch.select(pl.col("blob_name").alias("query")).with_row_index("a"), on="query")
+    wanted = pl.col("blob_name").is_in(candidates["stored"].unique().implode())
+    scored_stored = []
+    # The candidates' stored embeddings a partition at a time: a batch's 64k candidates
+    # held at once would be ~330 MB as float32.
+    for frame in partitions(layout, "embeddings", ["blob_name", "embedding"], where=wanted):
+        rows = candidates.join(frame.select(pl.col("blob_name").alias("stored")).with_row_index("b"), on="stored")
+        cosine = pair_inner_products(queries, rows["a"].to_numpy().astype(np.int64),
+                                     rows["b"].to_numpy().astype(np.int64),
+                                     others=embeddings_matrix(frame, queries.shape[1]))
+        scored_stored.append(pl.DataFrame({"query": rows["query"], "other": rows["stored"], "cosine": cosine},
+                                          schema=_SCORED))
     names = batch["blob_name"]
     scored = pl.concat([
         pl.DataFrame({"query": names.gather(within.query), "other": names.gather(within.reference),
                       "cosine": within.score}, schema=_SCORED),
-        pl.DataFrame({"query": rows["query"], "other": rows["stored"], "cosine": cosine}, schema=_SCORED),
+        *scored_stored,
     ])
     return (scored
             .filter((pl.col("cosine") >= min_similarity) & (pl.col("query") != pl.col("other")))
@@ -193,7 +196,6 @@ def cross_batch_pairs(batch: pl.DataFrame, layout: StorageLayout, partition_key:
     searched: exactly while fewer than `index_from` embeddings are stored (0: always),
     through the compressed index once it is trained. The batch whose search first sees
     `index_from` stored embeddings trains it, once, for the batches after it."""
-    from dedup_assets.corpus import partitions
     from dedup_assets.verify_stage import embedding_pairs
 
     model = batch["model"][0] if batch.height and "model" in batch.columns else "unknown"

@@ -71,14 +71,15 @@ PAIRS_PER_BLOCK = 4096
 
 
 def pair_inner_products(vectors: np.ndarray, a: np.ndarray, b: np.ndarray,
-                        block: int = PAIRS_PER_BLOCK) -> np.ndarray:
-    """vectors[a[i]] . vectors[b[i]] for each pair, a block of pairs at a time: gathering
-    every pair's two rows at once held 2 x 156 MB for a batch's 30k pairs, the
-    verification step's peak (docs/performance.md, §3)."""
+                        block: int = PAIRS_PER_BLOCK, others: np.ndarray | None = None) -> np.ndarray:
+    """vectors[a[i]] . vectors[b[i]] for each pair (others[b[i]] when given), a block of
+    pairs at a time: gathering every pair's two rows at once held 2 x 156 MB for a
+    batch's 30k pairs, the verification step's peak (docs/performance.md, §3)."""
+    others = vectors if others is None else others
     out = np.empty(len(a), np.float32)
     for start in range(0, len(a), block):
         end = start + block
-        out[start:end] = np.einsum("ij,ij->i", vectors[a[start:end]], vectors[b[start:end]])
+        out[start:end] = np.einsum("ij,ij->i", vectors[a[start:end]], others[b[start:end]])
     return out
 
 

@@ -63,7 +63,7 @@ def verified_pairs(
     storage: DedupStorageResource,
 ) -> dg.Output[pl.DataFrame]:
     """Candidates from both searches (near-hash + colour, and embedding neighbours over
-    every stored batch), decided by the cascade: near-identical hashes are accepted, the
+    every stored batch: exact, or through a compressed index in a large corpus), decided by the cascade: near-identical hashes are accepted, the
     uncertain rest verified geometrically. Every pair is kept with its scores, the stage
     that decided and why."""
     started = time.perf_counter()

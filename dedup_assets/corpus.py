@@ -30,12 +30,41 @@ def partitions(layout: StorageLayout, asset_name: str, columns: list[str],
         yield frame
 
 
+# Stored partitions one DuckDB query picks rows from: ~100 MB of embeddings scanned.
+FILES_PER_PICK = 100
+PICK_MEMORY_LIMIT = "256MB"
+
+
+def picked_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str],
+                files_at_once: int = FILES_PER_PICK) -> Iterator[pl.DataFrame]:
+    """Selected columns of the stored rows of these blobs, a group of partitions at a
+    time, in partition order (a blob stored by several batches: its latest row last)."""
+    wanted = pl.DataFrame({"blob_name": list(names)}, schema={"blob_name": pl.String})
+    files = _partition_files(layout, asset_name)
+    if wanted.height == 0 or not files:
+        return
+    if not layout.is_local:
+        # One partition at a time, the wanted rows picked while reading (the other rows'
+        # embeddings are never decoded): 6,500 rows out of 1M stored, 2.7 s instead of 15 s.
+        yield from partitions(layout, asset_name, columns,
+                              where=pl.col("blob_name").is_in(wanted["blob_name"].implode()))
+        return
+    # On disk, one DuckDB semi-join per group of files: 48,000 rows out of 1M stored
+    # embeddings in 4.1 s, against 11.0 s partition by partition with polars.
+    selected = ", ".join(f'"{column}"' for column in columns)
+    with bounded_memory(duckdb.connect(), layout, PICK_MEMORY_LIMIT, reads_remote=False) as con:
+        con.register("wanted", wanted.to_arrow())
+        for start in range(0, len(files), files_at_once):
+            yield con.execute(f"""
+                select {selected} from read_parquet($files, filename = true, file_row_number = true,
+                                                    union_by_name = true)
+                semi join wanted using (blob_name)
+                order by filename, file_row_number""", {"files": files[start:start + files_at_once]}).pl()
+
+
 def read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str]) -> pl.DataFrame:
     """Selected columns of the stored rows of these blobs only (empty if none yet)."""
-    wanted = pl.Series(list(names), dtype=pl.String).implode()
-    # One partition at a time, the wanted rows picked while reading (the other rows'
-    # embeddings are never decoded): 6,500 rows out of 1M stored, 2.7 s instead of 15 s.
-    frames = list(partitions(layout, asset_name, columns, where=pl.col("blob_name").is_in(wanted)))
+    frames = [frame for frame in picked_rows(layout, asset_name, columns, names) if frame.height]
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 

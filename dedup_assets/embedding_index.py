@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 import polars as pl
 
-from dedup_assets.corpus import embeddings_matrix, partitions
+from dedup_assets.corpus import embeddings_matrix, partitions, picked_rows
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.search import coded_neighbours, encode, pair_inner_products, streamed_neighbours, train_codec
 
@@ -158,11 +158,10 @@ def indexed_embedding_pairs(batch: pl.DataFrame, index: EmbeddingIndex, layout: 
     within = streamed_neighbours(queries, [queries], min_similarity, k + 1)  # +1: itself
     candidates = index.candidates(batch, partition_key, k).join(
         batch.select(pl.col("blob_name").alias("query")).with_row_index("a"), on="query")
-    wanted = pl.col("blob_name").is_in(candidates["stored"].unique().implode())
     scored_stored = []
-    # The candidates' stored embeddings a partition at a time: a batch's 64k candidates
-    # held at once would be ~330 MB as float32.
-    for frame in partitions(layout, "embeddings", ["blob_name", "embedding"], where=wanted):
+    # The candidates' stored embeddings a group of partitions at a time: a batch's 64k
+    # candidates held at once would be ~330 MB as float32.
+    for frame in picked_rows(layout, "embeddings", ["blob_name", "embedding"], candidates["stored"].unique()):
         rows = candidates.join(frame.select(pl.col("blob_name").alias("stored")).with_row_index("b"), on="stored")
         cosine = pair_inner_products(queries, rows["a"].to_numpy().astype(np.int64),
                                      rows["b"].to_numpy().astype(np.int64),

@@ -30,6 +30,21 @@ def partitions(layout: StorageLayout, asset_name: str, columns: list[str],
         yield frame
 
 
+def grouped(frames: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
+    """Consecutive frames concatenated into groups of at least `rows` rows (the last may
+    be smaller): per-group work done once per group instead of once per partition."""
+    held: list[pl.DataFrame] = []
+    have = 0
+    for frame in frames:
+        held.append(frame)
+        have += frame.height
+        if have >= rows:
+            yield pl.concat(held, rechunk=True)  # one chunk: polars' gather from several can panic
+            held, have = [], 0
+    if held:
+        yield pl.concat(held, rechunk=True)
+
+
 # Stored partitions one DuckDB query picks rows from: ~100 MB of embeddings scanned.
 FILES_PER_PICK = 100
 PICK_MEMORY_LIMIT = "256MB"

@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from dedup_assets.corpus import latest_duplicate_pairs, read_rows
+from dedup_assets.corpus import grouped, latest_duplicate_pairs, read_rows
 
 
 def store_pairs(layout, batch, rows):
@@ -27,3 +27,17 @@ def test_rows_of_named_blobs_come_from_every_batch(layout):
         layout.write_parquet(frame, layout.partition_path("wavelet_hashes", batch))
     rows = read_rows(layout, "wavelet_hashes", ["blob_name", "batch"], ["a", "c"])
     assert rows.rows() == [("a", "batch-000001"), ("c", "batch-000002"), ("a", "batch-000002")]
+
+
+def test_grouped_frames_keep_every_row_in_order_in_groups_of_at_least_the_size():
+    frames = [pl.DataFrame({"n": list(range(start, start + size)), "signature": [[start % 256] * 3] * size},
+                           schema={"n": pl.Int64, "signature": pl.Array(pl.UInt8, 3)})
+              for start, size in ((0, 4), (4, 0), (4, 3), (7, 5), (12, 1))]
+    groups = list(grouped(iter(frames), rows=6))
+    assert [group.height for group in groups] == [7, 6]
+    assert pl.concat(groups)["n"].to_list() == list(range(13))
+    # One chunk each: gathering nothing from a fixed-size list column of a concatenation
+    # of several chunks panicked in polars.
+    assert all(group["signature"].n_chunks() == 1 for group in groups)
+    assert groups[0]["signature"].gather([]).len() == 0
+    assert list(grouped(iter([]), rows=6)) == []

@@ -197,7 +197,9 @@ def cross_batch_pairs(batch: pl.DataFrame, layout: StorageLayout, partition_key:
     `index_from` stored embeddings trains it, once, for the batches after it."""
     from dedup_assets.verify_stage import embedding_pairs
 
-    model = batch["model"][0] if batch.height and "model" in batch.columns else "unknown"
+    if batch.height == 0:  # every blob of the batch failed before its embedding: nothing to search
+        return pl.DataFrame(schema={"blob_a": pl.String, "blob_b": pl.String}), "none (no embeddings)"
+    model = batch["model"][0] if "model" in batch.columns else "unknown"
     index = EmbeddingIndex(layout, model, spec, probes) if index_from > 0 else None
     if index is not None and index.trained:
         return indexed_embedding_pairs(batch, index, layout, partition_key, min_similarity, k), "index"

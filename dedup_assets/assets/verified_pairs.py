@@ -63,9 +63,9 @@ def verified_pairs(
     storage: DedupStorageResource,
 ) -> dg.Output[pl.DataFrame]:
     """Candidates from both searches (near-hash + colour, and embedding neighbours over
-    every stored batch: exact, or through a compressed index in a large corpus), decided by the cascade: near-identical hashes are accepted, the
-    uncertain rest verified geometrically. Every pair is kept with its scores, the stage
-    that decided and why."""
+    every stored batch: exact, or through a compressed index in a large corpus), decided
+    by the cascade: near-identical hashes are accepted, the uncertain rest verified
+    geometrically. Every pair is kept with its scores, the stage that decided and why."""
     started = time.perf_counter()
     layout = storage.layout
     # Stored embeddings are streamed a partition at a time (memory does not grow with the

@@ -29,6 +29,7 @@ import polars as pl
 
 from dedup_assets.corpus import embeddings_matrix, partitions, picked_rows
 from dedup_assets.storage import StorageLayout
+from dedup_assets.verify_stage import embedding_pairs
 from dedup_assets.vision.search import coded_neighbours, encode, pair_inner_products, streamed_neighbours, train_codec
 
 log = logging.getLogger(__name__)
@@ -195,11 +196,9 @@ def cross_batch_pairs(batch: pl.DataFrame, layout: StorageLayout, partition_key:
     searched: exactly while fewer than `index_from` embeddings are stored (0: always),
     through the compressed index once it is trained. The batch whose search first sees
     `index_from` stored embeddings trains it, once, for the batches after it."""
-    from dedup_assets.verify_stage import embedding_pairs
-
     if batch.height == 0:  # every blob of the batch failed before its embedding: nothing to search
         return pl.DataFrame(schema={"blob_a": pl.String, "blob_b": pl.String}), "none (no embeddings)"
-    model = batch["model"][0] if "model" in batch.columns else "unknown"
+    model = batch["model"][0]
     index = EmbeddingIndex(layout, model, spec, probes) if index_from > 0 else None
     if index is not None and index.trained:
         return indexed_embedding_pairs(batch, index, layout, partition_key, min_similarity, k), "index"

@@ -52,7 +52,7 @@ def exact(layout, batch, floor, k):
     return embedding_pairs(batch, partitions(layout, "embeddings", ["blob_name", "embedding"]), floor, k)
 
 
-def test_the_index_finds_every_copy_and_the_close_pairs_and_nothing_below_the_floor(corpus):
+def test_the_index_finds_every_copy_nearly_every_exact_pair_and_nothing_below_the_floor(corpus):
     layout, batch, copied = corpus
     index = EmbeddingIndex(layout, "test", SPEC, probes=8)
     index.train_from_store(4000, sample_size=3000)

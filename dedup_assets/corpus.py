@@ -119,9 +119,11 @@ def latest_duplicate_pairs(layout: StorageLayout, columns: list[str]) -> pl.Data
         return con.execute(sql, {"files": files}).pl()
 
 
-def embeddings_matrix(frame: pl.DataFrame, dim: int | None = None) -> np.ndarray:
-    """The float16 `embedding` column (raw bytes per row) as a float32 matrix."""
-    if frame.height == 0:
+def embeddings_matrix(frame: pl.DataFrame | pl.Series, dim: int | None = None) -> np.ndarray:
+    """The float16 `embedding` column (raw bytes per row; or that column itself) as a
+    float32 matrix."""
+    column = frame if isinstance(frame, pl.Series) else frame["embedding"]
+    if column.len() == 0:
         return np.zeros((0, dim or 0), np.float32)
-    raw = b"".join(frame["embedding"].to_list())
-    return np.frombuffer(raw, dtype="<f2").reshape(frame.height, -1).astype(np.float32)
+    raw = b"".join(column.to_list())
+    return np.frombuffer(raw, dtype="<f2").reshape(column.len(), -1).astype(np.float32)

@@ -19,7 +19,7 @@ from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
 from dedup_assets.vision.color import color_distance
-from dedup_assets.vision.search import pair_inner_products, streamed_neighbours
+from dedup_assets.vision.search import PAIRS_PER_BLOCK, streamed_neighbours
 from dedup_assets.vision.verify import PreparedImage, Verification, Verifier
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,25 @@ def embedding_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame], min_sim
                 pl.max_horizontal("name_1", "name_2").alias("blob_b"))
         .unique()
     )
+
+
+def pair_cosines(vectors: pl.DataFrame, blob_a: pl.Series, blob_b: pl.Series,
+                 block: int = PAIRS_PER_BLOCK) -> np.ndarray:
+    """The cosine of each pair's embeddings (`vectors`: blob_name, embedding, one row per
+    name), from the float16 rows of one block of pairs at a time: a batch's pairs reach up
+    to ~33k stored images, and all of them as one float32 matrix (5 KB each, and its
+    copies on the way) was the step's transient that grew with the corpus (~220 MB at
+    30k images; docs/performance.md, §3-4)."""
+    row_of = {name: row for row, name in enumerate(vectors["blob_name"].to_list())}
+    a = np.array([row_of[name] for name in blob_a], np.int64)
+    b = np.array([row_of[name] for name in blob_b], np.int64)
+    column = vectors["embedding"]
+    cosines = np.empty(len(a), np.float32)
+    for start in range(0, len(a), block):
+        end = start + block
+        cosines[start:end] = np.einsum("ij,ij->i", embeddings_matrix(column.gather(a[start:end])),
+                                       embeddings_matrix(column.gather(b[start:end])))
+    return cosines
 
 
 class OnceCache:
@@ -135,8 +154,8 @@ class FeatureStore:
 
 
 def verify_pairs(
-    candidates: pl.DataFrame,  # blob_a, blob_b, found_by
-    features: pl.DataFrame,  # blob_name, wavelet_hash, color_signature, thumbnail, embedding
+    candidates: pl.DataFrame,  # blob_a, blob_b, found_by, cosine (of their embeddings)
+    features: pl.DataFrame,  # blob_name, wavelet_hash, color_signature, thumbnail
     layout: StorageLayout,
     verifier: Verifier,
     policy: CascadePolicy,
@@ -156,9 +175,7 @@ def verify_pairs(
     signatures = np.stack(features["color_signature"].to_numpy())
     hamming = np.bitwise_count(np.bitwise_xor(hashes[a], hashes[b])).astype(np.int32)
     colour = color_distance(signatures[a], signatures[b]).astype(np.float32)
-    # Not kept through verification: a batch's pairs reach up to ~33k images as the corpus
-    # grows (32 neighbours per new image), 5 KB each as float32.
-    cosine = pair_inner_products(embeddings_matrix(features), a, b)
+    cosine = candidates["cosine"].to_numpy()
     gray = np.array([is_grayscale(s) for s in signatures])
     thumbnails = features["thumbnail"].to_list()
 

@@ -8,7 +8,7 @@ import pytest
 
 from dedup_assets.demo_data import recolor, shipped_photos
 from dedup_assets.storage import StorageLayout
-from dedup_assets.verify_stage import FeatureStore, verify_pairs
+from dedup_assets.verify_stage import FeatureStore, pair_cosines, verify_pairs
 from dedup_assets.vision.cascade import CascadePolicy
 from dedup_assets.vision.color import SIGNATURE_SIZE
 from dedup_assets.vision.verify import OrbVerifier
@@ -53,7 +53,22 @@ def stored_images(tmp_path):
     names = sorted(images)
     candidates = pl.DataFrame([(a, b, "embedding") for i, a in enumerate(names) for b in names[i + 1:]],
                               schema={"blob_a": pl.String, "blob_b": pl.String, "found_by": pl.String}, orient="row")
+    candidates = candidates.with_columns(
+        pl.Series("cosine", pair_cosines(features, candidates["blob_a"], candidates["blob_b"])))
     return layout, features, candidates
+
+
+def test_pair_cosines_match_the_whole_matrix_in_any_block_size():
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((50, 16)).astype("<f2")
+    frame = pl.DataFrame({"blob_name": [f"img{i:02d}" for i in range(50)],
+                          "embedding": [row.tobytes() for row in vectors]})
+    a, b = rng.integers(0, 50, 300), rng.integers(0, 50, 300)
+    names = frame["blob_name"]
+    expected = np.einsum("ij,ij->i", vectors[a].astype(np.float32), vectors[b].astype(np.float32))
+    for block in (7, 300, 4096):
+        assert np.allclose(pair_cosines(frame, names.gather(a), names.gather(b), block=block), expected, atol=1e-4)
+    assert pair_cosines(frame, names[:0], names[:0]).shape == (0,)
 
 
 def test_a_later_batch_reuses_the_stored_features_and_decides_the_same(stored_images):

@@ -18,9 +18,10 @@ class EmbeddingsConfig(dg.Config):
     device: str = "auto"  # auto: CUDA when present, else CPU
     runtime: str = "auto"  # auto: ONNX Runtime on CPU, PyTorch on CUDA; or torch, onnx
     input_size: int | None = None  # pixels per side; None: the model's own (224)
-    # Images per forward pass. 16 on the CPU: as fast as 32, ~200 MB less working memory
+    # Images per forward pass. 8 on the CPU: as fast as 16 or 32, and its ONNX pass (the
+    # peak of a whole batch's run) is 84 MB above idle against 169 MB for 16
     # (docs/performance.md); raise it on a GPU (bench/gpu.py uses 256).
-    batch_size: int = 16
+    batch_size: int = 8
 
 
 @dg.asset(

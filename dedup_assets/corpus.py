@@ -78,9 +78,14 @@ def picked_rows(layout: StorageLayout, asset_name: str, columns: list[str], name
 
 
 def read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str]) -> pl.DataFrame:
-    """Selected columns of the stored rows of these blobs only (empty if none yet)."""
+    """Selected columns of the stored rows of these blobs only: empty, with those columns,
+    if none are stored (a batch without candidate pairs joins and dedupes it by name)."""
     frames = [frame for frame in picked_rows(layout, asset_name, columns, names) if frame.height]
-    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    if frames:
+        return pl.concat(frames, how="diagonal_relaxed")
+    for _, stored in layout.iter_parquet(_partition_files(layout, asset_name)[:1], columns):
+        return stored.clear()  # the stored types
+    return pl.DataFrame(schema={column: pl.String if column == "blob_name" else pl.Null for column in columns})
 
 
 # DuckDB spills beyond it. 128 MB: over 25M stored pairs (500k duplicates) the query

@@ -28,6 +28,12 @@ def test_rows_of_named_blobs_come_from_every_batch(layout):
     rows = read_rows(layout, "wavelet_hashes", ["blob_name", "batch"], ["a", "c"])
     assert rows.rows() == [("a", "batch-000001"), ("c", "batch-000002"), ("a", "batch-000002")]
 
+    for names in ([], ["nobody"]):  # nothing asked for, or nothing stored for it: the columns, typed
+        none = read_rows(layout, "wavelet_hashes", ["blob_name", "width"], names)
+        assert none.height == 0 and none.schema == {"blob_name": pl.String, "width": pl.Int64}
+    nothing_stored = read_rows(layout, "embeddings", ["blob_name", "embedding"], ["a"])
+    assert nothing_stored.height == 0 and nothing_stored.columns == ["blob_name", "embedding"]
+
 
 def test_grouped_frames_keep_every_row_in_order_in_groups_of_at_least_the_size():
     frames = [pl.DataFrame({"n": list(range(start, start + size)), "signature": [[start % 256] * 3] * size},

@@ -125,3 +125,16 @@ def test_a_chain_of_crops_does_not_merge_the_two_ends(instance, resources, layou
     assert not pairs.get(("a.jpg", "c.jpg"), False)
     cluster = dict(query(layout, "select blob_name, cluster_id from clusters"))
     assert cluster["a.jpg"] == cluster["b.jpg"] != cluster["c.jpg"]
+
+
+def test_a_batch_without_candidate_pairs_ends_as_one_singleton_per_image(instance, resources, layout, tmp_path,
+                                                                         photos):
+    from dedup_assets.resources import ImageSourceResource
+
+    folder = tmp_path / "alone"
+    folder.mkdir()
+    save(photos["chelsea"], folder / "chelsea.jpg", 92)  # one image: nothing to pair it with
+    alone_resources = {**resources, "image_source": ImageSourceResource(uri=str(folder))}
+    (batch,) = run_batch(instance, alone_resources, layout, folder)
+    assert pl.read_parquet(layout.partition_path("verified_pairs", batch)).height == 0
+    assert query(layout, "select blob_name, cluster_size from clusters") == [("chelsea.jpg", 1)]

@@ -80,11 +80,14 @@ def picked_rows(layout: StorageLayout, asset_name: str, columns: list[str], name
 def read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str]) -> pl.DataFrame:
     """Selected columns of the stored rows of these blobs only: empty, with those columns,
     if none are stored (a batch without candidate pairs joins and dedupes it by name)."""
-    frames = [frame for frame in picked_rows(layout, asset_name, columns, names) if frame.height]
-    if frames:
+    picked = list(picked_rows(layout, asset_name, columns, names))
+    if frames := [frame for frame in picked if frame.height]:
         return pl.concat(frames, how="diagonal_relaxed")
+    if picked:
+        return picked[0]  # none stored for these names: empty, with the stored types
+    # No names asked for: the stored types from one partition (a batch without pairs).
     for _, stored in layout.iter_parquet(_partition_files(layout, asset_name)[:1], columns):
-        return stored.clear()  # the stored types
+        return stored.clear()
     return pl.DataFrame(schema={column: pl.String if column == "blob_name" else pl.Null for column in columns})
 
 

@@ -118,6 +118,21 @@ def test_codes_are_written_once_per_partition_version_and_a_recomputed_partition
         {n: t for n, t in first.items() if not n.startswith("batch-000002")}
 
 
+def test_a_retrained_codec_removes_the_codes_of_the_one_it_replaces(corpus):
+    layout, _, _ = corpus
+    index = EmbeddingIndex(layout, "test", SPEC)
+    index.train_from_store(4000, sample_size=3000)
+    list(index.stored_codes(exclude="batch-000005"))
+    _, first = index.codec()
+    codes_root = layout.data_path(f"{index.root}/codes")
+    assert layout.subdirectories(codes_root) == [first]
+    index.train_from_store(4000, sample_size=2000)  # another sample: another codec
+    _, second = index.codec()
+    assert second != first and layout.subdirectories(codes_root) == []
+    assert sum(frame.height for frame in index.stored_codes(exclude="batch-000005")) == 4000
+    assert layout.subdirectories(codes_root) == [second]
+
+
 def test_an_index_that_cannot_be_trained_leaves_the_search_exact(corpus):
     layout, batch, _ = corpus
     # More inverted lists than stored embeddings: faiss refuses to train.

@@ -24,7 +24,9 @@ from dedup_assets.vision.verify import PreparedImage, Verification, Verifier
 
 log = logging.getLogger(__name__)
 
-PAIRS_PER_FETCH = 1024  # pairs whose thumbnails are held encoded at once (~2k x 15 KB)
+# Pairs whose thumbnails and stored features are fetched together, one round of
+# concurrent reads: ≤ 512 images, ~20 MB of features (1,024 pairs held up to ~80 MB).
+PAIRS_PER_FETCH = 256
 THUMBNAIL_CACHE = 1024  # images kept while verifying (ORB: ~40 KB of features each)
 
 VERIFIED_SCHEMA = {
@@ -232,6 +234,7 @@ def verify_pairs(
             chunk = to_verify[start:start + PAIRS_PER_FETCH]
             # Images still prepared from an earlier slice need nothing fetched again.
             paths = {thumbnails[row] for i in chunk for row in (a[i], b[i]) if row not in prepared}
+            stored = encoded = {}  # the last slice's bytes go before this slice's arrive
             stored = store.read(paths) if store is not None else {}
             encoded = layout.read_thumbnails([path for path in paths if path not in stored])
             for i, result in zip(chunk, pool.map(run, chunk)):

@@ -141,6 +141,8 @@ class FeatureStore:
         return hasattr(verifier, "features_key")
 
     def path(self, thumbnail: str) -> str:
+        # The name stored features have always had; since the twelfth session they hold
+        # OrbVerifier's raw layout, and those written before as npz are still read.
         return f"{self.root}/{thumbnail}.npz"
 
     def read(self, thumbnails: Iterable[str]) -> dict[str, bytes]:

@@ -163,12 +163,15 @@ def test_a_failure_is_raised_and_not_kept():
         cache(3)
 
 
-def test_an_unreadable_stored_entry_is_described_again(stored_images, caplog):
+@pytest.mark.parametrize("cut_short", ["raw layout", "npz"])
+def test_an_unreadable_stored_entry_is_described_again(stored_images, caplog, cut_short):
     layout, features, candidates = stored_images
     pairs, _ = verify_pairs(candidates, features, layout, CountingOrb(), CascadePolicy())
     store = FeatureStore(layout, OrbVerifier())
     broken = features["thumbnail"][0]
-    layout.write_bytes(layout.data_path(store.path(broken)), b"PK\x03\x04 cut short")
+    path = layout.data_path(store.path(broken))
+    data = layout.read_bytes(path)[:-100] if cut_short == "raw layout" else b"PK\x03\x04 cut short"
+    layout.write_bytes(path, data)
 
     again = CountingOrb()
     repeated, _ = verify_pairs(candidates, features, layout, again, CascadePolicy())

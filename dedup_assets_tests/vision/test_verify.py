@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 
@@ -164,6 +166,32 @@ def test_features_alone_give_the_same_verification_and_load_pixels_only_when_nee
         assert orb.verify_prepared(from_store(a), orb.prepare(samples[b])) == expected
     # Only the true copy had a fit with enough inliers for the pixel agreement.
     assert sorted(set(loads)) == ["astronaut", "astronaut_crop"]
+
+
+def test_stored_features_round_trip_exactly_and_older_npz_files_are_still_read(orb, samples):
+    image = orb.prepare(samples["astronaut"])
+    keypoints, descriptors = orb.describe(image)
+
+    def decoded(data):
+        back = orb.decode_features(data, lambda: image.gray)
+        return back.shape, back.features
+
+    shape, (keypoints_back, descriptors_back) = decoded(orb.encode_features(image))
+    assert shape == image.shape and np.array_equal(keypoints_back, keypoints)
+    assert np.array_equal(descriptors_back, descriptors) and descriptors_back.flags.writeable
+    # Written by earlier versions: npz.
+    legacy = io.BytesIO()
+    np.savez(legacy, shape=np.int32(image.shape), keypoints=keypoints, descriptors=descriptors)
+    shape, (keypoints_back, descriptors_back) = decoded(legacy.getvalue())
+    assert shape == image.shape and np.array_equal(keypoints_back, keypoints)
+    assert np.array_equal(descriptors_back, descriptors)
+    # A smooth image without keypoints: no descriptors, as when described.
+    blank = orb.prepare(np.full((300, 400), 128, np.uint8))
+    assert orb.describe(blank)[1] is None
+    shape, (keypoints_back, descriptors_back) = decoded(orb.encode_features(blank))
+    assert shape == blank.shape and keypoints_back.shape == (0, 2) and descriptors_back is None
+    with pytest.raises(ValueError, match="header says"):
+        orb.decode_features(orb.encode_features(image)[:-5], lambda: image.gray)
 
 
 def test_features_stored_under_other_settings_are_not_reused():

@@ -29,7 +29,7 @@ import polars as pl
 
 from dedup_assets.corpus import embeddings_matrix, partitions, picked_rows
 from dedup_assets.storage import StorageLayout
-from dedup_assets.verify_stage import embedding_pairs
+from dedup_assets.verify_stage import EMBEDDING_PAIRS_SCHEMA, embedding_pairs, named_pairs
 from dedup_assets.vision.search import coded_neighbours, encode, pair_inner_products, streamed_neighbours, train_codec
 
 log = logging.getLogger(__name__)
@@ -183,15 +183,12 @@ def indexed_embedding_pairs(batch: pl.DataFrame, index: EmbeddingIndex, layout: 
                       "cosine": within.score}, schema=_SCORED),
         *scored_stored,
     ])
-    return (scored
-            .filter((pl.col("cosine") >= min_similarity) & (pl.col("query") != pl.col("other")))
-            .sort("cosine", descending=True)
-            .unique(subset=["query", "other"], keep="first", maintain_order=True)
-            .group_by("query", maintain_order=True).head(k)
-            .select(pl.min_horizontal("query", "other").alias("blob_a"),
-                    pl.max_horizontal("query", "other").alias("blob_b"))
-            .unique()
-            .sort("blob_a", "blob_b"))
+    return named_pairs(scored
+                       .filter((pl.col("cosine") >= min_similarity) & (pl.col("query") != pl.col("other")))
+                       .sort("cosine", descending=True)
+                       .unique(subset=["query", "other"], keep="first", maintain_order=True)
+                       .group_by("query", maintain_order=True).head(k)
+                       .select(pl.col("query").alias("name_1"), pl.col("other").alias("name_2"), "cosine"))
 
 
 _SCORED = {"query": pl.String, "other": pl.String, "cosine": pl.Float32}
@@ -200,12 +197,12 @@ _SCORED = {"query": pl.String, "other": pl.String, "cosine": pl.Float32}
 def cross_batch_pairs(batch: pl.DataFrame, layout: StorageLayout, partition_key: str | None,
                       min_similarity: float, k: int, index_from: int, spec: str = DEFAULT_SPEC,
                       probes: int = 32) -> tuple[pl.DataFrame, str]:
-    """The batch's embedding neighbours among every stored embedding, and how they were
-    searched: exactly while fewer than `index_from` embeddings are stored (0: always),
+    """The batch's embedding neighbours among every stored embedding, with their
+    cosines, and how they were searched: exactly while fewer than `index_from` embeddings are stored (0: always),
     through the compressed index once it is trained. The batch whose search first sees
     `index_from` stored embeddings trains it, once, for the batches after it."""
     if batch.height == 0:  # every blob of the batch failed before its embedding: nothing to search
-        return pl.DataFrame(schema={"blob_a": pl.String, "blob_b": pl.String}), "none (no embeddings)"
+        return pl.DataFrame(schema=EMBEDDING_PAIRS_SCHEMA), "none (no embeddings)"
     model = batch["model"][0]
     index = EmbeddingIndex(layout, model, spec, probes) if index_from > 0 else None
     if index is not None and index.trained:

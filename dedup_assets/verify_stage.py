@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 import polars as pl
 
-from dedup_assets.corpus import embeddings_matrix
+from dedup_assets.corpus import embeddings_matrix, read_rows
 from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
@@ -37,10 +37,14 @@ VERIFIED_SCHEMA = {
 }
 
 
+EMBEDDING_PAIRS_SCHEMA = {"blob_a": pl.String, "blob_b": pl.String, "cosine": pl.Float32}
+
+
 def embedding_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame], min_similarity: float,
                     k: int = 32) -> pl.DataFrame:
     """Nearest neighbours of the batch's embeddings among every stored embedding, as
-    name pairs. `corpus` yields stored partitions (blob_name, embedding) one at a time."""
+    name pairs with their cosine. `corpus` yields stored partitions (blob_name,
+    embedding) one at a time."""
     names: list[pl.Series] = []
 
     def chunks():
@@ -50,25 +54,30 @@ def embedding_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame], min_sim
 
     found = streamed_neighbours(embeddings_matrix(batch), chunks(), min_similarity, k)
     if batch.height == 0 or len(found.query) == 0:
-        return pl.DataFrame(schema={"blob_a": pl.String, "blob_b": pl.String})
+        return pl.DataFrame(schema=EMBEDDING_PAIRS_SCHEMA)
     names_1 = batch["blob_name"].to_numpy()[found.query]
     names_2 = pl.concat(names).gather(found.reference).to_numpy()
-    return (
-        pl.DataFrame({"name_1": names_1, "name_2": names_2}, schema={"name_1": pl.String, "name_2": pl.String})
-        .filter(pl.col("name_1") != pl.col("name_2"))
-        .select(pl.min_horizontal("name_1", "name_2").alias("blob_a"),
-                pl.max_horizontal("name_1", "name_2").alias("blob_b"))
-        .unique()
-    )
+    return named_pairs(pl.DataFrame({"name_1": names_1, "name_2": names_2, "cosine": found.score},
+                                    schema={"name_1": pl.String, "name_2": pl.String, "cosine": pl.Float32}))
+
+
+def named_pairs(found: pl.DataFrame) -> pl.DataFrame:
+    """(name_1, name_2, cosine) as unordered pairs (blob_a < blob_b), each once: a pair
+    within the batch is found from both sides, and a name stored twice (a blob batched
+    again) twice over; the pair keeps its highest cosine."""
+    return (found
+            .filter(pl.col("name_1") != pl.col("name_2"))
+            .group_by(pl.min_horizontal("name_1", "name_2").alias("blob_a"),
+                      pl.max_horizontal("name_1", "name_2").alias("blob_b"))
+            .agg(pl.col("cosine").max())
+            .sort("blob_a", "blob_b"))
 
 
 def pair_cosines(vectors: pl.DataFrame, blob_a: pl.Series, blob_b: pl.Series,
                  block: int = PAIRS_PER_BLOCK) -> np.ndarray:
     """The cosine of each pair's embeddings (`vectors`: blob_name, embedding, one row per
-    name), from the float16 rows of one block of pairs at a time: a batch's pairs reach up
-    to ~33k stored images, and all of them as one float32 matrix (5 KB each, and its
-    copies on the way) was the step's transient that grew with the corpus (~220 MB at
-    30k images; docs/performance.md, §3-4)."""
+    name), from the float16 rows of one block of pairs at a time (all of them as one
+    float32 matrix was a transient of 5 KB per image, docs/performance.md, §3-4)."""
     row_of = {name: row for row, name in enumerate(vectors["blob_name"].to_list())}
     a = np.array([row_of[name] for name in blob_a], np.int64)
     b = np.array([row_of[name] for name in blob_b], np.int64)
@@ -79,6 +88,23 @@ def pair_cosines(vectors: pl.DataFrame, blob_a: pl.Series, blob_b: pl.Series,
         cosines[start:end] = np.einsum("ij,ij->i", embeddings_matrix(column.gather(a[start:end])),
                                        embeddings_matrix(column.gather(b[start:end])))
     return cosines
+
+
+def with_hash_pairs_cosines(candidates: pl.DataFrame, layout: StorageLayout) -> pl.DataFrame:
+    """Candidates with a cosine for every pair. The embedding search gave its pairs
+    theirs; only pairs the near-hash search found alone (a few per batch) read their
+    images' embeddings: reading those of every image the pairs reach (~30k at 50k
+    stored) was this step's largest transient (~180 MB, docs/performance.md §3-4)."""
+    missing = candidates.filter(pl.col("cosine").is_null())
+    if missing.height == 0:
+        return candidates
+    names = set(missing["blob_a"]) | set(missing["blob_b"])
+    vectors = read_rows(layout, "embeddings", ["blob_name", "embedding"], names).unique(subset="blob_name",
+                                                                                      keep="last")
+    found = missing.select("blob_a", "blob_b", pl.Series("found", pair_cosines(vectors, missing["blob_a"],
+                                                                               missing["blob_b"]), pl.Float32))
+    return (candidates.join(found, on=["blob_a", "blob_b"], how="left", maintain_order="left")
+            .with_columns(pl.coalesce("cosine", "found").alias("cosine")).drop("found"))
 
 
 class OnceCache:

@@ -87,7 +87,7 @@ def test_the_batch_that_first_sees_enough_trains_the_index_for_the_next(corpus):
     assert cross_batch_pairs(batch, layout, "batch-000005", 0.5, 8, index_from=4000, spec=SPEC)[1] == "index"
     # A batch with no embeddings (every blob failed before) searches nothing.
     empty, how = cross_batch_pairs(batch.clear(), layout, "batch-000006", 0.5, 8, index_from=4000, spec=SPEC)
-    assert how == "none (no embeddings)" and empty.height == 0 and empty.columns == ["blob_a", "blob_b"]
+    assert how == "none (no embeddings)" and empty.height == 0 and empty.columns == ["blob_a", "blob_b", "cosine"]
     # index_from 0: always exact, even with a trained index.
     assert cross_batch_pairs(batch, layout, "batch-000005", 0.5, 8, index_from=0, spec=SPEC)[1] == "exact"
 

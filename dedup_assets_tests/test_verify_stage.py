@@ -8,7 +8,8 @@ import pytest
 
 from dedup_assets.demo_data import recolor, shipped_photos
 from dedup_assets.storage import StorageLayout
-from dedup_assets.verify_stage import FeatureStore, pair_cosines, verify_pairs
+from dedup_assets.verify_stage import (FeatureStore, embedding_pairs, pair_cosines, verify_pairs,
+                                       with_hash_pairs_cosines)
 from dedup_assets.vision.cascade import CascadePolicy
 from dedup_assets.vision.color import SIGNATURE_SIZE
 from dedup_assets.vision.verify import OrbVerifier
@@ -69,6 +70,36 @@ def test_pair_cosines_match_the_whole_matrix_in_any_block_size():
     for block in (7, 300, 4096):
         assert np.allclose(pair_cosines(frame, names.gather(a), names.gather(b), block=block), expected, atol=1e-4)
     assert pair_cosines(frame, names[:0], names[:0]).shape == (0,)
+
+
+def test_every_candidate_gets_its_embeddings_cosine_from_the_search_or_from_the_store(tmp_path):
+    layout = StorageLayout(tmp_path)
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((60, 16))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype("<f2")
+    names = [f"img{i:02d}" for i in range(60)]
+    for p in range(3):  # three stored partitions; the last is the batch
+        rows = slice(20 * p, 20 * (p + 1))
+        layout.write_parquet(pl.DataFrame({"blob_name": names[rows], "embedding": [v.tobytes() for v in vectors[rows]]}),
+                             layout.partition_path("embeddings", f"batch-00000{p + 1}"))
+    stored = [pl.read_parquet(layout.partition_path("embeddings", f"batch-00000{p + 1}")) for p in range(3)]
+    row_of = {name: i for i, name in enumerate(names)}
+
+    def cosine(a, b):
+        return float(vectors[row_of[a]].astype(np.float32) @ vectors[row_of[b]].astype(np.float32))
+
+    found = embedding_pairs(stored[2], iter(stored), -1.0, k=5)
+    assert found.height > 0 and found.columns == ["blob_a", "blob_b", "cosine"]
+    assert found.select("blob_a", "blob_b").is_unique().all()
+    assert all(abs(c - cosine(a, b)) < 1e-4 for a, b, c in found.iter_rows())
+    # Pairs the near-hash search found alone carry no cosine until it is read from the store.
+    hash_only = pl.DataFrame({"blob_a": ["img00", "img05"], "blob_b": ["img41", "img59"]})
+    candidates = pl.concat([found, hash_only.with_columns(pl.lit(None, pl.Float32).alias("cosine"))]).sort("blob_a")
+    completed = with_hash_pairs_cosines(candidates, layout)
+    assert completed.select("blob_a", "blob_b").equals(candidates.select("blob_a", "blob_b"))
+    assert completed["cosine"].null_count() == 0
+    assert all(abs(c - cosine(a, b)) < 1e-4 for a, b, c in completed.iter_rows())
+    assert with_hash_pairs_cosines(found, layout).equals(found)  # nothing to read
 
 
 def test_a_later_batch_reuses_the_stored_features_and_decides_the_same(stored_images):

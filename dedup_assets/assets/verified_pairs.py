@@ -12,7 +12,7 @@ from dedup_assets.memory import release_freed_memory
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.placement import GPU_POOL, gpu_step_tags
 from dedup_assets.resources import DedupStorageResource
-from dedup_assets.verify_stage import pair_cosines, verify_pairs
+from dedup_assets.verify_stage import verify_pairs, with_hash_pairs_cosines
 from dedup_assets.vision.cascade import CascadePolicy
 from dedup_assets.vision.verify import ORB_FEATURES, VERIFY_SIDE, load_verifier
 
@@ -75,29 +75,26 @@ def verified_pairs(
                                                   config.index_probes)
     candidates = (
         pl.concat([
-            color_candidates.select("blob_a", "blob_b").with_columns(pl.lit("hash").alias("source")),
-            from_embeddings.with_columns(pl.lit("embedding").alias("source")),
+            color_candidates.select("blob_a", "blob_b", pl.lit("hash").alias("source"),
+                                    pl.lit(None, pl.Float32).alias("cosine")),
+            from_embeddings.select("blob_a", "blob_b", pl.lit("embedding").alias("source"), "cosine"),
         ])
         .group_by("blob_a", "blob_b")
-        .agg(pl.col("source").unique().sort().str.join("+").alias("found_by"))
+        .agg(pl.col("source").unique().sort().str.join("+").alias("found_by"), pl.col("cosine").max())
         .sort("blob_a", "blob_b")
     )
     involved = set(candidates["blob_a"]) | set(candidates["blob_b"])
-    vectors = read_rows(layout, "embeddings", ["blob_name", "embedding"], involved).unique(subset="blob_name",
-                                                                                         keep="last")
+    embedded = read_rows(layout, "embeddings", ["blob_name"], involved)["blob_name"]
     features = (
         read_rows(layout, "wavelet_hashes", ["blob_name", "wavelet_hash", "color_signature", "thumbnail"], involved)
         .unique(subset="blob_name", keep="last")
-        .join(vectors.select("blob_name"), on="blob_name")
+        .filter(pl.col("blob_name").is_in(embedded.implode()))
     )
     # A concurrent run may have hashed its batch but not embedded it yet: such a pair
     # waits for that batch's own run, which searches it against this one.
     ready = candidates["blob_a"].is_in(features["blob_name"]) & candidates["blob_b"].is_in(features["blob_name"])
     deferred = int((~ready).sum())
-    candidates = candidates.filter(ready)
-    candidates = candidates.with_columns(
-        pl.Series("cosine", pair_cosines(vectors, candidates["blob_a"], candidates["blob_b"]), pl.Float32))
-    del vectors  # verification needs only the cosines: not ~2.5 KB per image reached
+    candidates = with_hash_pairs_cosines(candidates.filter(ready), layout)
     policy = CascadePolicy(accept_hamming=config.accept_hamming, min_inliers=config.min_inliers,
                            min_coverage=config.min_coverage, min_agreement=config.min_agreement,
                            candidate_hamming=config.candidate_hamming,

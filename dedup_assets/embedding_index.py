@@ -198,9 +198,10 @@ def cross_batch_pairs(batch: pl.DataFrame, layout: StorageLayout, partition_key:
                       min_similarity: float, k: int, index_from: int, spec: str = DEFAULT_SPEC,
                       probes: int = 32) -> tuple[pl.DataFrame, str]:
     """The batch's embedding neighbours among every stored embedding, with their
-    cosines, and how they were searched: exactly while fewer than `index_from` embeddings are stored (0: always),
-    through the compressed index once it is trained. The batch whose search first sees
-    `index_from` stored embeddings trains it, once, for the batches after it."""
+    cosines, and how they were searched: exactly while fewer than `index_from`
+    embeddings are stored (0: always), through the compressed index once it is trained.
+    The batch whose search first sees `index_from` stored embeddings trains it, once,
+    for the batches after it."""
     if batch.height == 0:  # every blob of the batch failed before its embedding: nothing to search
         return pl.DataFrame(schema=EMBEDDING_PAIRS_SCHEMA), "none (no embeddings)"
     model = batch["model"][0]

@@ -2,12 +2,13 @@
 corpora of 0, 10k and 100k images, in one run (each size in a fresh process; its peak RSS is
 counted from the start of the batch, after the synthetic corpus is written).
 
-    .venv/bin/python bench/incremental.py [--sizes 0,10000,100000] [--search exact,index]
+    .venv/bin/python bench/incremental.py [--sizes 0,10000,100000] [--search exact,index] [--probes 32]
 
 Each stored size runs twice: the exact search over every stored embedding, and the
 compressed index (`embedding_index.py`), trained and the stored partitions encoded
 before the clock starts (once per corpus, kept in its folder: a partition is encoded
-once, ever, not by every batch).
+once, ever, not by every batch). `--probes 32,128` runs the index once per number of
+inverted lists visited per query (`verified_pairs.index_probes`).
 
 The stored corpus is synthetic but shaped like the real one: every column the later
 stages read (64-bit hashes, 4x4 Lab signatures, float16 unit embeddings of 1280
@@ -122,7 +123,7 @@ def prepare_index(corpus: str, stored: int, model: str) -> float:
     return time.perf_counter() - started
 
 
-def one_size(images: str, stored: int, corpus: str, search: str = "exact") -> dict:
+def one_size(images: str, stored: int, corpus: str, search: str = "exact", probes: int = 32) -> dict:
     import dagster as dg
 
     from dedup_assets.assets import pipeline_assets
@@ -135,7 +136,8 @@ def one_size(images: str, stored: int, corpus: str, search: str = "exact") -> di
     embedder = cached_embedder("efficientnet_lite0", None, "auto")  # a run process loads it once
     prepared = prepare_index(corpus, stored, embedder.name) if search == "index" and stored else 0.0
     # exact: every stored embedding read and multiplied; index: the stored codes ranked.
-    run_config = {"ops": {"verified_pairs": {"config": {"index_from": 1 if search == "index" else 0}}}}
+    run_config = {"ops": {"verified_pairs": {"config": {"index_from": 1 if search == "index" else 0,
+                                                        "index_probes": probes}}}}
     with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.ephemeral() as instance:
         shutil.copytree(corpus, home, dirs_exist_ok=True, copy_function=os.link)
         layout = StorageLayout(home)
@@ -153,7 +155,8 @@ def one_size(images: str, stored: int, corpus: str, search: str = "exact") -> di
         stages = {e.asset_key.path[-1]: e.materialization.metadata["seconds"].value
                   for e in result.get_asset_materialization_events()}
     peak_mb = peak_rss_kb() / 1024 if batch_peak_measured else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"stored": stored, "search": search, "seconds": seconds, "stages": stages, "peak_rss_mb": peak_mb,
+    label = f"index/{probes}" if search == "index" else search
+    return {"stored": stored, "search": label, "seconds": seconds, "stages": stages, "peak_rss_mb": peak_mb,
             "rss_before_mb": before / 1024, "index_prepared_s": prepared}
 
 
@@ -186,6 +189,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--search", default="exact,index",
                         help="exact (every stored embedding), index (the compressed index), or both")
+    parser.add_argument("--probes", default="32", help="index only: inverted lists visited per query, e.g. 32,128")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one size, JSON out
     parser.add_argument("--images", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
@@ -194,7 +198,7 @@ def main() -> None:
 
     apply_defaults()
     if args.one is not None:
-        print(json.dumps(one_size(args.images, args.one, args.corpus, args.search)))
+        print(json.dumps(one_size(args.images, args.one, args.corpus, args.search, int(args.probes))))
         return
     from dedup_assets.demo_data import build_distinct_set
 
@@ -209,20 +213,22 @@ def main() -> None:
                     "cached_embedder('efficientnet_lite0', None, 'auto')"], check=True)
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        for search in args.search.split(",") if size else ["exact"]:  # nothing stored: nothing to index
+        searches = [(search, probes) for search in (args.search.split(",") if size else ["exact"])  # nothing
+                    for probes in (args.probes.split(",") if search == "index" else ["32"])]  # stored: no index
+        for search, probes in searches:
             done = subprocess.run([sys.executable, __file__, "--one", str(size), "--images", str(images),
-                                   "--corpus", str(stored_corpus(size)), "--search", search],
+                                   "--corpus", str(stored_corpus(size)), "--search", search, "--probes", probes],
                                   capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"stored {size:>7}, {search}: {rows[-1]['seconds']:.1f} s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB"
+            print(f"stored {size:>7}, {rows[-1]['search']}: {rows[-1]['seconds']:.1f} s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB"
                   + (f" (index prepared first: {rows[-1]['index_prepared_s']:.0f} s)" if search == "index" else ""),
                   flush=True)
     base = rows[0]["seconds"]
     stages = list(rows[0]["stages"])
-    print(f"\n{'stored images':>14}{'search':>8}{'batch s':>9}{'× empty':>9}{'peak RSS MB':>13}  "
+    print(f"\n{'stored images':>14}{'search':>10}{'batch s':>9}{'× empty':>9}{'peak RSS MB':>13}  "
           + "  ".join(f"{s[:12]:>12}" for s in stages))
     for row in rows:
-        print(f"{row['stored']:>14}{row['search']:>8}{row['seconds']:>9.1f}{row['seconds'] / base:>9.2f}"
+        print(f"{row['stored']:>14}{row['search']:>10}{row['seconds']:>9.1f}{row['seconds'] / base:>9.2f}"
               f"{row['peak_rss_mb']:>13.0f}  " + "  ".join(f"{row['stages'].get(s, 0):>12.2f}" for s in stages))
 
 

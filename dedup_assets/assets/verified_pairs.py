@@ -7,7 +7,7 @@ import polars as pl
 from dedup_assets.assets.reporting import log_progress, markdown_preview, timing
 from dedup_assets.plots import markdown_image, similarity_distributions
 from dedup_assets.corpus import read_rows
-from dedup_assets.embedding_index import DEFAULT_SPEC, cross_batch_pairs
+from dedup_assets.embedding_index import DEFAULT_SPEC, PROBES as INDEX_PROBES, cross_batch_pairs
 from dedup_assets.memory import release_freed_memory
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.placement import GPU_POOL, gpu_step_tags
@@ -25,7 +25,7 @@ class VerifiedPairsConfig(dg.Config):
     # multiplying every stored embedding; 0: always exact. Candidates' cosines stay exact.
     index_from: int = 200_000
     index_spec: str = DEFAULT_SPEC  # faiss factory string; must contain an IVF
-    index_probes: int = 32  # inverted lists visited per query
+    index_probes: int = INDEX_PROBES  # inverted lists visited per query
     verifier: str = "orb"  # orb (CPU), lightglue or loftr (GPU)
     verifier_checkpoint: str | None = None  # local LoFTR checkpoint
     verify_side: int = VERIFY_SIDE  # longest side, in pixels, images are matched at

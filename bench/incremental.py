@@ -2,13 +2,14 @@
 corpora of 0, 10k and 100k images, in one run (each size in a fresh process; its peak RSS is
 counted from the start of the batch, after the synthetic corpus is written).
 
-    .venv/bin/python bench/incremental.py [--sizes 0,10000,100000] [--search exact,index] [--probes 32]
+    .venv/bin/python bench/incremental.py [--sizes 0,10000,100000] [--search exact,index] [--probes 32,128]
 
 Each stored size runs twice: the exact search over every stored embedding, and the
 compressed index (`embedding_index.py`), trained and the stored partitions encoded
 before the clock starts (once per corpus, kept in its folder: a partition is encoded
 once, ever, not by every batch). `--probes 32,128` runs the index once per number of
-inverted lists visited per query (`verified_pairs.index_probes`).
+inverted lists visited per query (`verified_pairs.index_probes`; by default the
+pipeline's).
 
 The stored corpus is synthetic but shaped like the real one: every column the later
 stages read (64-bit hashes, 4x4 Lab signatures, float16 unit embeddings of 1280
@@ -123,7 +124,7 @@ def prepare_index(corpus: str, stored: int, model: str) -> float:
     return time.perf_counter() - started
 
 
-def one_size(images: str, stored: int, corpus: str, search: str = "exact", probes: int = 32) -> dict:
+def one_size(images: str, stored: int, corpus: str, search: str, probes: int) -> dict:
     import dagster as dg
 
     from dedup_assets.assets import pipeline_assets
@@ -189,7 +190,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--search", default="exact,index",
                         help="exact (every stored embedding), index (the compressed index), or both")
-    parser.add_argument("--probes", default="32", help="index only: inverted lists visited per query, e.g. 32,128")
+    parser.add_argument("--probes", help="index only: inverted lists visited per query, e.g. 32,128 "
+                                          "(default: the pipeline's)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one size, JSON out
     parser.add_argument("--images", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
@@ -197,6 +199,9 @@ def main() -> None:
     from dedup_assets.settings import apply_defaults
 
     apply_defaults()
+    from dedup_assets.embedding_index import PROBES
+
+    args.probes = args.probes or str(PROBES)
     if args.one is not None:
         print(json.dumps(one_size(args.images, args.one, args.corpus, args.search, int(args.probes))))
         return
@@ -214,7 +219,7 @@ def main() -> None:
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         searches = [(search, probes) for search in (args.search.split(",") if size else ["exact"])  # nothing
-                    for probes in (args.probes.split(",") if search == "index" else ["32"])]  # stored: no index
+                    for probes in (args.probes.split(",") if search == "index" else [str(PROBES)])]  # stored: no index
         for search, probes in searches:
             done = subprocess.run([sys.executable, __file__, "--one", str(size), "--images", str(images),
                                    "--corpus", str(stored_corpus(size)), "--search", search, "--probes", probes],

@@ -36,10 +36,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SPEC = "PCA256,IVF1024,PQ64"  # 66 bytes per image (list number + 64 PQ bytes)
 TRAINING_SAMPLE = 65_536  # embeddings the codec is trained on (64 per list of 1,024)
-CANDIDATES_PER_NEIGHBOUR = 2  # ranked by codes, re-ranked exactly: 2k candidates for k neighbours
-# Inverted lists visited per query: on real embeddings of look-alikes, 32 of 1,024 found
-# 90 % of the edited copies the exact search finds, 128 found 93 %, at no measurable cost
-# for a batch into 1M stored (docs/performance.md, §3-4, twelfth session).
+# Candidates ranked by the codes, then re-ranked exactly: 8k for k neighbours. On real
+# embeddings of look-alikes 8k kept 752 of the exact search's 779 edited copies, 2k 726 (128
+# probes); a batch into 1M stored took as long either way (docs/performance.md, §3-4).
+CANDIDATES_PER_NEIGHBOUR = 8
+# Inverted lists visited per query: with 2k candidates, 32 of 1,024 found 90 % of those
+# copies, 128 found 93 %, at no measurable cost into 1M stored (same section).
 PROBES = 128
 
 
@@ -172,8 +174,8 @@ def indexed_embedding_pairs(batch: pl.DataFrame, index: EmbeddingIndex, layout: 
     candidates = index.candidates(batch, partition_key, k).join(
         batch.select(pl.col("blob_name").alias("query")).with_row_index("a"), on="query")
     scored_stored = []
-    # The candidates' stored embeddings a group of partitions at a time: a batch's 64k
-    # candidates held at once would be ~330 MB as float32.
+    # The candidates' stored embeddings a group of partitions at a time: a batch's 256k
+    # candidates (up to 1,000 × 8 × 32) held at once would be ~1.3 GB as float32.
     for frame in picked_rows(layout, "embeddings", ["blob_name", "embedding"], candidates["stored"].unique()):
         rows = candidates.join(frame.select(pl.col("blob_name").alias("stored")).with_row_index("b"), on="stored")
         cosine = pair_inner_products(queries, rows["a"].to_numpy().astype(np.int64),

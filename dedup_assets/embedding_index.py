@@ -83,7 +83,7 @@ class EmbeddingIndex:
         superseded = [name for name in self.layout.subdirectories(self.layout.data_path(f"{self.root}/codes"))
                       if name != digest]
         if superseded:
-            self.layout.fs.rm([self._codes_dir(name) for name in superseded], recursive=True)
+            self.layout.remove([self._codes_dir(name) for name in superseded], recursive=True)
             log.info("removed the codes of %d superseded codec(s) of %s", len(superseded), self.root)
 
     def train_from_store(self, stored: int, sample_size: int = TRAINING_SAMPLE) -> int:

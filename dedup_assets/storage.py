@@ -294,9 +294,10 @@ class StorageLayout:
         else:
             self.fs.pipe_file(path, data)
 
-    def remove(self, paths: list[str]) -> None:
+    def remove(self, paths: list[str], recursive: bool = False) -> None:
+        """Files, or with `recursive` folders and all they hold, local or on Azure."""
         if paths:
-            self.fs.rm(paths)
+            self.fs.rm(paths, recursive=recursive)
 
     def write_failures(self, stage: str, partition_key: str, failures: list[dict]) -> int:
         """Replace this stage's failure table for a partition (empty when all succeeded)."""

@@ -1,13 +1,16 @@
 """CPU embedding throughput: the torch baseline beside channels-last, lower input sizes,
-ONNX Runtime and int8, on the same thumbnails, in one run; plus how far each variant's
-vectors move from the baseline's (cosine), the first check before re-scoring F1.
+ONNX Runtime, int8 and OpenVINO (float32, bfloat16), on the same thumbnails, in one run;
+plus how far each variant's vectors move from the baseline's (cosine), the first check
+before re-scoring F1.
 
-    .venv/bin/python bench/embedding_speed.py [--count 256] [--threads 2]
+    .venv/bin/python bench/embedding_speed.py [--count 256] [--threads 2] [--batch-size 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import os
 import statistics
 import time
@@ -20,7 +23,7 @@ from dedup_assets.demo_data import build_demo_set
 from dedup_assets.settings import apply_defaults
 from dedup_assets.vision.decode import decode_thumbnail
 from dedup_assets.vision.embedders import load_efficientnet_lite0
-from dedup_assets.vision.onnx_embedders import onnx_embedder
+from dedup_assets.vision.onnx_embedders import OpenVinoSession, onnx_embedder
 
 
 def thumbnails(count: int) -> list[np.ndarray]:
@@ -46,16 +49,17 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=256)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (the pipeline's: 8)")
     args = parser.parse_args()
     apply_defaults()
     torch.set_num_threads(args.threads)
     images = thumbnails(args.count)
     base = load_efficientnet_lite0("cpu")
-    variants = {"torch fp32 224 (baseline)": lambda x: base.embed(x)}
+    variants = {"torch fp32 224 (baseline)": base.embed}
 
     last = load_efficientnet_lite0("cpu")
     last.model = last.model.to(memory_format=torch.channels_last)
-    variants["torch fp32 224 channels-last"] = lambda x: last.embed(x)
+    variants["torch fp32 224 channels-last"] = last.embed
     for size in (160, 128):
         small = load_efficientnet_lite0("cpu")
         small.input_size = size
@@ -65,12 +69,18 @@ def main() -> None:
     for size in (224, 160):
         variants[f"onnxruntime int8 {size}"] = onnx_embedder(base, size, int8=True, calibration_images=images[:64],
                                                              threads=args.threads).embed
+    for size in (224, 160):
+        variants[f"openvino fp32 {size}"] = onnx_embedder(base, size, threads=args.threads, runtime="openvino").embed
+    fp32 = onnx_embedder(base, 224, threads=args.threads, runtime="openvino")
+    variants["openvino bf16 224"] = dataclasses.replace(
+        fp32, session=OpenVinoSession(fp32.path, args.threads, precision="bf16")).embed
 
-    print(f"{args.count} thumbnails, {args.threads} threads, EfficientNet-Lite0 (shipped weights)")
+    print(f"{args.count} thumbnails, {args.threads} threads, {args.batch_size} per pass, "
+          "EfficientNet-Lite0 (shipped weights)")
     print(f"{'variant':<34} {'images/s':>9} {'× base':>7} {'cos to base (min / mean)':>26}")
     reference = None
     for label, embed in variants.items():
-        speed, vectors = rate(embed, images, args.repeats)
+        speed, vectors = rate(functools.partial(embed, batch_size=args.batch_size), images, args.repeats)
         if reference is None:
             reference, base_speed = vectors, speed
         cosine = np.einsum("ij,ij->i", vectors, reference)

@@ -25,6 +25,7 @@ class Embedder(Protocol):
     name: str
     dim: int
     device: str
+    runtime: str  # what runs the network: torch, onnxruntime, openvino
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 H×W×3 images (any size) → (n, dim) float32, L2-normalised rows."""
@@ -53,6 +54,7 @@ class TorchEmbedder:
     dim: int
     device: str
     half: bool = False
+    runtime: str = "torch"
 
     def _batch(self, images: Sequence[np.ndarray]):
         import cv2

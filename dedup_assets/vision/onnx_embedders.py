@@ -1,6 +1,8 @@
-"""The same pretrained embedders run by ONNX Runtime on the CPU: the torch model is
+"""The same pretrained embedders run from an ONNX export on the CPU: the torch model is
 exported once (cached on disk by a key of model, weights and input size), optionally
-quantised to int8 with calibration images, then served by an InferenceSession.
+quantised to int8 with calibration images, then served by OpenVINO's CPU plugin (2.3×
+ONNX Runtime here, same vectors: bench/embedding_speed.py) or an ONNX Runtime
+InferenceSession.
 
 When the weights come from a file, the export is also recorded under a key of that
 file's content, so later processes load it without building the network or importing
@@ -12,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -26,13 +29,14 @@ from dedup_assets.vision.embedders import TorchEmbedder, WeightsUnavailableError
 @dataclass
 class OnnxEmbedder:
     name: str
-    session: object  # onnxruntime.InferenceSession
+    session: object  # onnxruntime.InferenceSession, or OpenVinoSession (the same run())
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     dim: int
     device: str = "cpu"
     path: Path | None = None  # the .onnx file the session runs
+    runtime: str = "onnxruntime"
 
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
         size = self.input_size
@@ -101,8 +105,10 @@ def _quantize(fp32: Path, path: Path, calibration: list[np.ndarray]) -> None:
 
 
 def onnx_embedder(embedder: TorchEmbedder, input_size: int | None = None, int8: bool = False,
-                  calibration_images: Sequence[np.ndarray] | None = None, threads: int = 0) -> OnnxEmbedder:
-    """ONNX Runtime twin of a CPU torch embedder (same weights, same preprocessing)."""
+                  calibration_images: Sequence[np.ndarray] | None = None, threads: int = 0,
+                  runtime: str = "onnxruntime") -> OnnxEmbedder:
+    """ONNX twin of a CPU torch embedder (same weights, same preprocessing), run by
+    `runtime`: onnxruntime or openvino."""
     size = input_size or embedder.input_size
     digest = hashlib.sha1()
     for tensor in embedder.model.state_dict().values():
@@ -120,17 +126,48 @@ def onnx_embedder(embedder: TorchEmbedder, input_size: int | None = None, int8: 
         if not model_path.exists():
             batches = [twin.preprocess(calibration_images[i:i + 16]) for i in range(0, len(calibration_images), 16)]
             _quantize(fp32, model_path, batches)
-    twin.session = _session(model_path, threads)
+    twin.session, twin.runtime = _session(model_path, threads, runtime), runtime
+    # The name is the export's, whichever runtime serves it: the vectors are the same, so
+    # embeddings (and the compressed index keyed by this name) stay comparable.
     twin.name = f"{embedder.name}@{size}{'-int8' if int8 else ''}-onnx"
     twin.path = model_path
     return twin
 
 
-def _session(model_path: Path, threads: int = 0):
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+class OpenVinoSession:
+    """OpenVINO's CPU plugin behind ONNX Runtime's `run(None, {"pixels": batch})`.
+
+    float32 by default: OpenVINO would otherwise run bfloat16 on CPUs with AMX, twice as
+    fast but moving the vectors (cosine to float32 down to 0.978; bench/embedding_speed.py)."""
+
+    def __init__(self, model_path: Path, threads: int, precision: str = "f32"):
+        import openvino as ov
+
+        self._compiled = ov.Core().compile_model(str(model_path), "CPU", {
+            "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY"})
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request, reused; its output is overwritten by the next
+
+    def run(self, output_names, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            result = self._request.infer(feeds)
+            return [np.array(result[0], copy=True)]
+
+
+def _session(model_path: Path, threads: int = 0, runtime: str = "onnxruntime"):
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown ONNX runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    threads = threads or len(os.sched_getaffinity(0))
+    if runtime == "openvino":
+        return OpenVinoSession(model_path, threads)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # No arena: activations of a 32-image batch (~0.5 GB) are returned after each run,
     # not kept for the life of the process.
@@ -170,7 +207,8 @@ def record_export(model: str, weights: str | None, input_size: int | None, twin:
     write_bytes_atomic(json.dumps(facts).encode(), record)
 
 
-def load_exported(model: str, weights: str | None, input_size: int | None, threads: int = 0) -> OnnxEmbedder | None:
+def load_exported(model: str, weights: str | None, input_size: int | None, threads: int = 0,
+                  runtime: str = "onnxruntime") -> OnnxEmbedder | None:
     """The recorded export of these weights, loaded without PyTorch; None if there is none."""
     record = _record_path(model, weights, input_size)
     if record is None or not record.exists():
@@ -179,7 +217,7 @@ def load_exported(model: str, weights: str | None, input_size: int | None, threa
     path = record.parent / facts["onnx"]
     if not path.exists():
         return None
-    twin = OnnxEmbedder(facts["name"], _session(path, threads), facts["input_size"], tuple(facts["mean"]),
+    twin = OnnxEmbedder(facts["name"], _session(path, threads, runtime), facts["input_size"], tuple(facts["mean"]),
                         tuple(facts["std"]), facts["dim"])
-    twin.path = path
+    twin.path, twin.runtime = path, runtime
     return twin

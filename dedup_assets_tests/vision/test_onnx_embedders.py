@@ -11,15 +11,19 @@ def torch_embedder():
     return load_embedder("efficientnet_lite0", device="cpu")
 
 
-def test_the_onnx_twin_gives_the_torch_vectors(torch_embedder, samples, tmp_path, monkeypatch):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_the_onnx_twin_gives_the_torch_vectors(torch_embedder, samples, tmp_path, monkeypatch, runtime):
     monkeypatch.setenv("DEDUP_MODEL_CACHE", str(tmp_path))
     images = list(samples.values())
-    twin = onnx_embedder(torch_embedder)
+    twin = onnx_embedder(torch_embedder, runtime=runtime)
+    assert twin.runtime == runtime
     expected, got = torch_embedder.embed(images), twin.embed(images, batch_size=3)
     assert got.shape == expected.shape == (len(images), 1280)
     assert np.einsum("ij,ij->i", got, expected).min() > 0.9999
     assert list(tmp_path.glob("*.onnx"))  # exported once, cached on disk
-    assert onnx_embedder(torch_embedder).embed(images[:1]).shape == (1, 1280)
+    assert onnx_embedder(torch_embedder, runtime=runtime).embed(images[:1]).shape == (1, 1280)
+    # A short last batch after full ones (OpenVINO reshapes its request to each batch size).
+    assert np.einsum("ij,ij->i", twin.embed(images[:4], batch_size=3), expected[:4]).min() > 0.9999
 
 
 def test_int8_quantisation_needs_calibration_images(torch_embedder, tmp_path, monkeypatch):
@@ -28,10 +32,15 @@ def test_int8_quantisation_needs_calibration_images(torch_embedder, tmp_path, mo
         onnx_embedder(torch_embedder, int8=True)
 
 
-def test_the_stage_uses_onnx_runtime_on_cpu_unless_told_otherwise(tmp_path, monkeypatch):
+def test_the_stage_serves_the_onnx_export_by_openvino_on_cpu_unless_told_otherwise(tmp_path, monkeypatch):
     monkeypatch.setenv("DEDUP_MODEL_CACHE", str(tmp_path))
-    assert isinstance(cached_embedder("efficientnet_lite0", None, "cpu", "auto"), OnnxEmbedder)
-    assert not isinstance(cached_embedder("efficientnet_lite0", None, "cpu", "torch"), OnnxEmbedder)
+    default = cached_embedder.__wrapped__("efficientnet_lite0", None, "cpu", "auto")
+    assert isinstance(default, OnnxEmbedder) and default.runtime == "openvino"
+    onnx = cached_embedder.__wrapped__("efficientnet_lite0", None, "cpu", "onnx")
+    assert isinstance(onnx, OnnxEmbedder) and onnx.runtime == "onnxruntime"
+    assert onnx.name == default.name  # the same export and vectors: stored embeddings stay comparable
+    plain = cached_embedder.__wrapped__("efficientnet_lite0", None, "cpu", "torch")
+    assert not isinstance(plain, OnnxEmbedder) and plain.runtime == "torch"
     with pytest.raises(ValueError, match="runtime"):
         cached_embedder("efficientnet_lite0", None, "cpu", "tensorrt")
 
@@ -50,9 +59,9 @@ def test_a_recorded_export_loads_without_pytorch_and_gives_the_same_vectors(samp
         "from dedup_assets.embedding_stage import cached_embedder\n"
         "embedder = cached_embedder('efficientnet_lite0', None, 'cpu', 'auto')\n"
         "np.save(sys.argv[1], embedder.embed(list(np.load(sys.argv[2]))))\n"
-        "print(type(embedder).__name__, 'torch' in sys.modules)\n"
+        "print(type(embedder).__name__, embedder.runtime, 'torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "got.npy"), str(tmp_path / "images.npy")],
                          capture_output=True, text=True, check=True, timeout=300).stdout.split()
-    assert out == ["OnnxEmbedder", "False"]
+    assert out == ["OnnxEmbedder", "openvino", "False"]
     assert np.einsum("ij,ij->i", np.load(tmp_path / "got.npy"), expected).min() > 0.99999

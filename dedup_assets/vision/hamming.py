@@ -11,10 +11,32 @@ popcounts where present): 2.9x faster than faiss here, with identical results
 
 from __future__ import annotations
 
-import numba
-import numpy as np
-from numba.core import types
-from numba.extending import intrinsic
+import os
+import platform
+
+
+def _prefer_512_bit_vectors() -> None:
+    """On AVX-512 CPUs LLVM vectorises for 256-bit registers by default (its tuning for
+    Intel server parts, against their clock drop in 512-bit code); this popcount loop
+    runs 1.3x faster in 512-bit ones (0.47 -> 0.36 ms per 1,000 x 1,000 descriptors
+    here). numba takes its target features from NUMBA_CPU_FEATURES, read when it first
+    compiles: set before numba is imported, unless the user set it (or the CPU name)."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or {"NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME"} & set(os.environ):
+        return
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    features = llvm.get_host_cpu_features().flatten()
+    if "+avx512f" in features.split(","):
+        os.environ["NUMBA_CPU_FEATURES"] = features + ",-prefer-256-bit"
+
+
+_prefer_512_bit_vectors()
+
+import numba  # noqa: E402  (after the features are chosen)
+import numpy as np  # noqa: E402
+from numba.core import types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 _NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
 _INDEX_BITS = np.uint64(32)

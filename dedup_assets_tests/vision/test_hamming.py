@@ -35,3 +35,18 @@ def test_descriptors_of_another_length_or_too_few_are_refused():
         two_nearest(np.zeros((4, 64), np.uint8), np.zeros((4, 64), np.uint8))
     with pytest.raises(ValueError, match="at least two"):
         two_nearest(np.zeros((4, 32), np.uint8), np.zeros((1, 32), np.uint8))
+
+
+def test_a_users_numba_target_features_are_kept(tmp_path):
+    """The module widens numba's vectors only when the user has not chosen the target."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import os, dedup_assets.vision.hamming as h, numpy as np\n"
+              "d = np.arange(64, dtype=np.uint8).reshape(2, 32)\n"
+              "print(os.environ['NUMBA_CPU_FEATURES'], h.two_nearest(d, d)[1].tolist())\n")
+    env = {**os.environ, "NUMBA_CPU_FEATURES": "+sse2", "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         check=True, timeout=300).stdout.split()
+    assert out == ["+sse2", "[0,", "0]"]

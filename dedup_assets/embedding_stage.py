@@ -24,7 +24,7 @@ RUNTIMES = ("auto", "torch", "onnx", "openvino")
 
 def cpu_onnx_runtime(runtime: str) -> str | None:
     """Which runtime serves the ONNX export on the CPU for this setting (None: PyTorch).
-    auto: OpenVINO when it is installed (a dependency; 2.3× ONNX Runtime here, same
+    auto: OpenVINO when it is installed (a dependency; ~2× ONNX Runtime here, same
     vectors), else ONNX Runtime."""
     if runtime == "onnx":
         return "onnxruntime"
@@ -45,7 +45,7 @@ def cached_embedder(model: str, weights: str | None, device: str, runtime: str =
     """`dedup run` materializes many batches in one process: load the weights once.
 
     runtime auto: the ONNX export served by OpenVINO on the CPU (bench/embedding_speed.py:
-    2.3× ONNX Runtime, 4.7× PyTorch, same vectors), PyTorch (float16) on CUDA.
+    1.8–2.3× ONNX Runtime, 5× PyTorch, same vectors), PyTorch (float16) on CUDA.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown embedding runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")

@@ -17,7 +17,7 @@ class EmbeddingsConfig(dg.Config):
     weights: str | None = None  # a local weights file, overriding the model's default source
     device: str = "auto"  # auto: CUDA when present, else CPU
     # auto: the ONNX export served by OpenVINO on CPU, PyTorch on CUDA; or torch, onnx
-    # (ONNX Runtime: ~160 MB less memory, 2.3x slower), openvino
+    # (ONNX Runtime: ~160 MB less memory, ~2x slower), openvino
     runtime: str = "auto"
     input_size: int | None = None  # pixels per side; None: the model's own (224)
     # Images per forward pass. 8 on the CPU: as fast as 16 or 32, and its ONNX pass (the

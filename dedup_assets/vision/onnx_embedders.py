@@ -1,6 +1,6 @@
 """The same pretrained embedders run from an ONNX export on the CPU: the torch model is
 exported once (cached on disk by a key of model, weights and input size), optionally
-quantised to int8 with calibration images, then served by OpenVINO's CPU plugin (2.3×
+quantised to int8 with calibration images, then served by OpenVINO's CPU plugin (~2×
 ONNX Runtime here, same vectors: bench/embedding_speed.py) or an ONNX Runtime
 InferenceSession.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import time
 from typing import Callable
@@ -31,11 +32,7 @@ def cpu_onnx_runtime(runtime: str) -> str | None:
     if runtime == "openvino":
         return "openvino"
     if runtime == "auto":
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return "onnxruntime"
-        return "openvino"
+        return "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
     return None
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dedup_assets.embedding_stage import cached_embedder
+from dedup_assets.embedding_stage import cached_embedder, cpu_onnx_runtime
 from dedup_assets.vision.embedders import load_embedder
 from dedup_assets.vision.onnx_embedders import OnnxEmbedder, onnx_embedder
 
@@ -43,6 +43,17 @@ def test_the_stage_serves_the_onnx_export_by_openvino_on_cpu_unless_told_otherwi
     assert not isinstance(plain, OnnxEmbedder) and plain.runtime == "torch"
     with pytest.raises(ValueError, match="runtime"):
         cached_embedder("efficientnet_lite0", None, "cpu", "tensorrt")
+
+
+def test_auto_falls_back_to_onnx_runtime_where_openvino_is_not_installed(monkeypatch):
+    import importlib.util
+
+    assert cpu_onnx_runtime("auto") == "openvino"
+    # A platform without an OpenVINO wheel, simulated: the package is installed here.
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else find_spec(name, *a))
+    assert cpu_onnx_runtime("auto") == "onnxruntime"
+    assert cpu_onnx_runtime("openvino") == "openvino" and cpu_onnx_runtime("torch") is None
 
 
 def test_a_recorded_export_loads_without_pytorch_and_gives_the_same_vectors(samples, tmp_path, monkeypatch):

@@ -69,11 +69,11 @@ def main() -> None:
     for size in (224, 160):
         variants[f"onnxruntime int8 {size}"] = onnx_embedder(base, size, int8=True, calibration_images=images[:64],
                                                              threads=args.threads).embed
-    for size in (224, 160):
-        variants[f"openvino fp32 {size}"] = onnx_embedder(base, size, threads=args.threads, runtime="openvino").embed
-    fp32 = onnx_embedder(base, 224, threads=args.threads, runtime="openvino")
+    openvino = {size: onnx_embedder(base, size, threads=args.threads, runtime="openvino") for size in (224, 160)}
+    for size, twin in openvino.items():
+        variants[f"openvino fp32 {size}"] = twin.embed
     variants["openvino bf16 224"] = dataclasses.replace(
-        fp32, session=OpenVinoSession(fp32.path, args.threads, precision="bf16")).embed
+        openvino[224], session=OpenVinoSession(openvino[224].path, args.threads, precision="bf16")).embed
 
     print(f"{args.count} thumbnails, {args.threads} threads, {args.batch_size} per pass, "
           "EfficientNet-Lite0 (shipped weights)")

@@ -36,7 +36,10 @@ class OnnxEmbedder:
     dim: int
     device: str = "cpu"
     path: Path | None = None  # the .onnx file the session runs
-    runtime: str = "onnxruntime"
+
+    @property
+    def runtime(self) -> str:
+        return "openvino" if isinstance(self.session, OpenVinoSession) else "onnxruntime"
 
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
         size = self.input_size
@@ -126,7 +129,7 @@ def onnx_embedder(embedder: TorchEmbedder, input_size: int | None = None, int8: 
         if not model_path.exists():
             batches = [twin.preprocess(calibration_images[i:i + 16]) for i in range(0, len(calibration_images), 16)]
             _quantize(fp32, model_path, batches)
-    twin.session, twin.runtime = _session(model_path, threads, runtime), runtime
+    twin.session = _session(model_path, threads, runtime)
     # The name is the export's, whichever runtime serves it: the vectors are the same, so
     # embeddings (and the compressed index keyed by this name) stay comparable.
     twin.name = f"{embedder.name}@{size}{'-int8' if int8 else ''}-onnx"
@@ -219,5 +222,5 @@ def load_exported(model: str, weights: str | None, input_size: int | None, threa
         return None
     twin = OnnxEmbedder(facts["name"], _session(path, threads, runtime), facts["input_size"], tuple(facts["mean"]),
                         tuple(facts["std"]), facts["dim"])
-    twin.path, twin.runtime = path, runtime
+    twin.path = path
     return twin

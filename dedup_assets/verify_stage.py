@@ -168,13 +168,17 @@ class FeatureStore:
 
     def path(self, thumbnail: str) -> str:
         # The name stored features have always had; since the twelfth session they hold
-        # OrbVerifier's raw layout, and those written before as npz are still read.
+        # OrbVerifier's raw layout, and those written before as npz are read, then rewritten in it.
         return f"{self.root}/{thumbnail}.npz"
 
     def read(self, thumbnails: Iterable[str]) -> dict[str, bytes]:
         """Stored features by thumbnail path, for those described before."""
         by_path = {self.path(thumbnail): thumbnail for thumbnail in thumbnails}
         return {by_path[path]: data for path, data in self.layout.read_existing(by_path).items()}
+
+    def outdated(self, data: bytes) -> bool:
+        """Stored in an older layout: read, then rewritten in the current one."""
+        return self.verifier.features_outdated(data)
 
     def write(self, images: dict[str, PreparedImage]) -> int:
         described = {self.path(thumbnail): self.verifier.encode_features(image)
@@ -222,6 +226,7 @@ def verify_pairs(
     encoded: dict[str, bytes] = {}
     stored: dict[str, bytes] = {}
     described: dict[str, PreparedImage] = {}  # described here, not yet in the store
+    migrated: list[str] = []  # read in an older layout, rewritten in the current one
 
     def from_thumbnail(row: int) -> PreparedImage:
         path = thumbnails[row]
@@ -237,9 +242,14 @@ def verify_pairs(
         path = thumbnails[row]
         if (data := stored_features(path)) is not None:
             try:  # pixels decoded only if a pair needs them
-                return verifier.decode_features(data, lambda: from_thumbnail(row).gray)
+                image = verifier.decode_features(data, lambda: from_thumbnail(row).gray)
             except Exception as error:  # an unreadable entry is a miss, not a failed batch
                 log.warning("stored features %s unreadable (%s): describing the image again", store.path(path), error)
+            else:
+                if store is not None and store.outdated(data):
+                    described[path] = image  # written back in the current layout, read faster next time
+                    migrated.append(path)
+                return image
         image = from_thumbnail(row)
         if hasattr(verifier, "describe"):
             verifier.describe(image)  # here, where one thread owns the image
@@ -272,6 +282,9 @@ def verify_pairs(
                 described.clear()
             if on_progress:
                 on_progress(len(verifications), len(to_verify))
+
+    if migrated:
+        log.info("%d stored feature files rewritten from npz in the current layout", len(migrated))
 
     rows = []
     for i in range(len(a)):

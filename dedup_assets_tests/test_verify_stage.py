@@ -121,6 +121,29 @@ def test_a_later_batch_reuses_the_stored_features_and_decides_the_same(stored_im
     assert duplicates == [("astronaut.jpg", "astronaut_crop.jpg")]
 
 
+def test_features_stored_as_npz_are_read_then_rewritten_in_the_current_layout(stored_images, caplog):
+    layout, features, candidates = stored_images
+    pairs, _ = verify_pairs(candidates, features, layout, CountingOrb(), CascadePolicy())
+    store = FeatureStore(layout, OrbVerifier())
+    paths = [layout.data_path(store.path(thumbnail)) for thumbnail in features["thumbnail"]]
+    for path in paths:  # as versions before the twelfth session wrote them
+        image = OrbVerifier.decode_features(layout.read_bytes(path), lambda: None)
+        legacy = io.BytesIO()
+        np.savez(legacy, shape=np.int32(image.shape), keypoints=image.features[0], descriptors=image.features[1])
+        layout.write_bytes(path, legacy.getvalue())
+    assert all(OrbVerifier.features_outdated(layout.read_bytes(path)) for path in paths)
+
+    caplog.set_level("INFO", logger="dedup_assets.verify_stage")
+    reader = CountingOrb()
+    again, _ = verify_pairs(candidates, features, layout, reader, CascadePolicy())
+    assert reader.described == 0 and again.equals(pairs)
+    assert "4 stored feature files rewritten from npz" in caplog.text
+    assert not any(OrbVerifier.features_outdated(layout.read_bytes(path)) for path in paths)
+    caplog.clear()
+    third, _ = verify_pairs(candidates, features, layout, CountingOrb(), CascadePolicy())
+    assert third.equals(pairs) and "rewritten" not in caplog.text
+
+
 def test_an_image_in_several_slices_of_pairs_is_fetched_once(stored_images, monkeypatch):
     layout, features, candidates = stored_images
     monkeypatch.setattr("dedup_assets.verify_stage.PAIRS_PER_FETCH", 2)  # six pairs: three slices

@@ -318,10 +318,15 @@ class OrbVerifier(_MirrorAware):
         return header + np.ascontiguousarray(keypoints, "<f4").tobytes() + np.ascontiguousarray(descriptors, np.uint8).tobytes()
 
     @staticmethod
+    def features_outdated(data: bytes) -> bool:
+        """Stored by an earlier version (npz): `decode_features` reads them, slowly."""
+        return data[:4] != _FEATURES_MAGIC
+
+    @staticmethod
     def decode_features(data: bytes, load: Callable[[], np.ndarray]) -> PreparedImage:
         """A prepared image from stored features; `load` gives its pixels when needed.
         Features stored as npz (before the raw layout) are read too."""
-        if data[:4] != _FEATURES_MAGIC:
+        if OrbVerifier.features_outdated(data):
             with np.load(io.BytesIO(data)) as stored:
                 descriptors = stored["descriptors"]
                 features = (stored["keypoints"], descriptors if len(descriptors) else None)

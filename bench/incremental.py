@@ -2,14 +2,16 @@
 corpora of 0, 10k and 100k images, in one run (each size in a fresh process; its peak RSS is
 counted from the start of the batch, after the synthetic corpus is written).
 
-    .venv/bin/python bench/incremental.py [--sizes 0,10000,100000] [--search exact,index] [--probes 32,128]
+    .venv/bin/python bench/incremental.py [--sizes 0,10000,100000] [--search exact,index] [--probes 32,128] \
+        [--specs "IVF1024,PQ64;PCA256,IVF1024,PQ64"]
 
 Each stored size runs twice: the exact search over every stored embedding, and the
 compressed index (`embedding_index.py`), trained and the stored partitions encoded
 before the clock starts (once per corpus, kept in its folder: a partition is encoded
 once, ever, not by every batch). `--probes 32,128` runs the index once per number of
 inverted lists visited per query (`verified_pairs.index_probes`; by default the
-pipeline's).
+pipeline's); `--specs` once per faiss factory spec of the index (`verified_pairs.index_spec`,
+separated by ";"; by default the pipeline's).
 
 The stored corpus is synthetic but shaped like the real one: every column the later
 stages read (64-bit hashes, 4x4 Lab signatures, float16 unit embeddings of 1280
@@ -108,7 +110,7 @@ def stored_corpus(stored: int) -> Path:
     return folder
 
 
-def prepare_index(corpus: str, stored: int, model: str) -> float:
+def prepare_index(corpus: str, stored: int, model: str, spec: str) -> float:
     """The compressed index of the stored corpus, trained and its partitions encoded, kept
     in the corpus folder (each partition is encoded once, ever: not the batch's work).
     Returns the seconds it took here (0 when it was already there)."""
@@ -116,7 +118,7 @@ def prepare_index(corpus: str, stored: int, model: str) -> float:
     from dedup_assets.storage import StorageLayout
 
     started = time.perf_counter()
-    index = EmbeddingIndex(StorageLayout(corpus), model)
+    index = EmbeddingIndex(StorageLayout(corpus), model, spec)
     if not index.trained:
         index.train_from_store(stored)
     for _ in index.stored_codes():
@@ -124,7 +126,7 @@ def prepare_index(corpus: str, stored: int, model: str) -> float:
     return time.perf_counter() - started
 
 
-def one_size(images: str, stored: int, corpus: str, search: str, probes: int) -> dict:
+def one_size(images: str, stored: int, corpus: str, search: str, probes: int, spec: str) -> dict:
     import dagster as dg
 
     from dedup_assets.assets import pipeline_assets
@@ -135,10 +137,10 @@ def one_size(images: str, stored: int, corpus: str, search: str, probes: int) ->
     from dedup_assets.storage import StorageLayout
 
     embedder = cached_embedder("efficientnet_lite0", None, "auto")  # a run process loads it once
-    prepared = prepare_index(corpus, stored, embedder.name) if search == "index" and stored else 0.0
+    prepared = prepare_index(corpus, stored, embedder.name, spec) if search == "index" and stored else 0.0
     # exact: every stored embedding read and multiplied; index: the stored codes ranked.
     run_config = {"ops": {"verified_pairs": {"config": {"index_from": 1 if search == "index" else 0,
-                                                        "index_probes": probes}}}}
+                                                        "index_probes": probes, "index_spec": spec}}}}
     with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.ephemeral() as instance:
         shutil.copytree(corpus, home, dirs_exist_ok=True, copy_function=os.link)
         layout = StorageLayout(home)
@@ -156,7 +158,7 @@ def one_size(images: str, stored: int, corpus: str, search: str, probes: int) ->
         stages = {e.asset_key.path[-1]: e.materialization.metadata["seconds"].value
                   for e in result.get_asset_materialization_events()}
     peak_mb = peak_rss_kb() / 1024 if batch_peak_measured else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    label = f"index/{probes}" if search == "index" else search
+    label = f"index/{probes} {spec}" if search == "index" else search
     return {"stored": stored, "search": label, "seconds": seconds, "stages": stages, "peak_rss_mb": peak_mb,
             "rss_before_mb": before / 1024, "index_prepared_s": prepared}
 
@@ -192,6 +194,8 @@ def main() -> None:
                         help="exact (every stored embedding), index (the compressed index), or both")
     parser.add_argument("--probes", help="index only: inverted lists visited per query, e.g. 32,128 "
                                           "(default: the pipeline's)")
+    parser.add_argument("--specs", help='index only: faiss factory specs separated by ";", e.g. '
+                                         '"IVF1024,PQ64;PCA256,IVF1024,PQ64" (default: the pipeline\'s)')
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one size, JSON out
     parser.add_argument("--images", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
@@ -199,11 +203,12 @@ def main() -> None:
     from dedup_assets.settings import apply_defaults
 
     apply_defaults()
-    from dedup_assets.embedding_index import PROBES
+    from dedup_assets.embedding_index import DEFAULT_SPEC, PROBES
 
     args.probes = args.probes or str(PROBES)
+    args.specs = args.specs or DEFAULT_SPEC
     if args.one is not None:
-        print(json.dumps(one_size(args.images, args.one, args.corpus, args.search, int(args.probes))))
+        print(json.dumps(one_size(args.images, args.one, args.corpus, args.search, int(args.probes), args.specs)))
         return
     from dedup_assets.demo_data import build_distinct_set
 
@@ -218,11 +223,13 @@ def main() -> None:
                     "cached_embedder('efficientnet_lite0', None, 'auto')"], check=True)
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        searches = [(search, probes) for search in (args.search.split(",") if size else ["exact"])  # nothing
-                    for probes in (args.probes.split(",") if search == "index" else [str(PROBES)])]  # stored: no index
-        for search, probes in searches:
+        searches = [(search, probes, spec) for search in (args.search.split(",") if size else ["exact"])  # nothing
+                    for probes in (args.probes.split(",") if search == "index" else [str(PROBES)])  # stored: no index
+                    for spec in (args.specs.split(";") if search == "index" else [DEFAULT_SPEC])]
+        for search, probes, spec in searches:
             done = subprocess.run([sys.executable, __file__, "--one", str(size), "--images", str(images),
-                                   "--corpus", str(stored_corpus(size)), "--search", search, "--probes", probes],
+                                   "--corpus", str(stored_corpus(size)), "--search", search, "--probes", probes,
+                                   "--specs", spec],
                                   capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"stored {size:>7}, {rows[-1]['search']}: {rows[-1]['seconds']:.1f} s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB"
@@ -230,10 +237,11 @@ def main() -> None:
                   flush=True)
     base = rows[0]["seconds"]
     stages = list(rows[0]["stages"])
-    print(f"\n{'stored images':>14}{'search':>10}{'batch s':>9}{'× empty':>9}{'peak RSS MB':>13}  "
+    width = max(len(row["search"]) for row in rows) + 2
+    print(f"\n{'stored images':>14}{'search':>{width}}{'batch s':>9}{'× empty':>9}{'peak RSS MB':>13}  "
           + "  ".join(f"{s[:12]:>12}" for s in stages))
     for row in rows:
-        print(f"{row['stored']:>14}{row['search']:>10}{row['seconds']:>9.1f}{row['seconds'] / base:>9.2f}"
+        print(f"{row['stored']:>14}{row['search']:>{width}}{row['seconds']:>9.1f}{row['seconds'] / base:>9.2f}"
               f"{row['peak_rss_mb']:>13.0f}  " + "  ".join(f"{row['stages'].get(s, 0):>12.2f}" for s in stages))
 
 

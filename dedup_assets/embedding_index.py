@@ -34,7 +34,10 @@ from dedup_assets.vision.search import coded_neighbours, encode, pair_inner_prod
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPEC = "PCA256,IVF1024,PQ64"  # 66 bytes per image (list number + 64 PQ bytes)
+# 66 bytes per image (list number + 64 PQ bytes). Without the PCA256 the earlier default
+# had: on real embeddings of look-alikes it found 734 of the exact search's 743 edited
+# copies, PCA256 first 692 (bench/index_recall.py; docs/performance.md, §3-4).
+DEFAULT_SPEC = "IVF1024,PQ64"
 TRAINING_SAMPLE = 65_536  # embeddings the codec is trained on (64 per list of 1,024)
 # Candidates ranked by the codes, then re-ranked exactly: 8k for k neighbours. On real
 # embeddings of look-alikes 8k kept 752 of the exact search's 779 edited copies, 2k 726 (128

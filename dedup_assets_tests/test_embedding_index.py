@@ -140,3 +140,12 @@ def test_an_index_that_cannot_be_trained_leaves_the_search_exact(corpus):
     assert how == "exact (index training failed)"
     assert pair_set(pairs) == pair_set(exact(layout, batch, 0.5, 8))
     assert not EmbeddingIndex(layout, "test", "IVF8192,PQ32").trained
+
+
+def test_the_default_index_stores_66_bytes_per_embedding_of_the_default_model():
+    import faiss
+
+    from dedup_assets.embedding_index import DEFAULT_SPEC
+
+    codec = faiss.index_factory(1280, DEFAULT_SPEC, faiss.METRIC_INNER_PRODUCT)  # EfficientNet-Lite0's width
+    assert codec.sa_code_size() == 66  # list number (2) + PQ code (64): within 128 bytes per image

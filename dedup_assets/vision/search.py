@@ -110,7 +110,7 @@ def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarr
 
 
 def train_codec(sample: np.ndarray, spec: str) -> faiss.Index:
-    """A compressed inverted-file index (faiss factory `spec`, e.g. "PCA256,IVF1024,PQ64"),
+    """A compressed inverted-file index (faiss factory `spec`, e.g. "IVF1024,PQ64"),
     trained on a sample of embeddings and empty: its codes are computed per stored
     partition (`encode`) and gathered for each search (`coded_neighbours`)."""
     codec = faiss.index_factory(sample.shape[1], spec, faiss.METRIC_INNER_PRODUCT)

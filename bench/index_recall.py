@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import random
 import time
 from collections import Counter
@@ -127,13 +126,11 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=128)
     args = parser.parse_args()
     apply_defaults()
-    from dedup_assets.demo_data import build_distinct_set
+    from memory_scale import images_for
+
     from dedup_assets.embedding_stage import cached_embedder
 
-    folder = Path(os.environ["DEDUP_HOME"]) / "bench" / f"distinct_640px_{args.stored}"
-    if len(list(folder.iterdir()) if folder.exists() else []) < args.stored:
-        print(f"generating {args.stored} distinct images in {folder} ...")
-        build_distinct_set(folder, count=args.stored, side=640)
+    folder = images_for(args.stored, side=640)
     embedder = cached_embedder("efficientnet_lite0", None, "auto", "auto", None)
     stored = stored_embeddings(embedder, folder, args.stored)
     datas, originals, kinds = edited_copies(folder, args.copies, args.stored)

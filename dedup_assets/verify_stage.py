@@ -14,12 +14,12 @@ import faiss
 import numpy as np
 import polars as pl
 
-from dedup_assets.corpus import embeddings_matrix, read_rows
+from dedup_assets.corpus import embeddings_matrix, grouped, read_rows
 from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
 from dedup_assets.vision.color import color_distance
-from dedup_assets.vision.search import PAIRS_PER_BLOCK, streamed_neighbours
+from dedup_assets.vision.search import PAIRS_PER_BLOCK, REFERENCE_BLOCK, streamed_neighbours
 from dedup_assets.vision.verify import PreparedImage, Verification, Verifier
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,11 @@ def embedding_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame], min_sim
     names: list[pl.Series] = []
 
     def chunks():
-        for partition in corpus:
-            names.append(partition["blob_name"])
-            yield embeddings_matrix(partition)
+        # Searched a few partitions at a time: with each 1,000-row partition alone, the
+        # per-chunk work (k-best heaps, partial sorts) made the search 1.3-1.6x slower.
+        for group in grouped(corpus, REFERENCE_BLOCK):
+            names.append(group["blob_name"])
+            yield embeddings_matrix(group)
 
     found = streamed_neighbours(embeddings_matrix(batch), chunks(), min_similarity, k)
     if batch.height == 0 or len(found.query) == 0:

@@ -72,6 +72,23 @@ def test_pair_cosines_match_the_whole_matrix_in_any_block_size():
     assert pair_cosines(frame, names[:0], names[:0]).shape == (0,)
 
 
+@pytest.mark.parametrize("rows_per_search", [20, 45, 70])  # one, three or four partitions per search
+def test_the_exact_search_finds_the_same_pairs_however_the_stored_partitions_are_grouped(
+        tmp_path, monkeypatch, rows_per_search):
+    rng = np.random.default_rng(6)
+    vectors = rng.standard_normal((100, 16))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype("<f2")
+    partitions = [pl.DataFrame({"blob_name": [f"img{i:03d}" for i in range(p, p + 20)],
+                                "embedding": [v.tobytes() for v in vectors[p:p + 20]]}) for p in range(0, 100, 20)]
+    batch = partitions[-1]
+    whole = embedding_pairs(batch, iter(partitions), -1.0, k=6)  # every stored row in one search
+    scores = vectors[80:].astype(np.float32) @ vectors.astype(np.float32).T
+    assert whole.height == len({tuple(sorted((f"img{80 + q:03d}", f"img{r:03d}")))
+                                for q in range(20) for r in np.argsort(-scores[q])[:6] if r != 80 + q})
+    monkeypatch.setattr("dedup_assets.verify_stage.REFERENCE_BLOCK", rows_per_search)
+    assert embedding_pairs(batch, iter(partitions), -1.0, k=6).equals(whole)
+
+
 def test_every_candidate_gets_its_embeddings_cosine_from_the_search_or_from_the_store(tmp_path):
     layout = StorageLayout(tmp_path)
     rng = np.random.default_rng(5)

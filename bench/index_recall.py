@@ -154,7 +154,7 @@ def main() -> None:
     print("found by the exact search and missed by each index, by edit:")
     for name, (found, info) in results.items():
         if "train_s" in info:  # the indexes
-            print(f"  {name}: {dict(Counter(kinds[exact & ~found]))}")
+            print(f"  {name}: {dict(Counter(str(kind) for kind in kinds[exact & ~found]))}")
 
 
 if __name__ == "__main__":

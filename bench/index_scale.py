@@ -5,12 +5,14 @@ the time to search a new batch of 10k, beside the exact (flat) search in the sam
 
 - Hashes: 64-bit wavelet hashes in faiss' binary flat index (what color_candidates uses),
   range search at Hamming radius 10.
-- Embeddings: 1280-d unit vectors, as the embeddings stage writes them, in a compressed
-  index (PCA to 256, IVF, product quantisation to 64 bytes) beside exact inner-product
-  search over the same vectors (the current per-batch flat index), measured on a
-  subset that fits (the flat float32 index of 3M would need 15 GB).
+- Embeddings: 1280-d unit vectors, as the embeddings stage writes them, in the pipeline's
+  compressed index (`embedding_index`: its factory spec, training sample, probes and
+  8 × 32 candidates per query, through the same functions: `train_codec`, `encode`,
+  `coded_neighbours`) beside exact inner-product search over the same vectors, measured
+  on a subset that fits (the flat float32 index of 3M would need 15 GB).
 The vectors are synthetic (clusters around random centres, unit length); each query is a
-perturbed copy of a stored vector, so recall@32 of the copy is measurable.
+perturbed copy of a stored vector, so whether the copy is among the query's candidates
+(which the pipeline then re-ranks exactly) or its 32 exact neighbours is measurable.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import time
 
 import faiss
 import numpy as np
+
+from dedup_assets.embedding_index import CANDIDATES_PER_NEIGHBOUR, DEFAULT_SPEC, PROBES, TRAINING_SAMPLE
+from dedup_assets.vision.search import coded_neighbours, encode, train_codec
 
 
 def rss_mb() -> float:
@@ -42,8 +47,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=10_000)
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--exact-subset", type=int, default=300_000)
-    parser.add_argument("--nlist", type=int, default=4096)
-    parser.add_argument("--nprobe", type=int, default=16)
+    parser.add_argument("--spec", default=DEFAULT_SPEC, help="faiss factory spec (default: the pipeline's)")
+    parser.add_argument("--nprobe", type=int, default=PROBES, help="lists visited per query (default: the pipeline's)")
     args = parser.parse_args()
     faiss.omp_set_num_threads(faiss.omp_get_max_threads())
     rng = np.random.default_rng(3)
@@ -71,39 +76,39 @@ def main() -> None:
           f"({args.queries / search:,.0f} queries/s)  RSS +{rss_mb() - before:,.0f} MB  recall {found:.3f}")
     del binary, codes
 
-    # Embeddings.
+    # Embeddings, through the pipeline's own index functions.
     centres = rng.normal(size=(20_000, args.dim)).astype(np.float32)
-    train = vectors(rng, centres, 200_000)
+    train = vectors(rng, centres, TRAINING_SAMPLE)
     before = rss_mb()
     started = time.perf_counter()
-    index = faiss.index_factory(args.dim, f"PCAR256,IVF{args.nlist},PQ64", faiss.METRIC_INNER_PRODUCT)
-    index.train(train)
+    codec = train_codec(train, args.spec)
     trained = time.perf_counter() - started
+    del train
     queries_source = rng.integers(0, args.count, args.queries)
     probe = {}
     wanted = set(queries_source.tolist())
     started = time.perf_counter()
+    stored_codes = []
     for start in range(0, args.count, chunk):
         block = vectors(rng, centres, min(chunk, args.count - start))
-        index.add(block)
+        stored_codes.append(encode(codec, block))
         for position in wanted & set(range(start, start + len(block))):
             probe[position] = block[position - start].copy()  # not a view: the block must go
     added = time.perf_counter() - started
     stored_probe = np.stack([probe[p] for p in queries_source])
     query_vectors = stored_probe + rng.normal(scale=0.02, size=stored_probe.shape).astype(np.float32)
     query_vectors /= np.linalg.norm(query_vectors, axis=1, keepdims=True)
-    faiss.extract_index_ivf(index).nprobe = args.nprobe
     started = time.perf_counter()
-    _, found_ids = index.search(query_vectors, 32)
+    _, found_ids = coded_neighbours(codec, stored_codes, query_vectors, CANDIDATES_PER_NEIGHBOUR * 32, args.nprobe)
     search = time.perf_counter() - started
     recall = np.mean([queries_source[i] in found_ids[i] for i in range(args.queries)])
-    size = len(faiss.serialize_index(index))
-    print(f"embeddings, PCA256+IVF{args.nlist}+PQ64: {size / args.count:>5.0f} B/image  train {trained:6.1f} s  "
-          f"add {added:6.1f} s  search {search:6.1f} s ({args.queries / search:,.0f} queries/s)  "
-          f"RSS +{rss_mb() - before:,.0f} MB  recall@32 {recall:.3f}")
-    del index
+    size = sum(codes.nbytes for codes in stored_codes)
+    print(f"embeddings, {args.spec}, {args.nprobe} probes: {size / args.count:>5.0f} B/image  train {trained:6.1f} s  "
+          f"encode {added:6.1f} s  search {search:6.1f} s ({args.queries / search:,.0f} queries/s)  "
+          f"RSS +{rss_mb() - before:,.0f} MB  copy among the {CANDIDATES_PER_NEIGHBOUR * 32} candidates {recall:.3f}")
+    del stored_codes
 
-    # Exact search as today (flat inner product over float32), on a subset that fits.
+    # Exact search (flat inner product over float32), on a subset that fits.
     subset = args.exact_subset
     stored = vectors(rng, centres, subset)
     picked = rng.integers(0, subset, args.queries)
@@ -118,7 +123,7 @@ def main() -> None:
     search = time.perf_counter() - started
     recall = np.mean([picked[i] in found_ids[i] for i in range(args.queries)])
     per_image = args.dim * 4
-    print(f"embeddings, exact flat (today), {subset:,} images: {per_image} B/image  build {build:6.1f} s  "
+    print(f"embeddings, exact flat, {subset:,} images: {per_image} B/image  build {build:6.1f} s  "
           f"search {search:6.1f} s; at {args.count:,}: {per_image * args.count / 1e9:.1f} GB and about "
           f"{search * args.count / subset:.0f} s per {args.queries:,} queries  recall@32 {recall:.3f}")
     print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")

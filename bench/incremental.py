@@ -11,7 +11,9 @@ before the clock starts (once per corpus, kept in its folder: a partition is enc
 once, ever, not by every batch). `--probes 32,128` runs the index once per number of
 inverted lists visited per query (`verified_pairs.index_probes`; by default the
 pipeline's); `--specs` once per faiss factory spec of the index (`verified_pairs.index_spec`,
-separated by ";"; by default the pipeline's).
+separated by ";"; by default the pipeline's). `--search train` runs the batch that trains
+the index: the corpus without its index, `index_from` at the stored size, so the batch
+searches exactly, then trains the codec (its time and peak RSS).
 
 The stored corpus is synthetic but shaped like the real one: every column the later
 stages read (64-bit hashes, 4x4 Lab signatures, float16 unit embeddings of 1280
@@ -138,11 +140,14 @@ def one_size(images: str, stored: int, corpus: str, search: str, probes: int, sp
 
     embedder = cached_embedder("efficientnet_lite0", None, "auto")  # a run process loads it once
     prepared = prepare_index(corpus, stored, embedder.name, spec) if search == "index" and stored else 0.0
-    # exact: every stored embedding read and multiplied; index: the stored codes ranked.
-    run_config = {"ops": {"verified_pairs": {"config": {"index_from": 1 if search == "index" else 0,
+    # exact: every stored embedding read and multiplied; index: the stored codes ranked;
+    # train: exact, then the codec trained on the store (no index copied in).
+    index_from = {"index": 1, "train": max(stored, 1)}.get(search, 0)
+    run_config = {"ops": {"verified_pairs": {"config": {"index_from": index_from,
                                                         "index_probes": probes, "index_spec": spec}}}}
     with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.ephemeral() as instance:
-        shutil.copytree(corpus, home, dirs_exist_ok=True, copy_function=os.link)
+        shutil.copytree(corpus, home, dirs_exist_ok=True, copy_function=os.link,
+                        ignore=shutil.ignore_patterns("embedding_index") if search == "train" else None)
         layout = StorageLayout(home)
         resources = {"image_source": ImageSourceResource(uri=images), **storage_resources(DedupStorageResource(home=home))}
         keys = BatchLedger(layout).register(resources["image_source"].open().iter_blobs(), 100_000)
@@ -158,7 +163,7 @@ def one_size(images: str, stored: int, corpus: str, search: str, probes: int, sp
         stages = {e.asset_key.path[-1]: e.materialization.metadata["seconds"].value
                   for e in result.get_asset_materialization_events()}
     peak_mb = peak_rss_kb() / 1024 if batch_peak_measured else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    label = f"index/{probes} {spec}" if search == "index" else search
+    label = {"index": f"index/{probes} {spec}", "train": f"train {spec}"}.get(search, search)
     return {"stored": stored, "search": label, "seconds": seconds, "stages": stages, "peak_rss_mb": peak_mb,
             "rss_before_mb": before / 1024, "index_prepared_s": prepared}
 
@@ -191,7 +196,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="0,10000,100000")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--search", default="exact,index",
-                        help="exact (every stored embedding), index (the compressed index), or both")
+                        help="exact (every stored embedding), index (the compressed index), train (the "
+                             "batch that trains the index), or several, comma-separated")
     parser.add_argument("--probes", help="index only: inverted lists visited per query, e.g. 32,128 "
                                           "(default: the pipeline's)")
     parser.add_argument("--specs", help='index only: faiss factory specs separated by ";", e.g. '
@@ -225,7 +231,7 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         searches = [(search, probes, spec) for search in (args.search.split(",") if size else ["exact"])  # nothing
                     for probes in (args.probes.split(",") if search == "index" else [str(PROBES)])  # stored: no index
-                    for spec in (args.specs.split(";") if search == "index" else [DEFAULT_SPEC])]
+                    for spec in (args.specs.split(";") if search in ("index", "train") else [DEFAULT_SPEC])]
         for search, probes, spec in searches:
             done = subprocess.run([sys.executable, __file__, "--one", str(size), "--images", str(images),
                                    "--corpus", str(stored_corpus(size)), "--search", search, "--probes", probes,

@@ -23,7 +23,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -33,15 +32,15 @@ K, FLOOR = 32, 0.5
 
 
 def embed_files(embedder, datas: list[bytes], batch: int = 8) -> np.ndarray:
-    """Embeddings as the pipeline makes them: reduced decode, thumbnail JPEG, embedder."""
-    from dedup_assets.vision.decode import decode_thumbnail, encode_jpeg
+    """Embeddings as the pipeline makes them: the hash stage's thumbnail JPEG, decoded as
+    the embeddings stage decodes it, then the embedder."""
+    from dedup_assets.embedding_stage import decode_thumbnail
+    from dedup_assets.vision.features import extract_features
 
     out = []
     for start in range(0, len(datas), batch):
-        thumbs = []
-        for data in datas[start:start + batch]:
-            jpeg = encode_jpeg(decode_thumbnail(data).thumbnail)
-            thumbs.append(cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+        thumbs = [decode_thumbnail(extract_features(data).thumbnail_jpeg, "bench image")
+                  for data in datas[start:start + batch]]
         out.append(embedder.embed(thumbs, batch_size=batch))
     return np.concatenate(out).astype(np.float16)  # stored as float16, as in the pipeline
 

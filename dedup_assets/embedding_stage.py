@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from dedup_assets.storage import StorageLayout
-from dedup_assets.vision.embedders import Embedder, cuda_surely_absent, load_embedder
+from dedup_assets.vision.embedders import Embedder, cuda_surely_absent, load_embedder, map_on_cores
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def decode_thumbnail(data: bytes, relative_path: str) -> np.ndarray:
 
 def load_thumbnails(layout: StorageLayout, relative_paths: list[str]) -> list[np.ndarray]:
     data = layout.read_thumbnails(relative_paths)
-    return [decode_thumbnail(data[relative], relative) for relative in relative_paths]
+    return map_on_cores(lambda relative: decode_thumbnail(data[relative], relative), relative_paths)
 
 
 def embed_batch(hashes: pl.DataFrame, layout: StorageLayout, embedder: Embedder,

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from dedup_assets.storage import write_bytes_atomic
-from dedup_assets.vision.embedders import TorchEmbedder, WeightsUnavailableError, default_weights_file
+from dedup_assets.vision.embedders import TorchEmbedder, WeightsUnavailableError, default_weights_file, squashed
 
 
 @dataclass
@@ -42,9 +41,7 @@ class OnnxEmbedder:
         return "openvino" if isinstance(self.session, OpenVinoSession) else "onnxruntime"
 
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        size = self.input_size
-        # As TorchEmbedder: the whole image squashed to a square, no centre crop.
-        stacked = np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images])
+        stacked = squashed(images, self.input_size)  # as TorchEmbedder
         # Channels first while still bytes, then normalised in place: (x/255 - mean)/std
         # in two passes over the floats (seven times faster than step by step).
         pixels = stacked.transpose(0, 3, 1, 2).astype(np.float32, order="C")

@@ -26,6 +26,16 @@ def _gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+def _torch_cuda_available() -> bool:
+    from dedup_assets.vision.embedders import cuda_surely_absent
+
+    if cuda_surely_absent():  # known without importing PyTorch
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def hamming_pairs(query_hashes: np.ndarray, reference_hashes: np.ndarray, radius: int) -> PairIndices:
     """Every (query, reference) pair whose 64-bit hashes differ in at most `radius` bits."""
     if len(query_hashes) == 0 or len(reference_hashes) == 0:
@@ -66,6 +76,25 @@ def top_inner_products(queries: np.ndarray, references: np.ndarray, k: int,
     return scores, found
 
 
+def torch_top_inner_products(queries: np.ndarray, references: np.ndarray, k: int, device: str = "cuda",
+                             query_block: int = QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """`top_inner_products` through PyTorch on `device`, in float32 as on the CPU: the GPU
+    search of a host whose faiss has no GPU build (PyPI's faiss-gpu wheels need CUDA 12's
+    cuBLAS, which a CUDA 13 host lacks)."""
+    import torch
+
+    k = min(k, len(references))
+    stored = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32)).to(device)
+    scores = np.empty((len(queries), k), np.float32)
+    found = np.empty((len(queries), k), np.int64)
+    with torch.inference_mode():
+        for q in range(0, len(queries), query_block):
+            block = torch.from_numpy(np.ascontiguousarray(queries[q:q + query_block], dtype=np.float32)).to(device)
+            values, indices = torch.topk(block @ stored.T, k, dim=1, sorted=False)
+            scores[q:q + len(block)], found[q:q + len(block)] = values.cpu().numpy(), indices.cpu().numpy()
+    return scores, found
+
+
 # Pairs whose two embeddings are gathered at once: 2 x 21 MB at 1,280 dimensions.
 PAIRS_PER_BLOCK = 4096
 
@@ -88,10 +117,12 @@ def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarr
     """Up to k nearest references per query with cosine ≥ min_similarity, exact, over
     references that arrive in chunks (one stored partition at a time): memory stays at
     one chunk plus a k-best heap per query, whatever the number of references.
-    Reference indices count rows across the chunks in the order given."""
+    Reference indices count rows across the chunks in the order given.
+    use_gpu None: faiss-gpu where installed, else PyTorch on CUDA where present, else the CPU."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     heap = faiss.ResultHeap(len(queries), k, keep_max=True)
     gpu = faiss.StandardGpuResources() if (use_gpu if use_gpu is not None else _gpu_available()) else None
+    torch_cuda = gpu is None and use_gpu is not False and _torch_cuda_available()
     offset = 0
     for chunk in reference_chunks:
         if len(queries) and len(chunk):
@@ -99,6 +130,8 @@ def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarr
             kk = min(k, len(chunk))
             if gpu is not None:
                 similarity, found = faiss.knn_gpu(gpu, queries, chunk, kk, metric=faiss.METRIC_INNER_PRODUCT)
+            elif torch_cuda:
+                similarity, found = torch_top_inner_products(queries, chunk, kk)
             else:
                 similarity, found = top_inner_products(queries, chunk, kk)
             heap.add_result(similarity, np.where(found >= 0, found + offset, -1))

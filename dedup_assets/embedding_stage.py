@@ -84,6 +84,19 @@ def load_thumbnails(layout: StorageLayout, relative_paths: list[str]) -> list[np
     return map_on_cores(lambda relative: decode_thumbnail(data[relative], relative), relative_paths)
 
 
+# Images per forward pass by device (docs/performance.md §6-7).
+PASS_SIZE = {"cpu": 8, "cuda": 256}
+
+
+def pass_size(configured: int | None, embedder: Embedder) -> int:
+    """The configured images per forward pass, else the device's."""
+    if configured is not None:
+        if configured < 1:
+            raise ValueError(f"embeddings.batch_size must be at least 1, got {configured}")
+        return configured
+    return PASS_SIZE["cuda" if embedder.device.startswith("cuda") else "cpu"]
+
+
 def embed_batch(hashes: pl.DataFrame, layout: StorageLayout, embedder: Embedder,
                 batch_size: int = 32, on_progress: Callable[[int, int], None] | None = None) -> tuple[pl.DataFrame, float]:
     """One embedding per distinct content (identical copies share it), from thumbnails."""

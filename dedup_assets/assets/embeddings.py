@@ -2,7 +2,7 @@ import dagster as dg
 import polars as pl
 
 from dedup_assets.assets.reporting import log_progress, timing
-from dedup_assets.embedding_stage import cached_embedder, embed_batch
+from dedup_assets.embedding_stage import cached_embedder, embed_batch, pass_size
 from dedup_assets.memory import release_freed_memory
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.placement import GPU_POOL, gpu_step_tags
@@ -20,10 +20,10 @@ class EmbeddingsConfig(dg.Config):
     # (ONNX Runtime: ~160 MB less memory, ~2x slower), openvino
     runtime: str = "auto"
     input_size: int | None = None  # pixels per side; None: the model's own (224)
-    # Images per forward pass. 8 on the CPU: as fast as 16 or 32, and its ONNX pass (the
-    # peak of a whole batch's run) is 84 MB above idle against 169 MB for 16
-    # (docs/performance.md); raise it on a GPU (bench/gpu.py uses 256).
-    batch_size: int = 8
+    # Images per forward pass; None: 8 on the CPU (as fast as 16 or 32, and its ONNX pass,
+    # the peak of a whole batch's run, is 84 MB above idle against 169 MB for 16), 256 on
+    # CUDA (4,335-4,520 images/s on an H200, bench/gpu.py) (docs/performance.md).
+    batch_size: int | None = None
 
 
 @dg.asset(
@@ -43,7 +43,7 @@ def embeddings(
     """A pretrained CNN/CLIP embedding per image (float16, unit length), computed from the
     thumbnails the hash stage kept: originals are never read again."""
     embedder = cached_embedder(config.model, config.weights, config.device, config.runtime, config.input_size)
-    frame, seconds = embed_batch(wavelet_hashes, storage.layout, embedder, config.batch_size,
+    frame, seconds = embed_batch(wavelet_hashes, storage.layout, embedder, pass_size(config.batch_size, embedder),
                                  on_progress=log_progress(context.log, "embedded"))
     distinct = wavelet_hashes["content_hash"].n_unique() if wavelet_hashes.height else 0
     release_freed_memory()  # batch after batch in one process: keep RSS flat

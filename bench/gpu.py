@@ -215,7 +215,7 @@ def search_rates(count: int, queries: int, device: str, dim: int = 1280) -> dict
     rng = np.random.default_rng(5)
     stored = rng.standard_normal((count, dim), dtype=np.float32)
     stored /= np.linalg.norm(stored, axis=1, keepdims=True)
-    # Edited copies of stored vectors (cosine ~0.9 to their original), so the floor keeps pairs.
+    # Edited copies of stored vectors (cosine ~0.94 to their original), so the floor keeps pairs.
     batch = stored[rng.integers(0, count, queries)] + 0.01 * rng.standard_normal((queries, dim), dtype=np.float32)
     batch /= np.linalg.norm(batch, axis=1, keepdims=True)
 

@@ -43,7 +43,8 @@ def embeddings(
     """A pretrained CNN/CLIP embedding per image (float16, unit length), computed from the
     thumbnails the hash stage kept: originals are never read again."""
     embedder = cached_embedder(config.model, config.weights, config.device, config.runtime, config.input_size)
-    frame, seconds = embed_batch(wavelet_hashes, storage.layout, embedder, pass_size(config.batch_size, embedder),
+    per_pass = pass_size(config.batch_size, embedder)
+    frame, seconds = embed_batch(wavelet_hashes, storage.layout, embedder, per_pass,
                                  on_progress=log_progress(context.log, "embedded"))
     distinct = wavelet_hashes["content_hash"].n_unique() if wavelet_hashes.height else 0
     release_freed_memory()  # batch after batch in one process: keep RSS flat
@@ -53,6 +54,7 @@ def embeddings(
         "device": embedder.device,
         "runtime": embedder.runtime,
         "dimensions": embedder.dim,
+        "images_per_pass": per_pass,
         "images_per_second": round(distinct / max(seconds, 1e-9), 1),
         **timing(wavelet_hashes.height, seconds),
     })

@@ -1,17 +1,18 @@
 """GPU rates and the 3M-image estimate: float16 embeddings, LightGlue verification and
-faiss search on the GPU, each beside its CPU counterpart measured in the same run, with
-the GPU named next to the figures.
+the exact embedding search on the GPU (faiss-gpu where installed, else PyTorch), each
+beside its CPU counterpart measured in the same run, with the GPU named next to the figures.
 
-    .venv/bin/python bench/gpu.py [--device cuda] [--images 4096] [--pairs 2000]
-                                  [--vectors 1000000] [--queries 10000] [--batch 1000]
+    .venv/bin/python bench/gpu.py [--device cuda] [--images 4096] [--pairs 2000] [--glue-pairs 500]
+                                  [--vectors 1000000] [--batch 1000] [--skip hash,search,reads] [--scaling]
 
 The images are the cascade bench set (1,000 JPEGs of ~1200 px, 40 % edited copies,
 generated once under $DEDUP_HOME/bench/cascade_1000), decoded to thumbnails once and
 repeated up to --images. Pairs to verify are what the pipeline would send: each image's
-embedding neighbours above cosine 0.5, at the pipeline's 25 pairs per image.
-Without CUDA it runs on the CPU (for a smoke test: --device cpu --images 64 --pairs 8).
-Each measurement that fails (a package or weights missing on the host) prints why and
-the run goes on; the estimate then names what it lacks.
+embedding neighbours above cosine 0.5; describing and matching are timed apart and
+combined at the pipeline's 25 pairs per image.
+Without CUDA it runs on the CPU (a smoke test: --device cpu --images 64 --pairs 40
+--glue-pairs 4 --vectors 20000). Each measurement that fails (a package or weights
+missing on the host) prints why and the run goes on; the estimate then names what it lacks.
 """
 
 from __future__ import annotations

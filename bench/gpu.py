@@ -1,9 +1,10 @@
-"""GPU rates and the 3M-image estimate: float16 embeddings, LightGlue verification and
-the exact embedding search on the GPU (faiss-gpu where installed, else PyTorch), each
-beside its CPU counterpart measured in the same run, with the GPU named next to the figures.
+"""GPU rates and the 3M-image estimate: float16 embeddings, verification (ALIKED many
+pairs per pass, LightGlue one pair at a time) and the exact embedding search on the GPU
+(faiss-gpu where installed, else PyTorch), each beside its CPU counterpart measured in
+the same run (ORB for verification), with the GPU named next to the figures.
 
     .venv/bin/python bench/gpu.py [--device cuda] [--images 4096] [--pairs 2000] [--glue-pairs 500]
-                                  [--vectors 1000000] [--batch 1000] [--skip hash,search,reads] [--scaling]
+                                  [--vectors 1000000] [--batch 1000] [--skip hash,lightglue,search,reads] [--scaling]
 
 The images are the cascade bench set (1,000 JPEGs of ~1200 px, 40 % edited copies,
 generated once under $DEDUP_HOME/bench/cascade_1000), decoded to thumbnails once and
@@ -152,17 +153,24 @@ def candidate_pairs(vectors: np.ndarray, count: int) -> np.ndarray:
 def verification_rates(verifier, thumbnails, pairs, workers: int, device: str) -> tuple[float, float]:
     """(images described per second, pairs matched per second): verify_pairs describes each
     image of a batch once, then matches its pairs. Timed apart, because a sample of pairs
-    has far fewer pairs per described image than a batch (25)."""
+    has far fewer pairs per described image than a batch (25). A verifier taking pairs
+    many at a time (ALIKED) is given them as verify_pairs gives them: images prepared on
+    the threads and described together, pairs matched together, fits on the threads."""
     images = sorted({int(i) for i in pairs.ravel()})
+    batched = hasattr(verifier, "verify_many")
 
     def described_image(index: int):
         prepared = verifier.prepare(thumbnails[index])
-        verifier.describe(prepared)  # as verify_pairs: features once per image, kept for its pairs
+        if not batched:
+            verifier.describe(prepared)  # as verify_pairs: features once per image, kept for its pairs
         return prepared
 
     def describe() -> dict:
         with ThreadPoolExecutor(workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
-            return dict(zip(images, pool.map(described_image, images)))
+            prepared = dict(zip(images, pool.map(described_image, images)))
+        if batched:
+            verifier.describe_many(list(prepared.values()))
+        return prepared
 
     described = [describe()]  # the warm-up's, for the warm-up match
     describe_per_s = rate(len(images), lambda: described.append(describe()), device, repeats=1)
@@ -170,9 +178,22 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str) -
     def match() -> None:
         prepared = described[-1]
         with ThreadPoolExecutor(workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
-            list(pool.map(lambda pair: verifier.verify_prepared(prepared[int(pair[0])], prepared[int(pair[1])]), pairs))
+            if batched:
+                verifier.verify_many([(prepared[int(a)], prepared[int(b)]) for a, b in pairs], pool.map)
+            else:
+                list(pool.map(lambda pair: verifier.verify_prepared(prepared[int(pair[0])], prepared[int(pair[1])]),
+                              pairs))
 
     return describe_per_s, rate(len(pairs), match, device, repeats=1)
+
+
+def device_matching_rate(verifier, thumbnails, pairs, device: str) -> float:
+    """Pairs per second through a batched verifier's matching on the device alone (the
+    rest of `verify_many` is the host's fits)."""
+    prepared = {int(i): verifier.prepare(thumbnails[int(i)]) for i in np.unique(pairs)}
+    verifier.describe_many(list(prepared.values()))
+    jobs = [(prepared[int(a)], prepared[int(b)]) for a, b in pairs]
+    return rate(len(pairs), lambda: verifier.match_many(jobs), device)
 
 
 def thread_scaling(folder: Path, thumbnails, pairs) -> None:
@@ -209,13 +230,15 @@ def per_image_verification(describe_per_s: float, match_per_s: float) -> float:
 def search_rates(count: int, queries: int, device: str, dim: int = 1280) -> dict[str, float]:
     """One batch of `queries` new embeddings searched exactly (k = 32) against `count`
     stored ones arriving in the pipeline's chunks, through the pipeline's own
-    `streamed_neighbours`: on the GPU (faiss-gpu where installed, else PyTorch on CUDA)
-    and on the CPU (against a tenth, scaled). Query x stored-vector comparisons per second."""
+    `streamed_neighbours`: on the GPU (faiss-gpu where installed, else PyTorch on CUDA,
+    float16 shipped and widened there) and on the CPU (against a tenth, scaled). Query x
+    stored-vector comparisons per second."""
     from dedup_assets.vision.search import REFERENCE_BLOCK, _gpu_available, streamed_neighbours
 
     rng = np.random.default_rng(5)
     stored = rng.standard_normal((count, dim), dtype=np.float32)
     stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    stored = stored.astype(np.float16)  # as stored, and as the pipeline's search gets them
     # Edited copies of stored vectors (cosine ~0.94 to their original), so the floor keeps pairs.
     batch = stored[rng.integers(0, count, queries)] + 0.01 * rng.standard_normal((queries, dim), dtype=np.float32)
     batch /= np.linalg.norm(batch, axis=1, keepdims=True)
@@ -230,7 +253,7 @@ def search_rates(count: int, queries: int, device: str, dim: int = 1280) -> dict
     rates["CPU exact float32, the pipeline's (baseline)"] = rate(
         queries, lambda: cpu_pairs.append(search(subset, False)), repeats=1) * len(subset)
     if device.startswith("cuda"):
-        engine = "faiss-gpu flat" if _gpu_available() else "PyTorch float32 on CUDA"
+        engine = "faiss-gpu flat" if _gpu_available() else "PyTorch float32 on CUDA (float16 shipped)"
         found = search(subset, None)  # the same pairs as on the CPU?
         same = set(zip(found.query.tolist(), found.reference.tolist())) == \
             set(zip(cpu_pairs[-1].query.tolist(), cpu_pairs[-1].reference.tolist()))
@@ -240,10 +263,18 @@ def search_rates(count: int, queries: int, device: str, dim: int = 1280) -> dict
     return rates
 
 
-def stored_read_rate(partitions_count: int = 20, dim: int = 1280) -> float:
+def joined_and_widened(frame) -> np.ndarray:
+    """How stored embeddings were read before the sixteenth session (the baseline): a
+    Python bytes object per row, joined, widened to float32 on the host."""
+    raw = b"".join(frame["embedding"].to_list())
+    return np.frombuffer(raw, "<f2").reshape(frame.height, -1).astype(np.float32)
+
+
+def stored_read_rates(partitions_count: int = 20, dim: int = 1280) -> dict[str, float]:
     """Stored embeddings read back per second as the cross-batch search reads them
-    (Parquet partitions of BATCH float16 vectors, from the page cache), on the host CPU.
-    Every batch reads every stored embedding once, whatever the device."""
+    (Parquet partitions of BATCH float16 vectors, from the page cache), on the host CPU,
+    and as they were read before. Every batch reads every stored embedding once, whatever
+    the device."""
     import polars as pl
 
     from dedup_assets.corpus import embeddings_matrix, partitions
@@ -257,9 +288,14 @@ def stored_read_rate(partitions_count: int = 20, dim: int = 1280) -> float:
             frame = pl.DataFrame({"blob_name": [f"{index}/{i}.jpg" for i in range(BATCH)],
                                   "embedding": [vector.tobytes() for vector in vectors]})
             layout.write_parquet(frame, layout.partition_path("embeddings", f"batch-{index:06d}"))
-        started = time.perf_counter()
-        rows = sum(len(embeddings_matrix(frame)) for frame in partitions(layout, "embeddings", ["blob_name", "embedding"]))
-        return rows / (time.perf_counter() - started)
+        readers = {"float16 as stored, reinterpreted by polars (the pipeline's)":
+                   lambda frame: embeddings_matrix(frame, dtype=np.float16),
+                   "bytes joined and widened on the host (before, baseline)": joined_and_widened}
+        rates = {}
+        for label, read in readers.items():
+            rates[label] = rate(BATCH * partitions_count, lambda: sum(
+                len(read(frame)) for frame in partitions(layout, "embeddings", ["blob_name", "embedding"])))
+        return rates
 
 
 def main() -> None:
@@ -269,7 +305,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--glue-pairs", type=int, default=500, help="of those, matched by LightGlue (slow)")
-    parser.add_argument("--skip", default="", help="comma-separated: hash, search, reads")
+    parser.add_argument("--skip", default="", help="comma-separated: hash, lightglue, search, reads")
     parser.add_argument("--scaling", action="store_true",
                         help="also ORB verification and the hash stage at 1, 2, 4, ... threads/processes")
     parser.add_argument("--vectors", type=int, default=1_000_000, help="stored embeddings searched")
@@ -303,10 +339,24 @@ def main() -> None:
     verify_rates = {}
     if vectors is not None:
         pairs = candidate_pairs(vectors, args.pairs)
-        # A GPU runs one pair at a time well; two threads overlap the host-side RANSAC.
-        verify_rates[f"LightGlue (DISK 1024) on {device}"] = measured("LightGlue", lambda: verification_rates(
-            load_verifier("lightglue", device), thumbnails, pairs[: args.glue_pairs], 2 if device != "cpu" else 1,
-            device))
+        aliked = measured("ALIKED", lambda: load_verifier("aliked", device))
+        # Below this many keypoints in either image a pair that fails by features is aligned
+        # densely (~50 ms of host CPU): ORB's limit, and a lower one for ALIKED's detector.
+        for limit in (aliked.low_texture_keypoints, 64) if aliked is not None else ():
+            aliked.low_texture_keypoints = limit
+            label = f"ALIKED-n16 batched on {device} (dense below {limit} keypoints), fits on {os.cpu_count()} threads"
+            verify_rates[label] = measured("ALIKED", lambda: verification_rates(
+                aliked, thumbnails, pairs, os.cpu_count(), device))
+        if aliked is not None:
+            matching = measured("ALIKED matching", lambda: device_matching_rate(aliked, thumbnails, pairs, device))
+            if matching:
+                print(f"ALIKED: matching alone on {device} ({aliked.pairs_per_pass} pairs per pass): "
+                      f"{matching:,.0f} pairs/s", flush=True)
+        if "lightglue" not in skip:
+            # A GPU runs one pair at a time well; two threads overlap the host-side RANSAC.
+            verify_rates[f"LightGlue (DISK 1024) on {device}"] = measured("LightGlue", lambda: verification_rates(
+                load_verifier("lightglue", device), thumbnails, pairs[: args.glue_pairs],
+                2 if device != "cpu" else 1, device))
         verify_rates[f"ORB on {os.cpu_count()} CPU threads (baseline)"] = measured("ORB", lambda: verification_rates(
             load_verifier("orb"), thumbnails, pairs, os.cpu_count(), "cpu"))
         if args.scaling:
@@ -322,9 +372,10 @@ def main() -> None:
     for label, value in searches.items():
         print(f"search, {label}: {value / 1e6:,.0f} M query-vector comparisons/s "
               f"({args.batch:,} queries)", flush=True)
-    reads_per_s = None if "reads" in skip else measured("stored embeddings read back", stored_read_rate)
-    if reads_per_s:
-        print(f"stored embeddings read back (host CPU, Parquet): {reads_per_s:,.0f} vectors/s", flush=True)
+    reads = {} if "reads" in skip else measured("stored embeddings read back", stored_read_rates) or {}
+    for label, value in reads.items():
+        print(f"stored embeddings read back (host CPU, Parquet), {label}: {value:,.0f} vectors/s", flush=True)
+    reads_per_s = next(iter(reads.values()), None)
     scratch.cleanup()
 
     # 3M images, stages one after the other on this host (a conservative sum: on a real

@@ -127,11 +127,20 @@ def latest_duplicate_pairs(layout: StorageLayout, columns: list[str]) -> pl.Data
         return con.execute(sql, {"files": files}).pl()
 
 
-def embeddings_matrix(frame: pl.DataFrame | pl.Series, dim: int | None = None) -> np.ndarray:
+def embeddings_matrix(frame: pl.DataFrame | pl.Series, dim: int | None = None,
+                      dtype: type = np.float32) -> np.ndarray:
     """The float16 `embedding` column (raw bytes per row; or that column itself) as a
-    float32 matrix."""
+    matrix of `dtype`: float32, or float16 to keep the stored values as they are (a GPU
+    widens them after a transfer of half the bytes)."""
     column = frame if isinstance(frame, pl.Series) else frame["embedding"]
     if column.len() == 0:
-        return np.zeros((0, dim or 0), np.float32)
-    raw = b"".join(column.to_list())
-    return np.frombuffer(raw, dtype="<f2").reshape(column.len(), -1).astype(np.float32)
+        return np.zeros((0, dim or 0), dtype)
+    sizes = column.bin.size()
+    width = sizes[0]
+    if column.null_count() or width is None or width % 2 or (sizes != width).any():
+        raise ValueError(f"stored embeddings must all hold one float16 vector of the same size; found "
+                         f"{column.null_count()} missing and sizes of {sizes.min()} to {sizes.max()} bytes")
+    # Reinterpreted by polars: joining a Python bytes object per row made reading stored
+    # embeddings half as fast (docs/performance.md, §7). A copy: writable, and not
+    # holding the frame's buffers.
+    return column.bin.reinterpret(dtype=pl.Array(pl.Float16, width // 2)).to_numpy().astype(dtype)

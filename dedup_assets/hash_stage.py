@@ -67,6 +67,14 @@ def _start_worker(source: BlobSource, layout: StorageLayout) -> None:
     _worker["layout"] = layout
 
 
+def _start_worker_process(source: BlobSource, layout: StorageLayout) -> None:
+    import cv2
+
+    # One process per core already: OpenCV's own threads in each would oversubscribe them.
+    cv2.setNumThreads(1)
+    _start_worker(source, layout)
+
+
 def _hash_one(name: str, etag: str) -> ImageFeatures | str:
     """Read, decode and hash one blob and store its thumbnail; a reason string on failure."""
     try:
@@ -165,7 +173,7 @@ def _worker_pool(workers: int, source: BlobSource | None, layout: StorageLayout,
     # forking a process that runs Dagster's threads is unsafe.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["dedup_assets.vision.features"])
-    return ProcessPoolExecutor(size or workers, mp_context=context, initializer=_start_worker,
+    return ProcessPoolExecutor(size or workers, mp_context=context, initializer=_start_worker_process,
                                initargs=(source, layout))
 
 

@@ -3,6 +3,7 @@ run the cascade (hash → policy → geometric verification) on each pair."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
 from dedup_assets.vision.color import color_distance
+from dedup_assets.vision.decode import opencv_single_threaded
 from dedup_assets.vision.search import PAIRS_PER_BLOCK, REFERENCE_BLOCK, streamed_neighbours
 from dedup_assets.vision.verify import PreparedImage, Verification, Verifier
 
@@ -52,7 +54,7 @@ def embedding_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame], min_sim
         # per-chunk work (k-best heaps, partial sorts) made the search 1.3-1.6x slower.
         for group in grouped(corpus, REFERENCE_BLOCK):
             names.append(group["blob_name"])
-            yield embeddings_matrix(group)
+            yield embeddings_matrix(group, dtype=np.float16)  # widened by the search, on the GPU if there
 
     found = streamed_neighbours(embeddings_matrix(batch), chunks(), min_similarity, k)
     if batch.height == 0 or len(found.query) == 0:
@@ -225,6 +227,9 @@ def verify_pairs(
     # image keeps its features (~40 KB), not its pixels (~200 KB at 512 px), which are
     # decoded again only for a pair whose fit needs them (docs/performance.md, §3).
     features_settle_pairs = FeatureStore.supports(verifier)
+    # A verifier that takes pairs by the slice (ALIKED on a GPU) describes each slice's
+    # images together and matches its pairs together; only the fits use the threads.
+    batched = hasattr(verifier, "verify_many")
     encoded: dict[str, bytes] = {}
     stored: dict[str, bytes] = {}
     described: dict[str, PreparedImage] = {}  # described here, not yet in the store
@@ -253,7 +258,7 @@ def verify_pairs(
                     migrated.append(path)
                 return image
         image = from_thumbnail(row)
-        if hasattr(verifier, "describe"):
+        if hasattr(verifier, "describe") and not batched:
             verifier.describe(image)  # here, where one thread owns the image
         if store is not None:
             described[path] = image
@@ -269,7 +274,9 @@ def verify_pairs(
     verifications: dict[int, Verification] = {}
     # OpenCV and faiss release the GIL. OpenMP's thread count is per thread: one each,
     # or every matching thread starts its own team and they fight over the cores.
-    with ThreadPoolExecutor(max(1, workers), initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
+    # OpenCV's own threads likewise, when there are several of ours.
+    with (ThreadPoolExecutor(max(1, workers), initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool,
+          opencv_single_threaded() if workers > 1 else contextlib.nullcontext()):
         for start in range(0, len(to_verify), PAIRS_PER_FETCH):
             chunk = to_verify[start:start + PAIRS_PER_FETCH]
             # Images still prepared from an earlier slice need nothing fetched again.
@@ -277,7 +284,13 @@ def verify_pairs(
             stored = encoded = {}  # the last slice's bytes go before this slice's arrive
             stored = store.read(paths) if store is not None else {}
             encoded = layout.read_thumbnails([path for path in paths if path not in stored])
-            for i, result in zip(chunk, pool.map(run, chunk)):
+            if batched:
+                rows = sorted({*a[chunk], *b[chunk]})
+                images = dict(zip(rows, pool.map(prepared, rows)))  # decoded on the threads
+                results = verifier.verify_many([(images[a[i]], images[b[i]]) for i in chunk], pool.map)
+            else:
+                results = pool.map(run, chunk)
+            for i, result in zip(chunk, results):
                 verifications[i] = result
             if described:
                 store.write(described)

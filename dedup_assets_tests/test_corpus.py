@@ -1,8 +1,10 @@
 """Reads across every stored batch."""
 
+import numpy as np
 import polars as pl
+import pytest
 
-from dedup_assets.corpus import grouped, latest_duplicate_pairs, read_rows
+from dedup_assets.corpus import embeddings_matrix, grouped, latest_duplicate_pairs, read_rows
 
 
 def store_pairs(layout, batch, rows):
@@ -47,3 +49,20 @@ def test_grouped_frames_keep_every_row_in_order_in_groups_of_at_least_the_size()
     assert all(group["signature"].n_chunks() == 1 for group in groups)
     assert groups[0]["signature"].gather([]).len() == 0
     assert list(grouped(iter([]), rows=6)) == []
+
+
+def test_stored_embeddings_are_read_exactly_as_float32_or_float16():
+    vectors = np.random.default_rng(3).normal(size=(5, 12)).astype("<f2")
+    column = pl.Series("embedding", [vector.tobytes() for vector in vectors], pl.Binary)
+    assert np.array_equal(embeddings_matrix(column), vectors.astype(np.float32))
+    as_stored = embeddings_matrix(pl.DataFrame([column])[1:], dtype=np.float16)
+    assert as_stored.dtype == np.float16 and np.array_equal(as_stored, vectors[1:])
+    assert embeddings_matrix(column[:0], dim=12).shape == (0, 12)
+
+
+@pytest.mark.parametrize("broken", [b"\x00" * 6, None])
+def test_a_stored_embedding_of_another_size_or_missing_is_an_error_not_zeros(broken):
+    vectors = np.ones((3, 4), "<f2")
+    column = pl.Series("embedding", [vectors[0].tobytes(), broken, vectors[2].tobytes()], pl.Binary)
+    with pytest.raises(ValueError, match="same size"):
+        embeddings_matrix(column)

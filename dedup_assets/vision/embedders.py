@@ -58,9 +58,12 @@ def _core_pool() -> ThreadPoolExecutor:
 def map_on_cores(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
     """function over items on every core (for OpenCV calls, which release the GIL): on a
     GPU host one thread resizing a 256-image batch kept the GPU waiting."""
+    from dedup_assets.vision.decode import opencv_single_threaded
+
     if len(items) < PARALLEL_FROM:
         return [function(item) for item in items]
-    return list(_core_pool().map(function, items))
+    with opencv_single_threaded():
+        return list(_core_pool().map(function, items))
 
 
 def squashed(images: Sequence[np.ndarray], size: int) -> np.ndarray:

@@ -80,11 +80,12 @@ def torch_top_inner_products(queries: np.ndarray, references: np.ndarray, k: int
                              query_block: int = QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """`top_inner_products` through PyTorch on `device`, in float32 as on the CPU: the GPU
     search of a host whose faiss has no GPU build (PyPI's faiss-gpu wheels need CUDA 12's
-    cuBLAS, which a CUDA 13 host lacks)."""
+    cuBLAS, which a CUDA 13 host lacks). Float16 references travel as they are and are
+    widened on the device: half the transfer, the same float32 products."""
     import torch
 
     k = min(k, len(references))
-    stored = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32)).to(device)
+    stored = torch.from_numpy(np.ascontiguousarray(references)).to(device).float()
     scores = np.empty((len(queries), k), np.float32)
     found = np.empty((len(queries), k), np.int64)
     with torch.inference_mode():
@@ -115,8 +116,9 @@ def pair_inner_products(vectors: np.ndarray, a: np.ndarray, b: np.ndarray,
 def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarray], min_similarity: float,
                         k: int = 32, use_gpu: bool | None = None) -> PairIndices:
     """Up to k nearest references per query with cosine ≥ min_similarity, exact, over
-    references that arrive in chunks (one stored partition at a time): memory stays at
-    one chunk plus a k-best heap per query, whatever the number of references.
+    references that arrive in chunks (float32 or float16 matrices, a few stored partitions
+    at a time): memory stays at one chunk plus a k-best heap per query, whatever the
+    number of references.
     Reference indices count rows across the chunks in the order given.
     use_gpu None: faiss-gpu where installed, else PyTorch on CUDA where present, else the CPU."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -126,14 +128,14 @@ def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarr
     offset = 0
     for chunk in reference_chunks:
         if len(queries) and len(chunk):
-            chunk = np.ascontiguousarray(chunk, dtype=np.float32)
             kk = min(k, len(chunk))
-            if gpu is not None:
-                similarity, found = faiss.knn_gpu(gpu, queries, chunk, kk, metric=faiss.METRIC_INNER_PRODUCT)
-            elif torch_cuda:
+            if torch_cuda:  # float16 chunks go to the GPU as they are
                 similarity, found = torch_top_inner_products(queries, chunk, kk)
+            elif gpu is not None:
+                similarity, found = faiss.knn_gpu(gpu, queries, np.ascontiguousarray(chunk, dtype=np.float32), kk,
+                                                  metric=faiss.METRIC_INNER_PRODUCT)
             else:
-                similarity, found = top_inner_products(queries, chunk, kk)
+                similarity, found = top_inner_products(queries, np.ascontiguousarray(chunk, dtype=np.float32), kk)
             heap.add_result(similarity, np.where(found >= 0, found + offset, -1))
         offset += len(chunk)
     heap.finalize()

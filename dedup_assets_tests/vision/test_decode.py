@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from dedup_assets.demo_data import shipped_photos
-from dedup_assets.vision.decode import MAX_PIXELS, THUMBNAIL_SIDE, DecodeError, decode_thumbnail
+from dedup_assets.vision.decode import (MAX_PIXELS, THUMBNAIL_SIDE, DecodeError, decode_thumbnail,
+                                       opencv_single_threaded)
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +67,14 @@ def test_a_decompression_bomb_is_refused_before_decoding():
     header = encode(Image.new("1", (side, side)), "PNG", optimize=True)
     with pytest.raises(DecodeError, match="decompression bomb"):
         decode_thumbnail(header)
+
+
+def test_opencv_runs_single_threaded_inside_our_pools_and_gets_its_threads_back():
+    import cv2
+
+    before = cv2.getNumThreads()
+    with pytest.raises(RuntimeError):
+        with opencv_single_threaded():
+            assert cv2.getNumThreads() == 1
+            raise RuntimeError("a failed batch")
+    assert cv2.getNumThreads() == before

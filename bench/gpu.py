@@ -88,16 +88,22 @@ def bench_set_thumbnails(count: int) -> tuple[Path, list[np.ndarray]]:
     return folder, [decoded[i % len(decoded)] for i in range(count)]
 
 
+def folder_inventory(folder: Path):
+    """The bench set as the hash stage gets it: (its source, its inventory)."""
+    from dedup_assets.ledger import _to_frame
+    from dedup_assets.sources.local import LocalFolderSource
+
+    source = LocalFolderSource(folder)
+    return source, _to_frame(source.iter_blobs())
+
+
 def hash_stage_rate(folder: Path, scratch: str, workers: int = 0):
     """The wavelet_hashes stage on every core of this host (it is CPU work); its last
     run's hashes and thumbnails stay in `scratch` for the embeddings stage."""
     from dedup_assets.hash_stage import hash_blobs
-    from dedup_assets.ledger import _to_frame
-    from dedup_assets.sources.local import LocalFolderSource
     from dedup_assets.storage import StorageLayout
 
-    source = LocalFolderSource(folder)
-    inventory = _to_frame(source.iter_blobs())
+    source, inventory = folder_inventory(folder)
     layout = StorageLayout(scratch)
     results = []
     per_s = rate(inventory.height, lambda: results.append(hash_blobs(source, inventory, layout, workers=workers)),
@@ -111,12 +117,9 @@ def hash_stage_costs(folder: Path, workers: int = 0) -> tuple[float, float]:
     Starting the worker processes is a cost per batch: on one H200 host 400 images took
     1.5-1.65 s and 1,000 took 1.76-1.95 s, so one batch size's rate misjudges another's."""
     from dedup_assets.hash_stage import hash_blobs
-    from dedup_assets.ledger import _to_frame
-    from dedup_assets.sources.local import LocalFolderSource
     from dedup_assets.storage import StorageLayout
 
-    source = LocalFolderSource(folder)
-    inventory = _to_frame(source.iter_blobs())
+    source, inventory = folder_inventory(folder)
 
     def seconds(rows: int) -> float:
         best = float("inf")

@@ -500,8 +500,7 @@ class AlikedVerifier(_MirrorAware):
 
         self.device = resolve_device(device)
         on_gpu = self.device.startswith("cuda")
-        self.model_name, self.max_keypoints, self.ratio = model, max_keypoints, ratio
-        self.allow_mirrored, self.low_texture_keypoints = allow_mirrored, low_texture_keypoints
+        self.ratio, self.allow_mirrored, self.low_texture_keypoints = ratio, allow_mirrored, low_texture_keypoints
         # A pass of 256 pairs holds 256 MB of distances at 1,024 keypoints: small on a GPU.
         self.images_per_pass = images_per_pass or (64 if on_gpu else 8)
         self.pairs_per_pass = pairs_per_pass or (256 if on_gpu else 32)

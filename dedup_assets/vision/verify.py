@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -128,17 +129,40 @@ def coverage(homography: np.ndarray, shape_a: tuple[int, int], shape_b: tuple[in
     return float(min(overlap / area_projected, 1.0)), float(min(overlap / (w_b * h_b), 1.0))
 
 
+_RANSAC_CONFIDENCE = 0.999
+_RANSAC_MAX_ITERATIONS = 2000
+_RANSAC_MIN_ITERATIONS = 20
+
+
+def ransac_iterations(matches: int, needed_inliers: int, confidence: float = _RANSAC_CONFIDENCE,
+                      ceiling: int = _RANSAC_MAX_ITERATIONS) -> int:
+    """Iterations after which a homography with `needed_inliers` of `matches` inliers would
+    have been found with `confidence`: that many draws of 4 matches include one of only
+    such inliers. A pair rejected below `needed_inliers` needs no longer search (MAGSAC
+    otherwise goes on to its ceiling, sizing the search by the best model it found, a
+    non-copy's handful of inliers: half of ORB's fitting time on the cascade bench)."""
+    if needed_inliers <= 0:
+        return ceiling
+    share = min(1.0, needed_inliers / max(matches, 1))
+    if share >= 1.0:
+        return _RANSAC_MIN_ITERATIONS
+    needed = math.ceil(math.log(1 - confidence) / math.log1p(-share ** 4))
+    return max(_RANSAC_MIN_ITERATIONS, min(ceiling, needed))
+
+
 def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
                    pixels: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
-                   agreement_from_inliers: int = 0) -> Verification:
-    """The homography and what it proves. The pixel agreement (a quarter of the cost)
-    is computed only when the fit has at least `agreement_from_inliers` inliers: with
-    fewer the pair is rejected whatever the pixels say. `pixels()` gives the two gray
-    images, called only then (an image prepared from stored features decodes on demand)."""
+                   needed_inliers: int = 0) -> Verification:
+    """The homography and what it proves. `needed_inliers`: a fit with fewer rejects the
+    pair whatever else it shows, so RANSAC searches only as long as finding such a fit
+    takes (`ransac_iterations`), and the pixel agreement (a quarter of the cost) is
+    computed only from there on. `pixels()` gives the two gray images, called only then
+    (an image prepared from stored features decodes on demand)."""
     if len(points_a) < 8:
         return Verification(len(points_a), 0, 0.0, 0.0)
     homography, mask = cv2.findHomography(points_a, points_b, cv2.USAC_MAGSAC, 4.0,
-                                          maxIters=2000, confidence=0.999)
+                                          maxIters=ransac_iterations(len(points_a), needed_inliers),
+                                          confidence=_RANSAC_CONFIDENCE)
     if homography is None or mask is None:
         return Verification(len(points_a), 0, 0.0, 0.0)
     coverage_a, coverage_b = coverage(homography, shape_a, shape_b)
@@ -146,7 +170,7 @@ def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
     # Inliers packed into a small region (a shared logo or caption) prove little about
     # the rest of the two images.
     spread = min(_hull_share(points_a[inlier], shape_a), _hull_share(points_b[inlier], shape_b))
-    wanted = pixels is not None and inlier.sum() >= agreement_from_inliers
+    wanted = pixels is not None and inlier.sum() >= needed_inliers
     agreement = photometric_agreement(*pixels(), homography) if wanted else 0.0
     return Verification(len(points_a), int(inlier.sum()), coverage_a, coverage_b, spread=spread,
                         agreement=agreement)
@@ -296,7 +320,7 @@ def fit_matched(a: PreparedImage, b: PreparedImage, keypoints_a: np.ndarray, key
     points_a = np.ascontiguousarray(keypoints_a[query], np.float32).reshape(-1, 1, 2)
     points_b = np.ascontiguousarray(keypoints_b[train], np.float32).reshape(-1, 1, 2)
     result = fit_homography(points_a, points_b, a.shape, b.shape, pixels=lambda: (a.gray, b.gray),
-                            agreement_from_inliers=needed)
+                            needed_inliers=needed)
     return dataclasses.replace(result, keypoints=fewest)
 
 

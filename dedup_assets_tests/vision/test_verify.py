@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from dedup_assets.vision.cascade import CascadePolicy, decide
-from dedup_assets.vision.verify import (AlikedVerifier, LightGlueVerifier, OrbVerifier, load_verifier,
-                                       ratio_test_matches)
+from dedup_assets.vision.verify import (AlikedVerifier, LightGlueVerifier, OrbVerifier, fit_homography,
+                                       load_verifier, ransac_iterations, ratio_test_matches)
 from dedup_assets_tests.vision.conftest import thumbnail
 
 POLICY = CascadePolicy()
@@ -200,6 +200,28 @@ def test_a_pair_with_fewer_matches_than_inliers_needed_is_rejected_without_a_fit
     decision = decide(99, 99.0, 0.0, False, False, result, CascadePolicy(min_inliers=5000))
     assert not decision.is_duplicate
     assert decision.reason == f"{result.matches} matches, fewer than the 5000 inliers needed"
+
+
+def test_the_homography_search_is_as_long_as_finding_the_inliers_needed_takes():
+    assert ransac_iterations(15, 15) == ransac_iterations(10, 15) == 20  # every match would be an inlier
+    assert ransac_iterations(19, 15) == 20 < ransac_iterations(40, 15) == 346 < ransac_iterations(80, 15)
+    assert ransac_iterations(500, 15) == ransac_iterations(40, 0) == 2000  # MAGSAC's own ceiling
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_homography_with_barely_enough_inliers_among_many_outliers_is_still_found(seed):
+    """16 matches under one homography hidden among 24 random ones: the shortened search
+    must still find them (the chance it does not is below 1 in 1,000 per pair)."""
+    rng = np.random.default_rng(seed)
+    homography = np.array([[0.9, 0.05, 30.0], [-0.04, 1.1, 12.0], [1e-4, 0.0, 1.0]])
+    inliers_a = rng.uniform(0, 500, (16, 2))
+    projected = np.c_[inliers_a, np.ones(16)] @ homography.T
+    inliers_b = projected[:, :2] / projected[:, 2:] + rng.normal(0, 0.5, (16, 2))
+    points_a = np.vstack([inliers_a, rng.uniform(0, 500, (24, 2))]).astype(np.float32).reshape(-1, 1, 2)
+    points_b = np.vstack([inliers_b, rng.uniform(0, 500, (24, 2))]).astype(np.float32).reshape(-1, 1, 2)
+    order = rng.permutation(40)
+    result = fit_homography(points_a[order], points_b[order], (500, 500), (500, 500), needed_inliers=15)
+    assert result.inliers >= 15
 
 
 @pytest.mark.parametrize("without_pixels", ["rebuilt from stored features", "described, then pixels dropped"])

@@ -1,10 +1,10 @@
-"""GPU rates and the 3M-image estimate: float16 embeddings, verification (ALIKED many
-pairs per pass, LightGlue one pair at a time) and the exact embedding search on the GPU
+"""GPU rates and the 3M-image estimate: float16 embeddings, verification (ORB's ratio
+tests and ALIKED many pairs per pass, LightGlue one pair at a time) and the exact embedding search on the GPU
 (faiss-gpu where installed, else PyTorch), each beside its CPU counterpart measured in
 the same run (ORB for verification), with the GPU named next to the figures.
 
     .venv/bin/python bench/gpu.py [--device cuda] [--images 4096] [--pairs 2000] [--glue-pairs 500]
-                                  [--vectors 1000000] [--batch 1000] [--skip hash,lightglue,search,reads] [--scaling]
+                                  [--vectors 1000000] [--batch 1000] [--skip hash,aliked,lightglue,search,reads] [--scaling]
 
 The images are the cascade bench set (1,000 JPEGs of ~1200 px, 40 % edited copies,
 generated once under $DEDUP_HOME/bench/cascade_1000), decoded to thumbnails once and
@@ -196,11 +196,12 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
 
     images = sorted({int(i) for i in pairs.ravel()})
     threads_setting = opencv_single_threaded if opencv_threads_off and workers > 1 else contextlib.nullcontext
-    batched = hasattr(verifier, "verify_many")
+    batched = getattr(verifier, "batches_pairs", False)
+    describes_many = hasattr(verifier, "describe_many")
 
     def described_image(index: int):
         prepared = verifier.prepare(thumbnails[index])
-        if not batched:
+        if not describes_many:
             verifier.describe(prepared)  # as verify_pairs: features once per image, kept for its pairs
         return prepared
 
@@ -208,7 +209,7 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
         with ThreadPoolExecutor(workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool, \
                 threads_setting():
             prepared = dict(zip(images, pool.map(described_image, images)))
-        if batched:
+        if describes_many:
             verifier.describe_many(list(prepared.values()))
         return prepared
 
@@ -230,9 +231,13 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
 
 def device_matching_rate(verifier, thumbnails, pairs, device: str) -> float:
     """Pairs per second through a batched verifier's matching on the device alone (the
-    rest of `verify_many` is the host's fits)."""
+    rest of `verify_many` is the host's fits; ORB's describing is the host's too)."""
     prepared = {int(i): verifier.prepare(thumbnails[int(i)]) for i in np.unique(pairs)}
-    verifier.describe_many(list(prepared.values()))
+    if hasattr(verifier, "describe_many"):
+        verifier.describe_many(list(prepared.values()))
+    else:
+        for image in prepared.values():
+            verifier.describe(image)
     jobs = [(prepared[int(a)], prepared[int(b)]) for a, b in pairs]
     return rate(len(pairs), lambda: verifier.match_many(jobs), device)
 
@@ -249,7 +254,7 @@ def thread_scaling(folder: Path, thumbnails, pairs) -> None:
 
     counts = sorted({1, 2, 4, 8, os.cpu_count() or 1} & set(range(1, (os.cpu_count() or 1) + 1)))
     default_threads = cv2.getNumThreads()
-    orb = load_verifier("orb")
+    orb = load_verifier("orb", "cpu")
     for opencv_threads in (default_threads, 1):
         cv2.setNumThreads(opencv_threads)
         for workers in counts:
@@ -346,7 +351,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--glue-pairs", type=int, default=500, help="of those, matched by LightGlue (slow)")
-    parser.add_argument("--skip", default="", help="comma-separated: hash, lightglue, search, reads")
+    parser.add_argument("--skip", default="", help="comma-separated: hash, aliked, lightglue, search, reads")
     parser.add_argument("--scaling", action="store_true",
                         help="also ORB verification and the hash stage at 1, 2, 4, ... threads/processes")
     parser.add_argument("--vectors", type=int, default=1_000_000, help="stored embeddings searched")
@@ -384,7 +389,7 @@ def main() -> None:
     verify_rates = {}
     if vectors is not None:
         pairs = candidate_pairs(vectors, args.pairs)
-        aliked = measured("ALIKED", lambda: load_verifier("aliked", device))
+        aliked = None if "aliked" in skip else measured("ALIKED", lambda: load_verifier("aliked", device))
         # Below this many keypoints in either image a pair that fails by features is aligned
         # densely (~50 ms of host CPU): ORB's limit, the default (hard-set F1 0.998), and a
         # lower one for ALIKED's sparser detector (F1 0.995, docs/performance.md §7).
@@ -404,8 +409,16 @@ def main() -> None:
             verify_rates[f"LightGlue (DISK 1024) on {device}"] = measured("LightGlue", lambda: verification_rates(
                 load_verifier("lightglue", device), thumbnails, pairs[: args.glue_pairs],
                 2 if device != "cpu" else 1, device))
+        orb = measured("ORB", lambda: load_verifier("orb", device))
+        if orb is not None and orb.batches_pairs:
+            verify_rates[f"ORB, ratio tests batched on {device}, describing and fits on {os.cpu_count()} threads"] = \
+                measured("ORB on the device", lambda: verification_rates(orb, thumbnails, pairs, os.cpu_count(), device))
+            matching = measured("ORB matching", lambda: device_matching_rate(orb, thumbnails, pairs, device))
+            if matching:
+                print(f"ORB: ratio tests alone on {device} ({orb.pairs_per_pass} pairs per pass): "
+                      f"{matching:,.0f} pairs/s", flush=True)
         verify_rates[f"ORB on {os.cpu_count()} CPU threads (baseline)"] = measured("ORB", lambda: verification_rates(
-            load_verifier("orb"), thumbnails, pairs, os.cpu_count(), "cpu"))
+            load_verifier("orb", "cpu"), thumbnails, pairs, os.cpu_count(), "cpu"))
         if args.scaling:
             print(f"CPU scaling on this host ({os.cpu_count()} cores), {len(pairs)} pairs:", flush=True)
             measured("scaling", lambda: thread_scaling(folder, thumbnails, pairs))

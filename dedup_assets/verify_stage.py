@@ -227,9 +227,10 @@ def verify_pairs(
     # image keeps its features (~40 KB), not its pixels (~200 KB at 512 px), which are
     # decoded again only for a pair whose fit needs them (docs/performance.md, §3).
     features_settle_pairs = FeatureStore.supports(verifier)
-    # A verifier that takes pairs by the slice (ALIKED on a GPU) describes each slice's
-    # images together and matches its pairs together; only the fits use the threads.
-    batched = hasattr(verifier, "verify_many")
+    # A verifier that takes pairs by the slice (ALIKED; ORB on a GPU) matches each slice's
+    # pairs together on its device (ALIKED describes the slice's images together too);
+    # the fits use the threads.
+    batched = getattr(verifier, "batches_pairs", False)
     encoded: dict[str, bytes] = {}
     stored: dict[str, bytes] = {}
     described: dict[str, PreparedImage] = {}  # described here, not yet in the store
@@ -258,8 +259,8 @@ def verify_pairs(
                     migrated.append(path)
                 return image
         image = from_thumbnail(row)
-        if hasattr(verifier, "describe") and not batched:
-            verifier.describe(image)  # here, where one thread owns the image
+        if hasattr(verifier, "describe") and not hasattr(verifier, "describe_many"):
+            verifier.describe(image)  # here, where one thread owns the image (ALIKED: by the slice)
         if store is not None:
             described[path] = image
         if features_settle_pairs:

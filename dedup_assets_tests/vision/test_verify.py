@@ -139,6 +139,42 @@ def test_aliked_verifies_pairs_together_as_it_verifies_each_alone(aliked, sample
         assert abs(one.inliers - batched.inliers) <= max(3, one.inliers // 10), (pair, one, batched)
 
 
+def test_orb_on_a_device_verifies_many_pairs_as_it_verifies_each_alone(orb, samples, photos):
+    """ORB with its ratio tests batched on a device (here PyTorch's CPU): the same
+    verifications as the numba path one pair at a time, smooth photos (too few keypoints:
+    no match, then dense alignment) included."""
+    pytest.importorskip("torch")
+    clock = photos["clock"]
+    wall = clock.crop((0, 0, clock.width // 2, clock.height // 2)).resize((800, 600))  # nearly featureless
+    images = {**samples, "wall": thumbnail(wall), "wall_rotated": thumbnail(wall.rotate(6, resample=2))}
+    names = ["astronaut", "astronaut_crop", "astronaut_left", "coffee", "coffee_captioned", "chelsea_captioned",
+             "wall", "wall_rotated"]
+    batched = OrbVerifier(device="cpu", pairs_per_pass=5)
+    assert batched.batches_pairs and not orb.batches_pairs
+    prepared = {name: batched.prepare(images[name]) for name in names}
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    together = batched.verify_many([(prepared[a], prepared[b]) for a, b in pairs])
+    alone = [orb.verify(images[a], images[b]) for a, b in pairs]
+    assert together == alone
+    decided = {pair: decide(99, 99.0, 0.0, False, False, result, POLICY).is_duplicate
+               for pair, result in zip(pairs, together)}
+    assert {pair for pair, duplicate in decided.items() if duplicate} == {
+        ("astronaut", "astronaut_crop"), ("astronaut_crop", "astronaut_left"),  # 62 % / 81 % shared
+        ("coffee", "coffee_captioned"), ("wall", "wall_rotated")}
+    assert together[pairs.index(("wall", "wall_rotated"))].method == "dense"
+
+
+def test_orb_batches_on_the_gpu_only_where_there_is_one():
+    assert load_verifier("orb", device="cpu").device is None
+    assert load_verifier("orb", device="auto").device == (None if not _cuda() else "cuda")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def test_aliked_weights_missing_from_the_folder_are_named(tmp_path, monkeypatch):
     from dedup_assets.vision.embedders import WeightsUnavailableError
     from dedup_assets.vision.verify import LIGHTGLUE_WEIGHTS_ENV

@@ -155,9 +155,9 @@ def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
                    needed_inliers: int = 0) -> Verification:
     """The homography and what it proves. `needed_inliers`: a fit with fewer rejects the
     pair whatever else it shows, so RANSAC searches only as long as finding such a fit
-    takes (`ransac_iterations`), and the pixel agreement (a quarter of the cost) is
-    computed only from there on. `pixels()` gives the two gray images, called only then
-    (an image prepared from stored features decodes on demand)."""
+    takes (`ransac_iterations`), and coverage, spread and the pixel agreement (a quarter
+    of the cost) are measured only from there on. `pixels()` gives the two gray images,
+    called only then (an image prepared from stored features decodes on demand)."""
     if len(points_a) < 8:
         return Verification(len(points_a), 0, 0.0, 0.0)
     homography, mask = cv2.findHomography(points_a, points_b, cv2.USAC_MAGSAC, 4.0,
@@ -165,15 +165,19 @@ def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
                                           confidence=_RANSAC_CONFIDENCE)
     if homography is None or mask is None:
         return Verification(len(points_a), 0, 0.0, 0.0)
-    coverage_a, coverage_b = coverage(homography, shape_a, shape_b)
     inlier = mask.ravel().astype(bool)
+    inliers = int(inlier.sum())
+    if inliers < needed_inliers:
+        # Rejected by its inlier count: no model worth measuring (as with too few matches).
+        # Most fits end here; what follows holds the GIL, which kept a 16-core host's
+        # threads at ~2.7k fits/s (docs/performance.md §7).
+        return Verification(len(points_a), inliers, 0.0, 0.0)
+    coverage_a, coverage_b = coverage(homography, shape_a, shape_b)
     # Inliers packed into a small region (a shared logo or caption) prove little about
     # the rest of the two images.
     spread = min(_hull_share(points_a[inlier], shape_a), _hull_share(points_b[inlier], shape_b))
-    wanted = pixels is not None and inlier.sum() >= needed_inliers
-    agreement = photometric_agreement(*pixels(), homography) if wanted else 0.0
-    return Verification(len(points_a), int(inlier.sum()), coverage_a, coverage_b, spread=spread,
-                        agreement=agreement)
+    agreement = photometric_agreement(*pixels(), homography) if pixels is not None else 0.0
+    return Verification(len(points_a), inliers, coverage_a, coverage_b, spread=spread, agreement=agreement)
 
 
 def photometric_agreement(gray_a: np.ndarray, gray_b: np.ndarray, homography: np.ndarray,

@@ -244,6 +244,22 @@ def test_the_homography_search_is_as_long_as_finding_the_inliers_needed_takes():
     assert ransac_iterations(500, 15) == ransac_iterations(40, 0) == 2000  # MAGSAC's own ceiling
 
 
+def test_a_fit_with_too_few_inliers_is_not_measured_further():
+    """Random matches: whatever homography fits a handful of them is no evidence, so no
+    coverage, spread or pixel agreement is measured for it (the pixels are not even asked for)."""
+    rng = np.random.default_rng(1)
+    points_a, points_b = (rng.uniform(0, 500, (60, 1, 2)).astype(np.float32) for _ in range(2))
+
+    def pixels():
+        raise AssertionError("pixels asked for")
+
+    rejected = fit_homography(points_a, points_b, (500, 500), (500, 500), pixels=pixels, needed_inliers=15)
+    assert rejected.matches == 60 and 0 < rejected.inliers < 15
+    assert (rejected.coverage_a, rejected.coverage_b, rejected.spread, rejected.agreement) == (0.0, 0.0, 0.0, 0.0)
+    measured = fit_homography(points_a, points_b, (500, 500), (500, 500), needed_inliers=0)
+    assert measured.spread > 0.0  # without a required count (low-texture pairs), measured as before
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_a_homography_with_barely_enough_inliers_among_many_outliers_is_still_found(seed):
     """16 matches under one homography hidden among 24 random ones: the shortened search

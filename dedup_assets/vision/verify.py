@@ -169,8 +169,8 @@ def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
     inliers = int(inlier.sum())
     if inliers < needed_inliers:
         # Rejected by its inlier count: no model worth measuring (as with too few matches).
-        # Most fits end here; what follows holds the GIL, which kept a 16-core host's
-        # threads at ~2.7k fits/s (docs/performance.md §7).
+        # Most fits end here; what follows holds the GIL, and on a 16-core GPU host the
+        # fits on the threads bound verification (docs/performance.md §7).
         return Verification(len(points_a), inliers, 0.0, 0.0)
     coverage_a, coverage_b = coverage(homography, shape_a, shape_b)
     # Inliers packed into a small region (a shared logo or caption) prove little about
@@ -715,10 +715,11 @@ def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool 
                   checkpoint: str | None = None, side: int = VERIFY_SIDE, min_inliers: int = 15,
                   orb_features: int = ORB_FEATURES) -> Verifier:
     if name == "orb":
-        # On a GPU its ratio tests run there (the same matches); no PyTorch import otherwise.
-        on_gpu = device != "cpu" and not cuda_surely_absent() and resolve_device(device).startswith("cuda")
+        # On a GPU its ratio tests run there (the same matches); PyTorch is imported only
+        # where there may be one, and a GPU asked for by name must be there.
+        chosen = None if device == "cpu" or (device == "auto" and cuda_surely_absent()) else resolve_device(device)
         verifier = OrbVerifier(features=orb_features, allow_mirrored=allow_mirrored,
-                               device=resolve_device(device) if on_gpu else None)
+                               device=chosen if chosen and chosen.startswith("cuda") else None)
     elif name == "lightglue":
         verifier = LightGlueVerifier(device=device, allow_mirrored=allow_mirrored)
     elif name == "aliked":

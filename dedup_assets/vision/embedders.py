@@ -33,6 +33,15 @@ class Embedder(Protocol):
         """RGB uint8 H×W×3 images (any size) → (n, dim) float32, L2-normalised rows."""
         ...
 
+    # `embed` in two steps, so that a caller can prepare the next pass on the host while
+    # the network runs this one: embed(images) == embed_preprocessed(preprocess(images)).
+    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The host's share of one pass: the network's input, or what it is made from."""
+        ...
+
+    def embed_preprocessed(self, inputs: np.ndarray) -> np.ndarray:
+        ...
+
 
 def resolve_device(device: str = "auto") -> str:
     import torch
@@ -92,27 +101,26 @@ class TorchEmbedder:
         if self.half:  # the inputs are cast in _batch; the weights must match them
             self.model = self.model.half()
 
-    def _batch(self, images: Sequence[np.ndarray]):
+    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The images squashed to the input size, stacked (uint8: normalised on the device)."""
+        return squashed(images, self.input_size)
+
+    def embed_preprocessed(self, stacked: np.ndarray) -> np.ndarray:
         import torch
 
-        stacked = squashed(images, self.input_size)
-        tensor = torch.from_numpy(stacked).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
-        tensor = (tensor - mean) / std
-        return tensor.half() if self.half else tensor
+        with torch.inference_mode():
+            tensor = torch.from_numpy(stacked).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+            tensor = (tensor - mean) / std
+            features = self.model(tensor.half() if self.half else tensor).float()
+            return torch.nn.functional.normalize(features, dim=1).cpu().numpy()
 
     def embed(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        import torch
-
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                features = self.model(self._batch(images[start:start + batch_size])).float()
-                outputs.append(torch.nn.functional.normalize(features, dim=1).cpu().numpy())
-        return np.concatenate(outputs)
+        return np.concatenate([self.embed_preprocessed(self.preprocess(images[start:start + batch_size]))
+                               for start in range(0, len(images), batch_size)])
 
 
 def _efficientnet_lite0_weights() -> str:

@@ -49,14 +49,15 @@ class OnnxEmbedder:
         pixels *= (1 / (np.asarray(self.std, np.float32) * 255))[:, None, None]
         return pixels
 
+    def embed_preprocessed(self, pixels: np.ndarray) -> np.ndarray:
+        (features,) = self.session.run(None, {"pixels": pixels})
+        return (features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
     def embed(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
-        outputs = []
-        for start in range(0, len(images), batch_size):
-            (features,) = self.session.run(None, {"pixels": self.preprocess(images[start:start + batch_size])})
-            outputs.append(features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12))
-        return np.concatenate(outputs).astype(np.float32)
+        return np.concatenate([self.embed_preprocessed(self.preprocess(images[start:start + batch_size]))
+                               for start in range(0, len(images), batch_size)])
 
 
 def _cache_dir() -> Path:

@@ -102,7 +102,8 @@ def verified_pairs(
                            mirrored_is_duplicate=config.mirrored_is_duplicate)
     verifier = _load_verifier(config.verifier, config.device, allow_mirrored=config.mirrored_is_duplicate,
                               checkpoint=config.verifier_checkpoint, side=config.verify_side,
-                              min_inliers=config.min_inliers, orb_features=config.orb_features)
+                              min_inliers=config.min_inliers, orb_features=config.orb_features,
+                              min_coverage=config.min_coverage)
     pairs, seconds = verify_pairs(candidates, features, layout, verifier, policy, config.workers,
                                   on_progress=log_progress(context.log, "verified"),
                                   keep_features=config.keep_features)

@@ -75,12 +75,13 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
                         f"{policy.min_inliers} inliers needed")
     elif verification.inliers < policy.min_inliers:
         return Decision(False, "verify", f"{verification.inliers} inliers < {policy.min_inliers}")
-    if verification.agreement < policy.min_agreement:
-        return Decision(False, "verify", f"{verification.inliers} inliers, but once aligned the pixels agree "
-                        f"only {verification.agreement:.2f} (a shared caption or logo?)")
+    # Coverage first: a verifier compares the pixels only of a fit covering enough.
     if verification.min_coverage < policy.min_coverage:
         return Decision(False, "verify", f"{verification.inliers} inliers but the shared region covers "
                         f"{verification.coverage_a:.0%} / {verification.coverage_b:.0%} of the images")
+    if verification.agreement < policy.min_agreement:
+        return Decision(False, "verify", f"{verification.inliers} inliers, but once aligned the pixels agree "
+                        f"only {verification.agreement:.2f} (a shared caption or logo?)")
     evidence = (f"dense alignment agrees {verification.agreement:.2f}" if verification.method == "dense"
                 else f"{verification.inliers} inliers")
     return Decision(True, "verify", f"{evidence}, shared region covers "

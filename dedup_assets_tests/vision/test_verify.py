@@ -263,6 +263,29 @@ def test_a_fit_with_too_few_inliers_is_not_measured_further():
     assert measured.spread > 0.0  # without a required count (low-texture pairs), measured as before
 
 
+def test_a_fit_covering_too_little_is_rejected_without_comparing_pixels():
+    """60 matches under one homography that shrinks image a into a corner of b: enough
+    inliers, but the shared region covers a tenth of b, which rejects the pair whatever
+    the pixels show; they are compared only where the coverage could make a copy."""
+    rng = np.random.default_rng(2)
+    points_a = rng.uniform(0, 500, (60, 1, 2)).astype(np.float32)
+    points_b = (points_a * 0.3 + 20).astype(np.float32)
+    asked = []
+
+    def pixels():
+        asked.append(True)
+        return np.zeros((500, 500), np.uint8), np.zeros((500, 500), np.uint8)
+
+    shrunk = fit_homography(points_a, points_b, (500, 500), (500, 500), pixels=pixels, needed_inliers=15,
+                            needed_coverage=0.55)
+    assert shrunk.inliers == 60 and shrunk.coverage_a == pytest.approx(1.0) and shrunk.coverage_b < 0.1
+    assert shrunk.spread > 0.0 and shrunk.agreement == 0.0 and not asked
+    decision = decide(99, 99.0, 0.0, False, False, shrunk, POLICY)
+    assert not decision.is_duplicate and "shared region covers 100% / 9%" in decision.reason
+    fit_homography(points_a, points_b, (500, 500), (500, 500), pixels=pixels, needed_inliers=15)
+    assert asked  # without a required coverage, compared as before
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_a_homography_with_barely_enough_inliers_among_many_outliers_is_still_found(seed):
     """16 matches under one homography hidden among 24 random ones: the shortened search

@@ -273,10 +273,14 @@ def verify_pairs(
         return verifier.verify_prepared(prepared(a[i]), prepared(b[i]))
 
     verifications: dict[int, Verification] = {}
+    # A slice's new features are written while the next slice is verified: written
+    # between slices, the threads waited ~0.7 s per 1,000 new images (docs/performance.md §2).
+    writing: Future | None = None
     # OpenCV and faiss release the GIL. OpenMP's thread count is per thread: one each,
     # or every matching thread starts its own team and they fight over the cores.
     # OpenCV's own threads likewise, when there are several of ours.
     with (ThreadPoolExecutor(max(1, workers), initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool,
+          ThreadPoolExecutor(1, thread_name_prefix="feature-writes") as writer,
           opencv_single_threaded() if workers > 1 else contextlib.nullcontext()):
         for start in range(0, len(to_verify), PAIRS_PER_FETCH):
             chunk = to_verify[start:start + PAIRS_PER_FETCH]
@@ -294,10 +298,13 @@ def verify_pairs(
             for i, result in zip(chunk, results):
                 verifications[i] = result
             if described:
-                store.write(described)
-                described.clear()
+                if writing is not None:
+                    writing.result()  # one slice's features in flight at a time
+                writing, described = writer.submit(store.write, described), {}
             if on_progress:
                 on_progress(len(verifications), len(to_verify))
+        if writing is not None:
+            writing.result()
 
     if migrated:
         log.info("%d stored feature files rewritten from npz in the current layout", len(migrated))

@@ -1,6 +1,7 @@
 """Verification of stored pairs, with the verifier's features kept between batches."""
 
 import io
+import threading
 
 import numpy as np
 import polars as pl
@@ -181,6 +182,39 @@ def test_an_image_in_several_slices_of_pairs_is_fetched_once(stored_images, monk
     assert again.equals(pairs) and len(fetched) == len(set(fetched))
     # From the store; pixels only for the duplicate pair's two images.
     assert len([path for path in fetched if path in thumbnails]) == 2
+
+
+class PairCountingOrb(OrbVerifier):
+    """The ORB verifier, counting the pairs it has begun (instrumentation, not a fake)."""
+
+    def __init__(self):
+        super().__init__()
+        self.begun, self.changed = 0, threading.Condition()
+
+    def verify_prepared(self, a, b):
+        with self.changed:
+            self.begun += 1
+            self.changed.notify_all()
+        return super().verify_prepared(a, b)
+
+
+def test_a_slices_new_features_are_written_while_the_next_slice_is_verified(stored_images, monkeypatch):
+    layout, features, candidates = stored_images
+    monkeypatch.setattr("dedup_assets.verify_stage.PAIRS_PER_FETCH", 2)  # six pairs: three slices
+    verifier, writes = PairCountingOrb(), []
+    write_many_bytes = layout.write_many_bytes
+
+    def waiting(files):  # the k-th write waits (up to 10 s) for slice k + 1's first pair
+        with verifier.changed:
+            following = 2 * (len(writes) + 1) + 1
+            writes.append((len(files), verifier.changed.wait_for(lambda: verifier.begun >= following, 10)))
+        write_many_bytes(files)
+
+    monkeypatch.setattr(layout, "write_many_bytes", waiting)
+    pairs, _ = verify_pairs(candidates, features, layout, verifier, CascadePolicy())
+    assert writes == [(3, True), (1, True)]  # the first slice describes three images, the second one
+    assert set(FeatureStore(layout, verifier).read(features["thumbnail"])) == set(features["thumbnail"])
+    assert pairs.filter("is_duplicate").select("blob_a", "blob_b").rows() == [("astronaut.jpg", "astronaut_crop.jpg")]
 
 
 def test_features_of_other_settings_are_described_anew(stored_images):

@@ -310,13 +310,13 @@ def verify_pairs(
         log.info("%d stored feature files rewritten from npz in the current layout", len(migrated))
 
     rows = []
+    names_a, names_b, found_by = (candidates[column].to_list() for column in ("blob_a", "blob_b", "found_by"))
     for i in range(len(a)):
         verification = verifications.get(i)
         decision = decide(int(hamming[i]), float(colour[i]), float(cosine[i]), bool(gray[a[i]]),
                           bool(gray[b[i]]), verification, policy)
         v = verification or Verification(0, 0, 0.0, 0.0)
-        rows.append((candidates["blob_a"][i], candidates["blob_b"][i], candidates["found_by"][i],
-                     int(hamming[i]), float(colour[i]), float(cosine[i]),
+        rows.append((names_a[i], names_b[i], found_by[i], int(hamming[i]), float(colour[i]), float(cosine[i]),
                      v.matches if verification else None, v.inliers if verification else None,
                      v.coverage_a if verification else None, v.coverage_b if verification else None,
                      v.spread if verification else None, v.agreement if verification else None, v.mirrored, decision.is_duplicate, decision.stage, decision.reason))

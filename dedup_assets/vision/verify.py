@@ -331,13 +331,11 @@ def ratio_test_matches(descriptors_a: np.ndarray, descriptors_b: np.ndarray,
     nearest b by Hamming distance is clearly nearer than its second nearest. A match
     passing the test has a strictly nearest neighbour, so ties cannot change it."""
     # Imported here: numba and LLVM take ~170 MB, which only processes that verify need.
-    from dedup_assets.vision.hamming import two_nearest
+    from dedup_assets.vision.hamming import ratio_test
 
     if len(descriptors_a) == 0 or len(descriptors_b) < 2:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    nearest, first, second = two_nearest(descriptors_a, descriptors_b)
-    keep = first < ratio * second
-    return np.flatnonzero(keep), nearest[keep]
+    return ratio_test(descriptors_a, descriptors_b, ratio)
 
 
 def fit_matched(a: PreparedImage, b: PreparedImage, keypoints_a: np.ndarray, keypoints_b: np.ndarray,

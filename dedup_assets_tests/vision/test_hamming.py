@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dedup_assets.vision.hamming import two_nearest, two_nearest_many
+from dedup_assets.vision.hamming import ratio_test, two_nearest, two_nearest_many
 
 
 def brute_force(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -21,6 +21,20 @@ def test_two_nearest_are_the_exact_nearest_and_second_nearest(n, m):
     assert np.array_equal(first, ordered[:, 0])
     assert np.array_equal(second, ordered[:, 1])
     assert np.array_equal(distances[np.arange(n), nearest], first)
+
+
+@pytest.mark.parametrize("ratio", [0.8, 0.7, 1.0])
+def test_the_ratio_test_keeps_the_rows_whose_nearest_is_clearly_nearer(ratio):
+    rng = np.random.default_rng(int(ratio * 10))
+    b = rng.integers(0, 256, (500, 32), dtype=np.uint8)
+    b[1] = b[0]  # a's last two rows have two nearest rows at distance 0: a tie, never kept
+    a = np.vstack([b[:200] ^ (rng.random((200, 32)) < 0.05).astype(np.uint8),  # near copies: kept
+                   rng.integers(0, 256, (300, 32), dtype=np.uint8), b[:2]])
+    nearest, first, second = two_nearest(a, b)
+    keep = first < ratio * second
+    query, train = ratio_test(a, b, ratio)
+    assert np.array_equal(query, np.flatnonzero(keep)) and np.array_equal(train, nearest[keep])
+    assert 150 < len(query) < 500 and 500 not in query and 501 not in query
 
 
 def test_many_pairs_at_once_give_each_pairs_own_distances_and_nearest_rows():

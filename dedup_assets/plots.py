@@ -8,29 +8,25 @@ import io
 import numpy as np
 
 
-def _pyplot():
-    # Imported when a chart is drawn, not when the definitions load (sensor ticks,
-    # the webserver's code server).
-    import matplotlib
+def _figure(width: float, height: float):
+    # matplotlib's Figure alone, without pyplot (its global state and GUI backends: 0.3 s
+    # to import). Imported when a chart is drawn, not when the definitions load (sensor
+    # ticks, the webserver's code server).
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # no display on servers and in tests
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=(width, height))
 
 
 def _png(figure) -> bytes:
-    plt = _pyplot()
     buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
+    figure.savefig(buffer, format="png", dpi=80)  # Agg, whatever the display
     return buffer.getvalue()
 
 
 def cluster_size_histogram(sizes: np.ndarray) -> bytes:
     """How many duplicate groups have 2, 3, ... copies."""
-    figure, axis = _pyplot().subplots(figsize=(5, 3))
+    figure = _figure(5, 3)
+    axis = figure.subplots()
     if len(sizes):
         values, counts = np.unique(sizes, return_counts=True)
         axis.bar(values, counts, color="#4c72b0")
@@ -38,19 +34,26 @@ def cluster_size_histogram(sizes: np.ndarray) -> bytes:
     axis.set_xlabel("copies per group")
     axis.set_ylabel("groups")
     axis.set_title("Duplicate group sizes")
+    figure.tight_layout()
     return _png(figure)
 
 
 def similarity_distributions(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
     """One panel per score, duplicates against distinct pairs: {title: (dup, distinct)}."""
-    figure, axes = _pyplot().subplots(1, len(scores), figsize=(4 * len(scores), 3), squeeze=False)
+    figure = _figure(4 * len(scores), 3)
+    axes = figure.subplots(1, len(scores), squeeze=False)
     for axis, (title, (duplicate, distinct)) in zip(axes[0], scores.items()):
         values = np.concatenate([duplicate, distinct]) if len(duplicate) + len(distinct) else np.zeros(1)
         bins = np.linspace(float(values.min()), float(values.max()) + 1e-6, 30)
-        axis.hist(distinct, bins=bins, alpha=.6, label=f"distinct ({len(distinct)})", color="#cf222e")
-        axis.hist(duplicate, bins=bins, alpha=.6, label=f"duplicate ({len(duplicate)})", color="#1a7f37")
+        # One filled outline per histogram, not a patch per bar, and fixed margins instead
+        # of tight_layout's extra drawing: 0.24 → 0.10 s per batch, the same picture.
+        axis.hist(distinct, bins=bins, alpha=.6, label=f"distinct ({len(distinct)})", color="#cf222e",
+                  histtype="stepfilled")
+        axis.hist(duplicate, bins=bins, alpha=.6, label=f"duplicate ({len(duplicate)})", color="#1a7f37",
+                  histtype="stepfilled")
         axis.set_title(title)
         axis.legend(fontsize=7)
+    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.1, top=0.88, wspace=0.3)
     return _png(figure)
 
 

@@ -191,11 +191,18 @@ class PairCountingOrb(OrbVerifier):
         super().__init__()
         self.begun, self.changed = 0, threading.Condition()
 
-    def verify_prepared(self, a, b):
+    def _begin(self, pairs: int) -> None:
         with self.changed:
-            self.begun += 1
+            self.begun += pairs
             self.changed.notify_all()
+
+    def verify_prepared(self, a, b):
+        self._begin(1)
         return super().verify_prepared(a, b)
+
+    def verify_many(self, pairs, map_=map):
+        self._begin(len(pairs))
+        return super().verify_many(pairs, map_)
 
 
 def test_a_slices_new_features_are_written_while_the_next_slice_is_verified(stored_images, monkeypatch):

@@ -96,14 +96,11 @@ def _two_nearest_words(a: np.ndarray, b: np.ndarray):
     return nearest, first, second
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False)
-def _ratio_test_words(a: np.ndarray, b: np.ndarray, ratio: float):
+@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _ratio_test_into(a, b, ratio, query, train, kept):
     """Rows of a (n, 4 words) whose nearest row of b is nearer than `ratio` times the
-    second nearest, and those nearest rows: the ratio test inside the search, sparing
-    NumPy's passes over the search's outputs (~4 % of the test per pair)."""
-    query = np.empty(a.shape[0], np.int64)
-    train = np.empty(a.shape[0], np.int64)
-    kept = 0
+    second nearest, and those nearest rows, written to query/train from `kept` on; the
+    new count. The test inside the search spares NumPy's passes over its outputs."""
     b0, b1, b2, b3, index, keys = _word_columns(b)
     for i in range(a.shape[0]):
         best, runner_up = _row_two_nearest(a[i, 0], a[i, 1], a[i, 2], a[i, 3], b0, b1, b2, b3, index, keys)
@@ -111,7 +108,35 @@ def _ratio_test_words(a: np.ndarray, b: np.ndarray, ratio: float):
             query[kept] = i
             train[kept] = best & _INDEX_MASK
             kept += 1
+    return kept
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _ratio_test_words(a: np.ndarray, b: np.ndarray, ratio: float):
+    query = np.empty(a.shape[0], np.int64)
+    train = np.empty(a.shape[0], np.int64)
+    kept = _ratio_test_into(a, b, ratio, query, train, 0)
     return query[:kept], train[:kept]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _ratio_test_many_words(words: np.ndarray, starts: np.ndarray, set_a: np.ndarray, set_b: np.ndarray,
+                           ratio: float):
+    """`_ratio_test_words` of pairs of sets stacked in `words` (set k: rows starts[k] to
+    starts[k + 1]): all matches in order, and where each pair's end."""
+    rows = 0
+    for p in range(set_a.shape[0]):
+        rows += starts[set_a[p] + 1] - starts[set_a[p]]
+    query = np.empty(rows, np.int64)
+    train = np.empty(rows, np.int64)
+    ends = np.empty(set_a.shape[0], np.int64)
+    kept = 0
+    for p in range(set_a.shape[0]):
+        a = words[starts[set_a[p]]:starts[set_a[p] + 1]]
+        b = words[starts[set_b[p]]:starts[set_b[p] + 1]]
+        kept = _ratio_test_into(a, b, ratio, query, train, kept)
+        ends[p] = kept
+    return query, train, ends
 
 
 def two_nearest(descriptors_a: np.ndarray, descriptors_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,6 +148,30 @@ def two_nearest(descriptors_a: np.ndarray, descriptors_b: np.ndarray) -> tuple[n
 def ratio_test(descriptors_a: np.ndarray, descriptors_b: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
     """(rows of a, their nearest rows of b) where `two_nearest` gives first < ratio × second."""
     return _ratio_test_words(*_words(descriptors_a, descriptors_b), float(ratio))
+
+
+def ratio_test_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], ratio: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`ratio_test` of each pair, in one compiled call: a thread verifying pairs gives up
+    and takes back the GIL once for them all, not once per pair (waiting to take it back
+    cost verification ~9 % of its matching time on 2 threads, docs/performance.md §2)."""
+    slot: dict[int, int] = {}
+    unique: list[np.ndarray] = []
+    for descriptors in (d for pair in pairs for d in pair):
+        if id(descriptors) not in slot:
+            slot[id(descriptors)] = len(unique)
+            unique.append(descriptors)
+    for a, b in pairs:
+        _words(a, b)  # the same checks as one pair at a time
+    if not pairs:
+        return []
+    words = np.concatenate([np.ascontiguousarray(d, dtype=np.uint8) for d in unique]).view(np.uint64)
+    starts = np.zeros(len(unique) + 1, np.int64)
+    np.cumsum([len(d) for d in unique], out=starts[1:])
+    set_a = np.array([slot[id(a)] for a, _ in pairs], np.int64)
+    set_b = np.array([slot[id(b)] for _, b in pairs], np.int64)
+    query, train, ends = _ratio_test_many_words(words, starts, set_a, set_b, float(ratio))
+    begins = np.r_[0, ends[:-1]]
+    return [(query[begin:end], train[begin:end]) for begin, end in zip(begins, ends)]
 
 
 def _words(descriptors_a: np.ndarray, descriptors_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

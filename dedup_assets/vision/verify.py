@@ -435,14 +435,19 @@ class OrbVerifier(_MirrorAware):
 
     def match_many(self, pairs: list[tuple[PreparedImage, PreparedImage]]) -> list[tuple[np.ndarray, np.ndarray] | None]:
         """The ratio test's (rows of a, rows of b) of each described pair, all of them on
-        the device (`two_nearest_many`); None for a pair with too few keypoints."""
-        from dedup_assets.vision.hamming import two_nearest_many
+        the device (`two_nearest_many`), or in one compiled call on the CPU
+        (`ratio_test_many`); None for a pair with too few keypoints."""
+        from dedup_assets.vision.hamming import ratio_test_many, two_nearest_many
 
         matchable = [k for k, (a, b) in enumerate(pairs) if self._matchable(a, b)]
         matched: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(pairs)
-        found = two_nearest_many([(pairs[k][0].features[1], pairs[k][1].features[1]) for k in matchable],
-                                 self.device, self.pairs_per_pass)
-        for k, (nearest, first, second) in zip(matchable, found):
+        descriptors = [(pairs[k][0].features[1], pairs[k][1].features[1]) for k in matchable]
+        if self.device is None:
+            for k, found in zip(matchable, ratio_test_many(descriptors, self.ratio)):
+                matched[k] = found
+            return matched
+        for k, (nearest, first, second) in zip(matchable, two_nearest_many(descriptors, self.device,
+                                                                          self.pairs_per_pass)):
             keep = first < self.ratio * second  # on the host, as `ratio_test_matches`
             matched[k] = (np.flatnonzero(keep), nearest[keep])
         return matched

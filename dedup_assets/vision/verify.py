@@ -455,7 +455,8 @@ class OrbVerifier(_MirrorAware):
     def verify_many(self, pairs: list[tuple[PreparedImage, PreparedImage]], map_=map) -> list[Verification]:
         """Every pair verified, as `verify_prepared` would one at a time: images not yet
         described are described through `map_` (a thread pool's map), the ratio tests run
-        on the device together, the fits through `map_`."""
+        together (`match_many`: on the device, or in one compiled call), the fits through
+        `map_`."""
         pending = list({id(image): image for pair in pairs for image in pair if image.features is None}.values())
         list(map_(self.describe, pending))
         return self._fit_many(pairs, self.match_many(pairs), map_)

@@ -15,6 +15,10 @@ THUMBNAIL_SIDE = 256
 # Refuse images whose header declares more pixels than this before decoding them:
 # a decompression bomb must not take the worker's memory.
 MAX_PIXELS = 150_000_000
+# Pillow's own guard, at ours: at its default (89.5M pixels) every accepted image between
+# that and MAX_PIXELS logged a DecompressionBombWarning. Above it Pillow still warns, and
+# from twice it refuses to open; the header check below records the reason either way.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # libjpeg's standard luminance quantisation table (Annex K), for quality estimation.
 _STANDARD_LUMA = np.array(

@@ -1,4 +1,5 @@
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -65,8 +66,20 @@ def test_a_decompression_bomb_is_refused_before_decoding():
     side = int(np.sqrt(MAX_PIXELS)) + 1000
     # A tiny PNG whose header declares a huge size.
     header = encode(Image.new("1", (side, side)), "PNG", optimize=True)
-    with pytest.raises(DecodeError, match="decompression bomb"):
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(DecodeError, match="decompression bomb"):
         decode_thumbnail(header)
+    beyond_pillow = encode(Image.new("1", (2 * side, side)), "PNG", optimize=True)  # Pillow refuses to open it
+    with pytest.raises(DecodeError, match="decompression bomb"):
+        decode_thumbnail(beyond_pillow)
+
+
+def test_a_large_image_within_the_limit_opens_without_a_warning():
+    side = int(np.sqrt(100_000_000))  # above Pillow's default limit (89.5M), below ours
+    header = encode(Image.new("1", (side, side)), "PNG", optimize=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Image.open(io.BytesIO(header)) as image:
+            assert image.size == (side, side)
 
 
 def test_opencv_runs_single_threaded_inside_our_pools_and_gets_its_threads_back():

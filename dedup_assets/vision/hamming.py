@@ -154,24 +154,30 @@ def ratio_test_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], ratio: float
     """`ratio_test` of each pair, in one compiled call: a thread verifying pairs gives up
     and takes back the GIL once for them all, not once per pair (waiting to take it back
     cost verification ~9 % of its matching time on 2 threads, docs/performance.md §2)."""
+    for a, b in pairs:
+        _words(a, b)  # the same checks as one pair at a time
+    if not pairs:
+        return []
+    unique, set_a, set_b = _distinct_sets(pairs)
+    words = np.concatenate([np.ascontiguousarray(d, dtype=np.uint8) for d in unique]).view(np.uint64)
+    starts = np.zeros(len(unique) + 1, np.int64)
+    np.cumsum([len(d) for d in unique], out=starts[1:])
+    query, train, ends = _ratio_test_many_words(words, starts, set_a, set_b, float(ratio))
+    begins = np.r_[0, ends[:-1]]
+    return [(query[begin:end], train[begin:end]) for begin, end in zip(begins, ends)]
+
+
+def _distinct_sets(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Each descriptor set once (an image takes part in many pairs), and each pair's two
+    positions among them."""
     slot: dict[int, int] = {}
     unique: list[np.ndarray] = []
     for descriptors in (d for pair in pairs for d in pair):
         if id(descriptors) not in slot:
             slot[id(descriptors)] = len(unique)
             unique.append(descriptors)
-    for a, b in pairs:
-        _words(a, b)  # the same checks as one pair at a time
-    if not pairs:
-        return []
-    words = np.concatenate([np.ascontiguousarray(d, dtype=np.uint8) for d in unique]).view(np.uint64)
-    starts = np.zeros(len(unique) + 1, np.int64)
-    np.cumsum([len(d) for d in unique], out=starts[1:])
-    set_a = np.array([slot[id(a)] for a, _ in pairs], np.int64)
-    set_b = np.array([slot[id(b)] for _, b in pairs], np.int64)
-    query, train, ends = _ratio_test_many_words(words, starts, set_a, set_b, float(ratio))
-    begins = np.r_[0, ends[:-1]]
-    return [(query[begin:end], train[begin:end]) for begin, end in zip(begins, ends)]
+    return (unique, np.array([slot[id(a)] for a, _ in pairs], np.int64),
+            np.array([slot[id(b)] for _, b in pairs], np.int64))
 
 
 def _words(descriptors_a: np.ndarray, descriptors_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,12 +206,7 @@ def two_nearest_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], device: str
         for start in range(0, len(pairs), pairs_per_pass):
             chunk = pairs[start:start + pairs_per_pass]
             # Each image's descriptors sent and unpacked once per pass, whatever its pairs.
-            slot: dict[int, int] = {}
-            unique: list[np.ndarray] = []
-            for descriptors in (d for pair in chunk for d in pair):
-                if id(descriptors) not in slot:
-                    slot[id(descriptors)] = len(unique)
-                    unique.append(descriptors)
+            unique, set_a, set_b = _distinct_sets(chunk)
             rows = max(len(d) for d in unique)
             packed = np.zeros((len(unique), rows, 32), np.uint8)
             for k, descriptors in enumerate(unique):
@@ -216,8 +217,7 @@ def two_nearest_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], device: str
             lengths = torch.tensor([len(d) for d in unique], device=device)
             # Padding rows lie farther than any real descriptor (at most 256 bits away).
             counts[torch.arange(rows, device=device)[None] >= lengths[:, None]] = 1024
-            index_a = torch.tensor([slot[id(a)] for a, _ in chunk], device=device)
-            index_b = torch.tensor([slot[id(b)] for _, b in chunk], device=device)
+            index_a, index_b = torch.from_numpy(set_a).to(device), torch.from_numpy(set_b).to(device)
             products = torch.bmm(bits[index_a], bits[index_b].transpose(1, 2))
             distances = counts[index_a][:, :, None] + counts[index_b][:, None, :] - 2 * products
             best, nearest = distances.topk(2, dim=-1, largest=False)

@@ -118,3 +118,42 @@ def test_release_freed_memory_returns_what_free_kept():
     returned_mb = float(subprocess.run([sys.executable, "-c", FREED_BUT_HELD], capture_output=True,
                                        text=True, check=True).stdout)
     assert returned_mb > 150  # of the ~225 MB freed in holes
+
+
+TOP_KEPT_UNTIL_RELEASED = LIBC_AND_RESIDENT_MB + """
+import dedup_assets  # noqa: F401
+blocks = [libc.malloc(64 << 10) for _ in range(32)]  # 2 MB at the heap's top, each block below the mmap threshold
+for block in blocks:
+    ctypes.memset(block, 1, 64 << 10)
+held = resident_mb()
+for block in reversed(blocks):
+    libc.free(ctypes.c_void_p(block))
+at_free = held - resident_mb()
+libc.malloc_trim(0)  # what release_freed_memory does after each heavy stage
+print(at_free, held - resident_mb())
+"""
+
+
+def returned_mb(env: dict) -> tuple[float, float]:
+    """MB given back to the kernel when 2 MB at the heap's top are freed, and after a trim."""
+    output = subprocess.run([sys.executable, "-c", TOP_KEPT_UNTIL_RELEASED], env=env, capture_output=True,
+                            text=True, check=True).stdout
+    at_free, after_trim = output.split()
+    return float(at_free), float(after_trim)
+
+
+def test_freed_memory_at_an_arenas_top_is_kept_for_the_next_allocation_until_released():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    at_free, after_trim = returned_mb(env)
+    assert at_free < 0.5  # kept: the next allocations do not fault its pages in again
+    assert after_trim > 1.5  # and given back by the trim after a stage
+    # glibc's 128 KB, where it stays once the mmap threshold is fixed, unless raised:
+    at_free, _ = returned_mb({**env, "MALLOC_TRIM_THRESHOLD_": str(128 << 10)})
+    assert at_free > 1.5
+
+
+def test_an_operators_trim_threshold_wins(monkeypatch):
+    from dedup_assets.memory import raise_trim_threshold
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert raise_trim_threshold() is None

@@ -19,7 +19,8 @@ keeps what they free:
   mmap threshold also froze glibc's trim threshold at 128 KB, so nearly every free at
   an arena's top gave pages back to the kernel, and the next allocation faulted them in
   again (verification of the cascade bench: 8.2 → 7.8 s, half the page faults). What an
-  arena keeps there goes back with `release_freed_memory()` after each heavy stage.
+  arena keeps there serves the next blocks, large ones too, before a new mapping, and
+  goes back with `release_freed_memory()` after each heavy stage.
 All are no-ops off glibc.
 """
 

@@ -1,6 +1,10 @@
+import ctypes
+import platform
+import resource
+
 import pytest
 
-from dedup_assets.hash_stage import ThumbnailUploads, hash_blobs
+from dedup_assets.hash_stage import ThumbnailUploads, _worker_pool, hash_blobs
 from dedup_assets.ledger import _to_frame
 from dedup_assets.sources.local import LocalFolderSource
 from dedup_assets.storage import StorageLayout, data_storage_options
@@ -16,6 +20,29 @@ def test_a_worker_killed_by_one_file_fails_only_that_file(image_folder, layout):
     assert [f["blob_name"] for f in result.failures] == [culprit]
     assert "crashed" in result.failures[0]["reason"]
     assert sorted(result.hashes["blob_name"]) == sorted(set(names) - {culprit})
+
+
+def page_faults_reusing_one_block(size: int = 512 << 10, rounds: int = 20) -> int:
+    """Page faults of allocating (through libc), filling and freeing one block, again and again."""
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds):
+        block = libc.malloc(size)
+        ctypes.memset(block, 1, size)
+        libc.free(ctypes.c_void_p(block))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc allocator settings")
+def test_hash_workers_reuse_their_heap_for_an_images_blocks(image_folder, layout, monkeypatch):
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    pages = (512 << 10) // resource.getpagesize()
+    with _worker_pool(2, LocalFolderSource(image_folder), layout) as pool:
+        in_a_worker = pool.submit(page_faults_reusing_one_block).result()
+    # The block's pages faulted in once, then reused (mapped alone, as a long run's
+    # process keeps blocks from 128 KB up, each round would fault them in afresh).
+    assert in_a_worker < 2 * pages
 
 
 @pytest.fixture

@@ -20,12 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dedup_assets.demo_data import build_bench_set
-from dedup_assets.hash_stage import hash_blobs
-from dedup_assets.ledger import _to_frame
 from dedup_assets.settings import apply_defaults
-from dedup_assets.sources.local import LocalFolderSource
-from dedup_assets.storage import StorageLayout
 
 
 def draft_decode(path: Path) -> tuple[int, int]:
@@ -56,6 +51,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     apply_defaults()
+    # Imported here, not at the top: the stage's worker processes import this script again
+    # (multiprocessing's forkserver), and under `dedup run` they import only its light CLI
+    # module; Polars here cost each of them ~0.1 s.
+    from dedup_assets.demo_data import build_bench_set
+    from dedup_assets.hash_stage import hash_blobs
+    from dedup_assets.ledger import _to_frame
+    from dedup_assets.sources.local import LocalFolderSource
+    from dedup_assets.storage import StorageLayout
+
     folder = Path(os.environ["DEDUP_HOME"]) / "bench" / f"jpegs_{args.side}"
     if len(list(folder.glob("*.jpg"))) != args.count:
         shutil.rmtree(folder, ignore_errors=True)

@@ -6,7 +6,6 @@ process boundary and only the small feature records come back.
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
 import time
@@ -19,11 +18,11 @@ from typing import Callable, Iterator
 import numpy as np
 import polars as pl
 
-from dedup_assets.sources import BlobChangedError, BlobSource
+from dedup_assets.hash_worker import failure_reason, hash_bytes, hash_one, start_worker, start_worker_process
+from dedup_assets.sources import BlobSource
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.color import SIGNATURE_SIZE
-from dedup_assets.vision.decode import DecodeError
-from dedup_assets.vision.features import ImageFeatures, extract_features
+from dedup_assets.vision.features import ImageFeatures
 
 STAGE = "wavelet_hashes"
 
@@ -48,68 +47,6 @@ class HashStageResult:
     hashes: pl.DataFrame
     failures: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def failure_reason(error: BaseException) -> str:
-    if isinstance(error, (DecodeError, BlobChangedError, PermissionError)):
-        return str(error)
-    if isinstance(error, FileNotFoundError):
-        return "blob no longer exists in the source"
-    return f"{type(error).__name__}: {error}"
-
-
-# Set in each worker process by `_start_worker`, so tasks carry only blob names.
-_worker: dict = {}
-
-
-def _start_worker(source: BlobSource, layout: StorageLayout) -> None:
-    _worker["source"] = source
-    _worker["layout"] = layout
-
-
-# A worker lives for one batch, so the fragmentation that the 128 KB mmap threshold keeps
-# out of a long run's process (dedup_assets.memory) ends with it: up to this size an
-# image's blocks (its bytes, its reduced decode) reuse the worker's heap instead of being
-# mapped and faulted in afresh for every image (66 page faults and 0.12 ms of 2.7 ms per
-# 1200-px JPEG).
-WORKER_MMAP_THRESHOLD = 4 * 1024 * 1024
-
-
-def _start_worker_process(source: BlobSource, layout: StorageLayout) -> None:
-    import cv2
-
-    from dedup_assets.memory import fix_mmap_threshold
-
-    # One process per core already: OpenCV's own threads in each would oversubscribe them.
-    cv2.setNumThreads(1)
-    fix_mmap_threshold(WORKER_MMAP_THRESHOLD)
-    _start_worker(source, layout)
-
-
-def _hash_one(name: str, etag: str) -> ImageFeatures | str:
-    """Read, decode and hash one blob and store its thumbnail; a reason string on failure."""
-    try:
-        data = _worker["source"].read_bytes(name, expected_etag=etag)
-    except Exception as error:
-        return failure_reason(error)
-    return _hash_bytes(data)
-
-
-def _hash_bytes(data: bytes) -> ImageFeatures | str:
-    """Features of one image. Its thumbnail is written here on a local data root; on a
-    remote one it comes back for `ThumbnailUploads` (a worker waiting on the network
-    would leave its core idle)."""
-    try:
-        features = extract_features(data)
-        layout = _worker["layout"]
-        if not layout.is_local:
-            return features
-        path = layout.data_path(layout.thumbnail_key(features.content_hash))
-        if not layout.exists(path):  # keyed by content: identical copies share one file
-            layout.write_bytes(path, features.thumbnail_jpeg)
-        return dataclasses.replace(features, thumbnail_jpeg=b"")
-    except Exception as error:  # recorded per blob; one bad file never fails the batch
-        return failure_reason(error)
 
 
 class ThumbnailUploads:
@@ -178,14 +115,16 @@ class _InlineExecutor(Executor):
 
 def _worker_pool(workers: int, source: BlobSource | None, layout: StorageLayout,
                  size: int | None = None) -> Executor:
+    thumbnail_root = layout.data_root if layout.is_local else None  # written by the workers
     if workers <= 1:
-        return _InlineExecutor(_start_worker, (source, layout))
+        return _InlineExecutor(start_worker, (source, thumbnail_root))
     # Processes, because decoding and hashing partly hold the GIL; forkserver, because
-    # forking a process that runs Dagster's threads is unsafe.
+    # forking a process that runs Dagster's threads is unsafe. The forkserver imports the
+    # workers' module once per process: a later pool's workers start with it imported.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["dedup_assets.vision.features"])
-    return ProcessPoolExecutor(size or workers, mp_context=context, initializer=_start_worker_process,
-                               initargs=(source, layout))
+    context.set_forkserver_preload(["dedup_assets.hash_worker"])
+    return ProcessPoolExecutor(size or workers, mp_context=context, initializer=start_worker_process,
+                               initargs=(source, thumbnail_root))
 
 
 def hash_blobs(
@@ -247,7 +186,7 @@ def _outcomes(source: BlobSource, names: list[str], etags: list[str], workers: i
                 if remote:
                     outcomes = _download_then_hash(source, names[done:], etags[done:], pool, workers)
                 else:
-                    outcomes = pool.map(_hash_one, names[done:], etags[done:], chunksize=CHUNK)
+                    outcomes = pool.map(hash_one, names[done:], etags[done:], chunksize=CHUNK)
                 for outcome in outcomes:
                     yield outcome
                     done += 1
@@ -266,7 +205,7 @@ def _isolated(source: BlobSource, name: str, etag: str, layout: StorageLayout) -
         return failure_reason(error)
     try:
         with _worker_pool(2, None if remote else source, layout, size=1) as pool:
-            task = pool.submit(_hash_bytes, data) if remote else pool.submit(_hash_one, name, etag)
+            task = pool.submit(hash_bytes, data) if remote else pool.submit(hash_one, name, etag)
             return task.result()
     except BrokenProcessPool:
         return "the decoder process crashed on this file (killed or out of memory); not decoded"
@@ -293,7 +232,7 @@ def _download_then_hash(source: BlobSource, names: list[str], etags: list[str], 
                 downloads.append(downloader.submit(download, index))
             while downloads and (downloads[0].done() or len(decodes) < 2 * workers):
                 data = downloads.popleft().result()
-                decodes.append(data if isinstance(data, str) else pool.submit(_hash_bytes, data))
+                decodes.append(data if isinstance(data, str) else pool.submit(hash_bytes, data))
             if not decodes:
                 if not downloads:
                     return

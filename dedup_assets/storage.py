@@ -18,13 +18,11 @@ concurrent runs on different partitions never touch the same file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -32,6 +30,8 @@ import fsspec
 import fsspec.asyn
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
+
+from dedup_assets.local_files import replaced_atomically, thumbnail_key, write_bytes_atomic  # noqa: F401 (re-exported)
 
 FAILED_BLOBS = "failed_blobs"
 FAILED_BLOBS_SCHEMA = {"blob_name": pl.String, "stage": pl.String, "reason": pl.String}
@@ -88,10 +88,7 @@ class StorageLayout:
     def failures_path(self, stage: str, partition_key: str) -> str:
         return f"{self.asset_dir(FAILED_BLOBS)}/{stage}/{partition_key}.parquet"
 
-    @staticmethod
-    def thumbnail_key(content_hash: str) -> str:
-        """A thumbnail's path relative to the data root (what the `thumbnail` column holds)."""
-        return f"thumbnails/{content_hash[:2]}/{content_hash}.jpg"
+    thumbnail_key = staticmethod(thumbnail_key)
 
     def uri(self, path: str) -> str:
         """`path` as DuckDB reads it: a file path, or `az://...` through the registered fs."""
@@ -345,27 +342,9 @@ def _remove_leftovers(path: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def replaced_atomically(path: Path) -> Iterator[Path]:
-    """A temporary name beside `path` to write to: renamed over `path` when the block
-    succeeds, removed when it fails, so readers see the old file or the new one, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     _remove_leftovers(path)
     with replaced_atomically(path) as tmp:
         frame.write_parquet(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-
-
-def write_bytes_atomic(data: bytes, path: Path) -> None:
-    with replaced_atomically(path) as tmp:
-        tmp.write_bytes(data)

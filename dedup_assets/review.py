@@ -17,7 +17,8 @@ import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from dedup_assets.catalog import bounded_memory, connect, quoted
-from dedup_assets.storage import StorageLayout, replaced_atomically, write_bytes_atomic
+from dedup_assets.local_files import replaced_atomically, write_bytes_atomic
+from dedup_assets.storage import StorageLayout
 
 # keep: the representative of a group, or a unique image; drop: a copy of the
 # representative; review: the blob could not be decided (it failed a stage).

@@ -31,7 +31,7 @@ import fsspec.asyn
 import polars as pl
 from fsspec.implementations.local import LocalFileSystem
 
-from dedup_assets.local_files import replaced_atomically, thumbnail_key, write_bytes_atomic  # noqa: F401 (re-exported)
+from dedup_assets.local_files import replaced_atomically, thumbnail_key, write_bytes_atomic
 
 FAILED_BLOBS = "failed_blobs"
 FAILED_BLOBS_SCHEMA = {"blob_name": pl.String, "stage": pl.String, "reason": pl.String}

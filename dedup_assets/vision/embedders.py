@@ -43,6 +43,14 @@ class Embedder(Protocol):
         ...
 
 
+def embed_in_passes(embedder: Embedder, images: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
+    """`embed` from an embedder's two steps, `batch_size` images per pass."""
+    if len(images) == 0:
+        return np.zeros((0, embedder.dim), np.float32)
+    return np.concatenate([embedder.embed_preprocessed(embedder.preprocess(images[start:start + batch_size]))
+                           for start in range(0, len(images), batch_size)])
+
+
 def resolve_device(device: str = "auto") -> str:
     import torch
 
@@ -117,10 +125,7 @@ class TorchEmbedder:
             return torch.nn.functional.normalize(features, dim=1).cpu().numpy()
 
     def embed(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        if len(images) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        return np.concatenate([self.embed_preprocessed(self.preprocess(images[start:start + batch_size]))
-                               for start in range(0, len(images), batch_size)])
+        return embed_in_passes(self, images, batch_size)
 
 
 def _efficientnet_lite0_weights() -> str:

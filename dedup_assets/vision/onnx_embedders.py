@@ -21,8 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from dedup_assets.storage import write_bytes_atomic
-from dedup_assets.vision.embedders import TorchEmbedder, WeightsUnavailableError, default_weights_file, squashed
+from dedup_assets.local_files import write_bytes_atomic
+from dedup_assets.vision.embedders import (TorchEmbedder, WeightsUnavailableError, default_weights_file,
+                                           embed_in_passes, squashed)
 
 
 @dataclass
@@ -54,10 +55,7 @@ class OnnxEmbedder:
         return (features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def embed(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        if len(images) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        return np.concatenate([self.embed_preprocessed(self.preprocess(images[start:start + batch_size]))
-                               for start in range(0, len(images), batch_size)])
+        return embed_in_passes(self, images, batch_size)
 
 
 def _cache_dir() -> Path:

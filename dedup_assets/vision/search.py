@@ -48,16 +48,21 @@ def hamming_pairs(query_hashes: np.ndarray, reference_hashes: np.ndarray, radius
     return PairIndices(query, neighbours.astype(np.int64), distances.astype(np.int32))
 
 
-# Similarities computed at once: at most 2,048 queries x 8,192 references (64 MB float32).
-QUERY_BLOCK = 2048
+# Stored rows searched together (a few partitions): per-chunk work done once per chunk.
 REFERENCE_BLOCK = 8192
+# Similarities computed at once: at most 2,048 queries x 2,048 references on the CPU
+# (16 MB float32 and 32 MB of partial-sort indices; a whole chunk of 8,192 at once held
+# four times that, for no speed), the whole chunk on a GPU.
+QUERY_BLOCK = 2048
+CPU_REFERENCE_BLOCK = 2048
 
 
 def top_inner_products(queries: np.ndarray, references: np.ndarray, k: int,
-                       query_block: int = QUERY_BLOCK, reference_block: int = REFERENCE_BLOCK
+                       query_block: int = QUERY_BLOCK, reference_block: int = CPU_REFERENCE_BLOCK
                        ) -> tuple[np.ndarray, np.ndarray]:
     """The k largest inner products of each query with the references (unsorted), and
     their reference indices: exact, one BLAS product and a partial sort per block.
+    Float16 references are widened a block at a time.
     On the CPU this is 3-5x faster than `faiss.knn` (docs/performance.md, §3-4)."""
     k = min(k, len(references))
     scores = np.full((len(queries), k), -np.inf, np.float32)
@@ -65,7 +70,7 @@ def top_inner_products(queries: np.ndarray, references: np.ndarray, k: int,
     for q in range(0, len(queries), query_block):
         heap = faiss.ResultHeap(min(query_block, len(queries) - q), k, keep_max=True)
         for r in range(0, len(references), reference_block):
-            similarity = queries[q:q + query_block] @ references[r:r + reference_block].T
+            similarity = queries[q:q + query_block] @ np.asarray(references[r:r + reference_block], np.float32).T
             kk = min(k, similarity.shape[1])
             best = np.argpartition(similarity, -kk, axis=1)[:, -kk:] if kk < similarity.shape[1] \
                 else np.broadcast_to(np.arange(kk), similarity.shape)
@@ -135,7 +140,7 @@ def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarr
                 similarity, found = faiss.knn_gpu(gpu, queries, np.ascontiguousarray(chunk, dtype=np.float32), kk,
                                                   metric=faiss.METRIC_INNER_PRODUCT)
             else:
-                similarity, found = top_inner_products(queries, np.ascontiguousarray(chunk, dtype=np.float32), kk)
+                similarity, found = top_inner_products(queries, chunk, kk)
             heap.add_result(similarity, np.where(found >= 0, found + offset, -1))
         offset += len(chunk)
     heap.finalize()

@@ -61,6 +61,12 @@ def test_top_inner_products_in_blocks_equal_one_exact_search():
     assert np.array_equal(np.take_along_axis(found, order, axis=1), expected)
     assert np.allclose(np.take_along_axis(scores, order, axis=1),
                        np.take_along_axis(queries @ references.T, expected, axis=1))
+    # Stored float16 references, widened a block at a time: the products of their widening.
+    stored = references.astype(np.float16)
+    half_scores, half_found = top_inner_products(queries, stored, k=9, query_block=8, reference_block=7)
+    wide_scores, wide_found = top_inner_products(queries, stored.astype(np.float32), k=9, reference_block=300)
+    assert [set(row) for row in half_found.tolist()] == [set(row) for row in wide_found.tolist()]
+    assert np.allclose(np.sort(half_scores, axis=1), np.sort(wide_scores, axis=1), atol=1e-6)
     # Fewer references than k: every one, once.
     _, few = top_inner_products(queries, references[:4], k=9)
     assert few.shape == (45, 4) and all(sorted(row) == [0, 1, 2, 3] for row in few.tolist())

@@ -52,7 +52,7 @@ def hamming_pairs(query_hashes: np.ndarray, reference_hashes: np.ndarray, radius
 REFERENCE_BLOCK = 8192
 # Similarities computed at once: at most 2,048 queries x 2,048 references on the CPU
 # (16 MB float32 and 32 MB of partial-sort indices; a whole chunk of 8,192 at once held
-# four times that, for no speed), the whole chunk on a GPU.
+# four times that and was no faster), the whole chunk on a GPU.
 QUERY_BLOCK = 2048
 CPU_REFERENCE_BLOCK = 2048
 

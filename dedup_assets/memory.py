@@ -58,6 +58,16 @@ def release_freed_memory() -> bool:
     return True
 
 
+def _mallopt_unless_set(parameter: int, value: int, variable: str) -> int | None:
+    """glibc's `mallopt(parameter, value)`, unless the operator set the environment
+    variable glibc reads for it at start (theirs wins): the value set, or None where
+    nothing was changed."""
+    libc = _libc()
+    if libc is None or variable in os.environ:
+        return None
+    return value if libc.mallopt(parameter, value) == 1 else None
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -67,34 +77,21 @@ def usable_cores() -> int:
 
 def limit_malloc_arenas(arenas: int | None = None) -> int | None:
     """Cap glibc's malloc arenas (default: one per usable core) for threads that start
-    allocating from now on. An operator's MALLOC_ARENA_MAX wins. Returns the cap set,
-    or None where nothing was changed."""
-    libc = _libc()
-    if libc is None or "MALLOC_ARENA_MAX" in os.environ:
-        return None
-    arenas = max(2, arenas or usable_cores())
-    return arenas if libc.mallopt(_M_ARENA_MAX, arenas) == 1 else None
+    allocating from now on. An operator's MALLOC_ARENA_MAX wins."""
+    return _mallopt_unless_set(_M_ARENA_MAX, max(2, arenas or usable_cores()), "MALLOC_ARENA_MAX")
 
 
 def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> int | None:
     """Fix glibc's mmap threshold (setting it turns off its rise as mapped blocks are
-    freed). An operator's MALLOC_MMAP_THRESHOLD_ wins. Returns the threshold set, or
-    None where nothing was changed."""
-    libc = _libc()
-    if libc is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return None
-    return threshold if libc.mallopt(_M_MMAP_THRESHOLD, threshold) == 1 else None
+    freed). An operator's MALLOC_MMAP_THRESHOLD_ wins."""
+    return _mallopt_unless_set(_M_MMAP_THRESHOLD, threshold, "MALLOC_MMAP_THRESHOLD_")
 
 
 def raise_trim_threshold(threshold: int = TRIM_THRESHOLD) -> int | None:
     """How much free memory an arena keeps at its top instead of returning it at once
     (glibc's default 128 KB, fixed there once the mmap threshold is set). An operator's
-    MALLOC_TRIM_THRESHOLD_ wins. Returns the threshold set, or None where nothing was
-    changed."""
-    libc = _libc()
-    if libc is None or "MALLOC_TRIM_THRESHOLD_" in os.environ:
-        return None
-    return threshold if libc.mallopt(_M_TRIM_THRESHOLD, threshold) == 1 else None
+    MALLOC_TRIM_THRESHOLD_ wins."""
+    return _mallopt_unless_set(_M_TRIM_THRESHOLD, threshold, "MALLOC_TRIM_THRESHOLD_")
 
 
 def tune_malloc() -> None:

@@ -1,10 +1,11 @@
 """GPU rates and the 3M-image estimate: float16 embeddings, verification (ORB's ratio
-tests and ALIKED many pairs per pass, LightGlue one pair at a time) and the exact embedding search on the GPU
+tests and ALIKED many pairs per pass, LightGlue one pair at a time), the screen of ORB's
+fits (vision/consensus.py, beside every fit on the host) and the exact embedding search on the GPU
 (faiss-gpu where installed, else PyTorch), each beside its CPU counterpart measured in
 the same run (ORB for verification), with the GPU named next to the figures.
 
     .venv/bin/python bench/gpu.py [--device cuda] [--images 4096] [--pairs 2000] [--glue-pairs 500]
-                                  [--vectors 1000000] [--batch 1000] [--skip hash,aliked,lightglue,search,reads] [--scaling]
+                                  [--vectors 1000000] [--batch 1000] [--skip hash,aliked,lightglue,screen,search,reads] [--scaling]
 
 The images are the cascade bench set (1,000 JPEGs of ~1200 px, 40 % edited copies,
 generated once under $DEDUP_HOME/bench/cascade_1000), decoded to thumbnails once and
@@ -242,6 +243,39 @@ def device_matching_rate(verifier, thumbnails, pairs, device: str) -> float:
     return rate(len(pairs), lambda: verifier.match_many(jobs), device)
 
 
+def fit_screen_rates(thumbnails, pairs, device: str) -> tuple[float, float, int, int]:
+    """ORB's fits of the same matched pairs with the screen on `device` (vision/consensus.py:
+    pairs no homography could pass rejected there, the rest fitted on the host's threads)
+    and without it (every pair fitted on the host's threads, the baseline): (pairs/s
+    screened, pairs/s without, pairs the screen rejected, decisions that differ)."""
+    from dedup_assets.vision.cascade import CascadePolicy, decide
+    from dedup_assets.vision.decode import opencv_single_threaded
+    from dedup_assets.vision.verify import OrbVerifier
+
+    verifier = OrbVerifier()  # described and matched once, on the host: the same matches for both
+    prepared = {int(i): verifier.prepare(thumbnails[int(i)]) for i in np.unique(pairs)}
+    for image in prepared.values():
+        verifier.describe(image)
+    jobs = [(prepared[int(a)], prepared[int(b)]) for a, b in pairs]
+    matched = verifier.match_many(jobs)
+    results = {}
+
+    def fits(screen_device: str | None) -> None:
+        verifier.screen_device = screen_device
+        with ThreadPoolExecutor(os.cpu_count(), initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool, \
+                opencv_single_threaded():
+            results[screen_device] = verifier.fit_many(jobs, matched, pool.map)
+
+    without = rate(len(jobs), lambda: fits(None), repeats=1)
+    screened = rate(len(jobs), lambda: fits(device), device, repeats=1)
+    rejected = len(verifier.screened_fits(jobs, matched))
+    policy = CascadePolicy()
+    different = sum(decide(99, 99.0, 0.0, False, False, before, policy).is_duplicate
+                    != decide(99, 99.0, 0.0, False, False, after, policy).is_duplicate
+                    for before, after in zip(results[None], results[device]))
+    return screened, without, rejected, different
+
+
 def thread_scaling(folder: Path, thumbnails, pairs) -> None:
     """How the host's CPU stages scale with threads and processes: ORB describing and
     matching at 1, 2, 4, ... threads, with OpenCV's own threads left on and set to 1, and
@@ -351,7 +385,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--glue-pairs", type=int, default=500, help="of those, matched by LightGlue (slow)")
-    parser.add_argument("--skip", default="", help="comma-separated: hash, aliked, lightglue, search, reads")
+    parser.add_argument("--skip", default="", help="comma-separated: hash, aliked, lightglue, screen, search, reads")
     parser.add_argument("--scaling", action="store_true",
                         help="also ORB verification and the hash stage at 1, 2, 4, ... threads/processes")
     parser.add_argument("--vectors", type=int, default=1_000_000, help="stored embeddings searched")
@@ -417,6 +451,15 @@ def main() -> None:
             if matching:
                 print(f"ORB: ratio tests alone on {device} ({orb.pairs_per_pass} pairs per pass): "
                       f"{matching:,.0f} pairs/s", flush=True)
+        if orb is not None and orb.screen_device:
+            verify_rates[f"ORB batched on {device} without the fit screen (before it)"] = measured(
+                "ORB without the screen", lambda: verification_rates(load_verifier("orb", device, screen_fits=False),
+                                                                     thumbnails, pairs, os.cpu_count(), device))
+        screen = None if "screen" in skip else measured("fit screen", lambda: fit_screen_rates(thumbnails, pairs, device))
+        if screen:
+            print(f"ORB's fits, {len(pairs):,} pairs: screened on {device}, the rest on {os.cpu_count()} threads "
+                  f"{screen[0]:,.0f} pairs/s; all on {os.cpu_count()} threads (baseline) {screen[1]:,.0f} pairs/s; "
+                  f"{screen[2]:,} pairs rejected by the screen, {screen[3]} decisions different", flush=True)
         verify_rates[f"ORB on {os.cpu_count()} CPU threads (baseline)"] = measured("ORB", lambda: verification_rates(
             load_verifier("orb", "cpu"), thumbnails, pairs, os.cpu_count(), "cpu"))
         if args.scaling:

@@ -34,6 +34,9 @@ class VerifiedPairsConfig(dg.Config):
     # stored are not described again by every later batch that pairs with them.
     keep_features: bool = True
     device: str = "auto"
+    # On a GPU: pairs that no homography could pass are rejected there, before the host's
+    # fits (vision/consensus.py); false: every matched pair is fitted on the host.
+    screen_fits: bool = True
     workers: int = 2
     accept_hamming: int = 4
     min_inliers: int = 15
@@ -103,7 +106,7 @@ def verified_pairs(
     verifier = _load_verifier(config.verifier, config.device, allow_mirrored=config.mirrored_is_duplicate,
                               checkpoint=config.verifier_checkpoint, side=config.verify_side,
                               min_inliers=config.min_inliers, orb_features=config.orb_features,
-                              min_coverage=config.min_coverage)
+                              min_coverage=config.min_coverage, screen_fits=config.screen_fits)
     pairs, seconds = verify_pairs(candidates, features, layout, verifier, policy, config.workers,
                                   on_progress=log_progress(context.log, "verified"),
                                   keep_features=config.keep_features)

@@ -289,20 +289,50 @@ class _MirrorAware:
         return self._with_fallbacks(a, b, self._match_prepared(a, b))
 
     batches_pairs = False  # True: verify_pairs hands it whole slices of pairs (`verify_many`)
+    # A device (a GPU) that screens a slice's fits together (`screened_fits`); None: every
+    # matched pair is fitted on the host.
+    screen_device: str | None = None
 
-    def _fit_many(self, pairs: list[tuple[PreparedImage, PreparedImage]],
+    def fit_many(self, pairs: list[tuple[PreparedImage, PreparedImage]],
                   matched: list[tuple[np.ndarray, np.ndarray] | None], map_) -> list[Verification]:
         """Each described pair's fit and fallbacks from its matches (None: too few
-        keypoints to match), through `map_` (a thread pool's map)."""
+        keypoints to match), through `map_` (a thread pool's map); with a screen device,
+        pairs its screen rejects skip the fit."""
+        rejected = self.screened_fits(pairs, matched) if self.screen_device else {}
+
         def settled(job) -> Verification:
-            (a, b), found = job
+            k, ((a, b), found) = job
             if found is None:
                 result = dataclasses.replace(NO_MATCH, keypoints=min(len(a.features[0]), len(b.features[0])))
             else:
-                result = self._fit(a, b, *found)
+                result = rejected.get(k) or self._fit(a, b, *found)
             return self._with_fallbacks(a, b, result)
 
-        return list(map_(settled, zip(pairs, matched)))
+        return list(map_(settled, enumerate(zip(pairs, matched))))
+
+    def screened_fits(self, pairs: list[tuple[PreparedImage, PreparedImage]],
+                      matched: list[tuple[np.ndarray, np.ndarray] | None]) -> dict[int, Verification]:
+        """The pairs (by position) that no homography could pass, found together on
+        `screen_device` (`consensus.most_consistent`, `screen_rejects`), each with the
+        rejection its fit would give: fewer than `min_inliers` inliers (the screen's count,
+        within its wider tolerance). Low-texture pairs are not screened: they compare their
+        fit with a dense alignment whatever its inliers."""
+        from dedup_assets.vision.consensus import most_consistent, screen_rejects
+
+        screened, points_a, points_b = [], [], []
+        for k, ((a, b), found) in enumerate(zip(pairs, matched)):
+            if found is None or min(len(a.features[0]), len(b.features[0])) < self.low_texture_keypoints:
+                continue
+            query, train = found
+            if len(query) >= self.min_inliers:  # fewer: `fit_matched` rejects it without a fit
+                screened.append(k)
+                points_a.append(a.features[0][query])
+                points_b.append(b.features[0][train])
+        consistent = most_consistent(points_a, points_b, self.screen_device)
+        rejected = screen_rejects(consistent, self.min_inliers)
+        fewest = {k: min(len(pairs[k][0].features[0]), len(pairs[k][1].features[0])) for k in screened}
+        return {k: Verification(len(points_a[n]), int(consistent[n]), 0.0, 0.0, keypoints=fewest[k])
+                for n, k in enumerate(screened) if rejected[n]}
 
     def _fit(self, a: PreparedImage, b: PreparedImage, query: np.ndarray, train: np.ndarray) -> Verification:
         """`fit_matched` of two described images, with this verifier's thresholds."""
@@ -366,6 +396,8 @@ class OrbVerifier(_MirrorAware):
         # A device (a GPU): the ratio tests of a slice's pairs run there together
         # (`verify_many`, the same matches); describing and fits stay on the threads.
         self.device, self.pairs_per_pass = device, pairs_per_pass
+        # There its fits are screened too; on a CPU the screen costs more than the fits.
+        self.screen_device = device if device is not None and str(device).startswith("cuda") else None
 
     @property
     def batches_pairs(self) -> bool:
@@ -459,7 +491,7 @@ class OrbVerifier(_MirrorAware):
         `map_`."""
         pending = list({id(image): image for pair in pairs for image in pair if image.features is None}.values())
         list(map_(self.describe, pending))
-        return self._fit_many(pairs, self.match_many(pairs), map_)
+        return self.fit_many(pairs, self.match_many(pairs), map_)
 
     def _match_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
         (keypoints_a, descriptors_a), (keypoints_b, descriptors_b) = self.describe(a), self.describe(b)
@@ -610,6 +642,7 @@ class AlikedVerifier(_MirrorAware):
         # Float32 on a GPU too: on an H200 float16 described no faster (340-370 images/s
         # against 370-434, docs/performance.md §7), and kornia's ALIKED is float32-only on the CPU.
         self.model = self.model.eval().to(self.device)
+        self.screen_device = self.device if on_gpu else None
 
     def describe_many(self, images: list[PreparedImage]) -> None:
         """Features of each image not yet described, `images_per_pass` per forward pass:
@@ -672,7 +705,7 @@ class AlikedVerifier(_MirrorAware):
         """Every pair verified, as `verify_prepared` would one at a time; the network
         runs on the device in passes, the fits through `map_` (a thread pool's map)."""
         self.describe_many([image for pair in pairs for image in pair])
-        return self._fit_many(pairs, self.match_many(pairs), map_)
+        return self.fit_many(pairs, self.match_many(pairs), map_)
 
     def _match_prepared(self, a: PreparedImage, b: PreparedImage) -> Verification:
         self.describe_many([a, b])
@@ -727,7 +760,9 @@ class LoFTRVerifier(_MirrorAware):
 
 def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool = False,
                   checkpoint: str | None = None, side: int = VERIFY_SIDE, min_inliers: int = 15,
-                  orb_features: int = ORB_FEATURES, min_coverage: float = 0.0) -> Verifier:
+                  orb_features: int = ORB_FEATURES, min_coverage: float = 0.0, screen_fits: bool = True) -> Verifier:
+    """screen_fits: on a GPU, pairs no homography could pass are rejected there before the
+    host's fits (`consensus`); False fits every matched pair on the host."""
     if name == "orb":
         # On a GPU its ratio tests run there (the same matches); PyTorch is imported only
         # where there may be one, and a GPU asked for by name must be there.
@@ -743,4 +778,6 @@ def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool 
     else:
         raise ValueError(f"unknown verifier {name!r}: use orb, aliked, lightglue or loftr")
     verifier.side, verifier.min_inliers, verifier.min_coverage = side, min_inliers, min_coverage
+    if not screen_fits:
+        verifier.screen_device = None
     return verifier

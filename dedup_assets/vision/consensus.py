@@ -1,0 +1,157 @@
+"""The most matches one homography explains, for many pairs at once, on a device (GPU).
+
+A screen before the host's fits (OpenCV's USAC_MAGSAC, `verify.fit_homography`): most
+candidate pairs are not copies and their matches agree on no homography — on the cascade
+bench 16,883 of 18,131 fits found fewer than the 15 inliers a copy needs, most of them
+4–7. On a GPU host those fits ran on the host's threads at ~3.9k pairs/s, a quarter of
+what the GPU matched (docs/performance.md §7). Here every pair's hypotheses are drawn,
+solved and scored together on the device; a pair whose best consensus stays below what a
+copy needs, within a wider tolerance than the fit's and after more draws than the fit's
+ceiling, is rejected without a fit, and every other pair is fitted on the host as before.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+# Twice the fit's 4 px, more draws than its 2,000-iteration ceiling, and a pair rejected
+# only below two thirds of the inliers a copy needs: like any RANSAC the screen can miss a
+# model of few inliers among many matches (on the hard set it found 11–14 where the fit
+# found 16–20, in 7 of 3,557 fits), and it must reject only pairs the fit rejects too.
+SCREEN_TOLERANCE = 8.0
+SCREEN_HYPOTHESES = 2048
+SCREEN_SHARE = 2 / 3
+# Least-squares refits from the strongest hypotheses' inliers (RANSAC's local optimisation):
+# a minimal sample of 4 noisy points misses inliers that the model of all of them explains.
+SCREEN_REFITS = 2
+REFITTED = 16  # hypotheses refitted per pair, the most consistent first
+
+
+def homographies_from_four(source, target):
+    """Homographies (..., 3, 3) taking each set of 4 points of `source` (..., 4, 2) onto
+    `target`'s, in closed form (Heckbert's square-to-quad mappings; far cheaper than an
+    SVD per draw). Degenerate draws (3 collinear points) give a zero matrix."""
+    import torch
+
+    def square_to_quad(quad):
+        x, y = quad[..., 0], quad[..., 1]
+        dx1, dx2, dx3 = x[..., 1] - x[..., 2], x[..., 3] - x[..., 2], x[..., 0] - x[..., 1] + x[..., 2] - x[..., 3]
+        dy1, dy2, dy3 = y[..., 1] - y[..., 2], y[..., 3] - y[..., 2], y[..., 0] - y[..., 1] + y[..., 2] - y[..., 3]
+        det = dx1 * dy2 - dx2 * dy1
+        degenerate = det.abs() < 1e-9
+        det = torch.where(degenerate, torch.ones_like(det), det)
+        g = (dx3 * dy2 - dx2 * dy3) / det
+        h = (dx1 * dy3 - dx3 * dy1) / det
+        rows = [x[..., 1] - x[..., 0] + g * x[..., 1], x[..., 3] - x[..., 0] + h * x[..., 3], x[..., 0],
+                y[..., 1] - y[..., 0] + g * y[..., 1], y[..., 3] - y[..., 0] + h * y[..., 3], y[..., 0],
+                g, h, torch.ones_like(g)]
+        return torch.stack(rows, -1).reshape(*quad.shape[:-2], 3, 3), degenerate
+
+    def adjugate(m):  # the inverse up to scale, which a homography ignores
+        a, b, c = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+        d, e, f = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+        g, h, i = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
+        rows = [e * i - f * h, c * h - b * i, b * f - c * e,
+                f * g - d * i, a * i - c * g, c * d - a * f,
+                d * h - e * g, b * g - a * h, a * e - b * d]
+        return torch.stack(rows, -1).reshape(m.shape)
+
+    from_source, degenerate_source = square_to_quad(source)
+    to_target, degenerate_target = square_to_quad(target)
+    homographies = to_target @ adjugate(from_source)
+    return torch.where((degenerate_source | degenerate_target)[..., None, None], 0.0, homographies)
+
+
+def _distinct(uniform, counts):
+    """Row indices (pairs, draws, n), n distinct ones below each pair's count (≥ n) per
+    draw, uniformly, from uniform numbers of the same shape: the k-th is drawn below
+    count - k, then moved past the rows already drawn, in ascending order."""
+    import torch
+
+    drawn = []
+    for k in range(uniform.shape[-1]):
+        index = (uniform[..., k] * (counts[:, None] - k)).long()
+        for earlier in (torch.sort(torch.stack(drawn, -1), -1).values.unbind(-1) if drawn else ()):
+            index += index >= earlier
+        drawn.append(index)
+    return torch.stack(drawn, -1)
+
+
+def _inliers(homographies, points_a, points_b, valid, tolerance: float):
+    """(pairs, models, rows) whether each row's a lands within `tolerance` of its b under
+    each model; padding rows never. Without a division: |p·w - H·a| < tolerance·w."""
+    h = homographies[..., None]  # (pairs, models, 3, 3, 1) against rows (pairs, 1, rows)
+    xa, ya = points_a[:, None, :, 0], points_a[:, None, :, 1]
+    xb, yb = points_b[:, None, :, 0], points_b[:, None, :, 1]
+    w = h[:, :, 2, 0] * xa + h[:, :, 2, 1] * ya + h[:, :, 2, 2]
+    dx = h[:, :, 0, 0] * xa + h[:, :, 0, 1] * ya + h[:, :, 0, 2] - xb * w
+    dy = h[:, :, 1, 0] * xa + h[:, :, 1, 1] * ya + h[:, :, 1, 2] - yb * w
+    return (dx * dx + dy * dy < (tolerance * tolerance) * (w * w)) & valid[:, None, :]
+
+
+def most_consistent(points_a: Sequence[np.ndarray], points_b: Sequence[np.ndarray], device: str = "cpu",
+                    tolerance: float = SCREEN_TOLERANCE, hypotheses: int = SCREEN_HYPOTHESES,
+                    refits: int = SCREEN_REFITS, seed: int = 0, elements_per_pass: int | None = None) -> np.ndarray:
+    """For each pair of matched point sets (m, 2) — row k of a matched to row k of b — the
+    most rows one homography maps from a to within `tolerance` pixels of b: the best of
+    `hypotheses` homographies from 4 matches each, the strongest `REFITTED` of them
+    refitted `refits` times to their inliers.
+    A lower bound on the best model's inliers, like any RANSAC's. Pairs with fewer than 4
+    matches get 0. Draws come from a CPU generator seeded with `seed`, the same on every
+    device. `elements_per_pass`: pairs × hypotheses × matches scored at once (memory)."""
+    import torch
+    from kornia.geometry.homography import find_homography_dlt
+
+    budget = elements_per_pass or (2**27 if str(device).startswith("cuda") else 2**22)
+    counts = np.array([len(p) for p in points_a], np.int64)
+    best = np.zeros(len(counts), np.int64)
+    generator = torch.Generator().manual_seed(seed)
+    # Similar sizes together: a pass pads its pairs to its most matches.
+    order = [k for k in np.argsort(counts, kind="stable") if counts[k] >= 4]
+    start = 0
+    with torch.inference_mode():
+        while start < len(order):
+            size = 1
+            while start + size < len(order) and (size + 1) * hypotheses * int(counts[order[start + size]]) <= budget:
+                size += 1
+            chunk = order[start:start + size]
+            start += size
+            rows = int(counts[chunk[-1]])
+            padded = np.zeros((2, len(chunk), rows, 2), np.float64)
+            for k, pair in enumerate(chunk):
+                padded[0, k, :counts[pair]] = np.asarray(points_a[pair], np.float64).reshape(-1, 2)
+                padded[1, k, :counts[pair]] = np.asarray(points_b[pair], np.float64).reshape(-1, 2)
+            sizes = torch.from_numpy(counts[chunk])
+            # Drawn on the CPU in one call per pass: the same numbers for a pair on every
+            # device and however the pairs are grouped into passes.
+            uniform = torch.rand((len(chunk), hypotheses, 4), generator=generator, dtype=torch.float64)
+            a, b = torch.from_numpy(padded).to(device).unbind(0)
+            valid = torch.arange(rows, device=device)[None] < sizes.to(device)[:, None]
+            draws = _distinct(uniform, sizes).to(device)
+            pick = torch.arange(len(chunk), device=device)[:, None, None]
+            models = homographies_from_four(a[pick, draws], b[pick, draws])
+            inliers = _inliers(models, a, b, valid, tolerance)
+            found = inliers.sum(-1)
+            # The strongest few, not the strongest alone: a sample of 4 true matches with
+            # noise can explain fewer of them than a chance model explains outliers.
+            found, strongest = found.topk(min(REFITTED, hypotheses), dim=-1)
+            mask = inliers[torch.arange(len(chunk), device=device)[:, None], strongest]
+            pairs, kept = mask.shape[:2]
+            for _ in range(refits):
+                # Fewer than 4 inliers leave no model to refit (NaN, then no inliers).
+                refitted = find_homography_dlt(a.repeat_interleave(kept, 0), b.repeat_interleave(kept, 0),
+                                               mask.reshape(pairs * kept, -1).to(a.dtype), solver="svd")
+                refitted = torch.nan_to_num(refitted, nan=0.0, posinf=0.0, neginf=0.0).reshape(pairs, kept, 3, 3)
+                mask_refit = _inliers(refitted, a, b, valid, tolerance)
+                better = mask_refit.sum(-1) > found
+                found = torch.where(better, mask_refit.sum(-1), found)
+                mask = torch.where(better[..., None], mask_refit, mask)
+            best[chunk] = found.max(-1).values.cpu().numpy()
+    return best
+
+
+def screen_rejects(consistent: np.ndarray, needed: int) -> np.ndarray:
+    """Which pairs, by their `most_consistent` count, no fit needing `needed` inliers passes."""
+    return consistent < SCREEN_SHARE * needed

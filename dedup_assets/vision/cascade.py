@@ -39,7 +39,7 @@ class CascadePolicy:
 @dataclass(frozen=True)
 class Decision:
     is_duplicate: bool
-    stage: str  # which stage decided: hash, policy, verify
+    stage: str  # which stage decided: hash, policy, verify, screen (verification's, on a GPU)
     reason: str
 
 
@@ -73,6 +73,9 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
     elif verification.matches < policy.min_inliers:
         return Decision(False, "verify", f"{verification.matches} matches, fewer than the "
                         f"{policy.min_inliers} inliers needed")
+    elif verification.method == "screen":
+        return Decision(False, "screen", f"{verification.inliers} inliers < {policy.min_inliers} "
+                        "(the most one homography explains, screened on the device before any fit)")
     elif verification.inliers < policy.min_inliers:
         return Decision(False, "verify", f"{verification.inliers} inliers < {policy.min_inliers}")
     # Coverage first: a verifier compares the pixels only of a fit covering enough.

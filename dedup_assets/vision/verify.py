@@ -40,7 +40,8 @@ class Verification:
     mirrored: bool = False  # found only after mirroring image a
     spread: float = 0.0  # area of the inliers' convex hull, as a share of the smaller image
     agreement: float = 0.0  # correlation of the two images' pixels where they overlap
-    method: str = "features"  # or "dense": intensity alignment, when keypoints are too few
+    method: str = "features"  # or "dense": intensity alignment, when keypoints are too few;
+    # "screen": rejected by the device's screen of a slice's fits, never fitted (`screened_fits`)
     keypoints: int | None = None  # the fewer of the two images' keypoints (None: not counted)
 
     @property
@@ -331,7 +332,7 @@ class _MirrorAware:
         consistent = most_consistent(points_a, points_b, self.screen_device)
         rejected = screen_rejects(consistent, self.min_inliers)
         fewest = {k: min(len(pairs[k][0].features[0]), len(pairs[k][1].features[0])) for k in screened}
-        return {k: Verification(len(points_a[n]), int(consistent[n]), 0.0, 0.0, keypoints=fewest[k])
+        return {k: Verification(len(points_a[n]), int(consistent[n]), 0.0, 0.0, method="screen", keypoints=fewest[k])
                 for n, k in enumerate(screened) if rejected[n]}
 
     def _fit(self, a: PreparedImage, b: PreparedImage, query: np.ndarray, train: np.ndarray) -> Verification:

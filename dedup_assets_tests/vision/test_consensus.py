@@ -107,7 +107,10 @@ def test_screened_pairs_are_rejected_without_a_fit_and_the_rest_decided_as_befor
     assert changed and screened_fits == plain_fits - len(changed)  # some screened, none of them fitted
     for screen, fit in changed:
         assert screen.matches == fit.matches >= policy.min_inliers > max(screen.inliers, fit.inliers)
-        assert screen.coverage_a == screen.coverage_b == 0.0
+        assert screen.coverage_a == screen.coverage_b == 0.0 and screen.method == "screen"
+        decision = decide(99, 99.0, 0.0, False, False, screen, policy)
+        assert (decision.is_duplicate, decision.stage) == (False, "screen")  # counted apart in `decided_by`
+        assert decision.reason.startswith(f"{screen.inliers} inliers < 15")
 
 
 def test_the_screen_runs_only_on_a_gpu_and_can_be_turned_off():

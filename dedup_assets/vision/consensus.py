@@ -19,8 +19,8 @@ import numpy as np
 
 # Twice the fit's 4 px, more draws than its 2,000-iteration ceiling, and a pair rejected
 # only below two thirds of the inliers a copy needs: like any RANSAC the screen can miss a
-# model of few inliers among many matches (on the hard set it found 12–14 where the fit
-# found 16–30, in 7 of 3,557 fits), and it must reject only pairs the fit rejects too.
+# model of few inliers among many matches (on the hard set it found 13–14 where the fit
+# found 17–26, in 5 of 3,557 fits), and it must reject only pairs the fit rejects too.
 SCREEN_TOLERANCE = 8.0
 SCREEN_HYPOTHESES = 2048
 SCREEN_SHARE = 2 / 3
@@ -65,15 +65,34 @@ def homographies_from_four(source, target):
     return torch.where((degenerate_source | degenerate_target)[..., None, None], 0.0, homographies)
 
 
-def _distinct(uniform, counts):
-    """Row indices (pairs, draws, n), n distinct ones below each pair's count (≥ n) per
-    draw, uniformly, from uniform numbers of the same shape: the k-th is drawn below
-    count - k, then moved past the rows already drawn, in ascending order."""
+_MASK = 0x7FFFFFFF
+
+
+def _mixed(keys):
+    """A 31-bit hash of each 31-bit integer key (Mueller's 32-bit mixer, kept in 31 bits so
+    every product fits int64): exact integer steps, so the same on every device."""
+    for _ in range(2):
+        keys = (((keys >> 16) ^ keys) * 0x45D9F3B) & _MASK
+    return (keys >> 16) ^ keys
+
+
+def _distinct_draws(pairs, counts, hypotheses: int, seed: int):
+    """Row indices (pairs, hypotheses, 4), 4 distinct ones below each pair's count (≥ 4)
+    per draw, uniformly: the k-th is drawn below count - k, then moved past the rows
+    already drawn, in ascending order. The numbers are hashes of (pair, hypothesis, k,
+    seed) computed where `counts` lie: no host work per draw (drawn on the host they cost
+    ~0.5 ms per pair, more than a fit), and the same draws for a pair on every device and
+    however pairs are grouped. `pairs`: each pair's own number (its position in the call)."""
     import torch
 
+    device = counts.device
+    pairs = pairs.to(device)[:, None, None]
+    keys = ((pairs * hypotheses + torch.arange(hypotheses, device=device)[None, :, None]) * 4
+            + torch.arange(4, device=device)[None, None, :] + seed * 0x9E3779B) & _MASK
+    numbers = _mixed(keys)
     drawn = []
-    for k in range(uniform.shape[-1]):
-        index = (uniform[..., k] * (counts[:, None] - k)).long()
+    for k in range(4):
+        index = (numbers[..., k] * (counts[:, None] - k)) >> 31
         for earlier in (torch.sort(torch.stack(drawn, -1), -1).values.unbind(-1) if drawn else ()):
             index += index >= earlier
         drawn.append(index)
@@ -100,8 +119,9 @@ def most_consistent(points_a: Sequence[np.ndarray], points_b: Sequence[np.ndarra
     `hypotheses` homographies from 4 matches each, the strongest `REFITTED` of them
     refitted `refits` times to their inliers.
     A lower bound on the best model's inliers, like any RANSAC's. Pairs with fewer than 4
-    matches get 0. Draws come from a CPU generator seeded with `seed`, the same on every
-    device. `elements_per_pass`: pairs × hypotheses × matches scored at once (memory)."""
+    matches get 0. Draws are hashes of each pair's position, its hypothesis and `seed`
+    (`_distinct_draws`): the same on every device. `elements_per_pass`: pairs ×
+    hypotheses × matches scored at once (memory)."""
     import torch
     from kornia.geometry.homography import find_homography_dlt
 
@@ -109,7 +129,6 @@ def most_consistent(points_a: Sequence[np.ndarray], points_b: Sequence[np.ndarra
     budget = elements_per_pass or (2**26 if str(device).startswith("cuda") else 2**22)
     counts = np.array([len(p) for p in points_a], np.int64)
     best = np.zeros(len(counts), np.int64)
-    generator = torch.Generator().manual_seed(seed)
     # Similar sizes together: a pass pads its pairs to its most matches.
     order = [k for k in np.argsort(counts, kind="stable") if counts[k] >= 4]
     start = 0
@@ -125,13 +144,10 @@ def most_consistent(points_a: Sequence[np.ndarray], points_b: Sequence[np.ndarra
             for k, pair in enumerate(chunk):
                 padded[0, k, :counts[pair]] = np.asarray(points_a[pair], np.float64).reshape(-1, 2)
                 padded[1, k, :counts[pair]] = np.asarray(points_b[pair], np.float64).reshape(-1, 2)
-            sizes = torch.from_numpy(counts[chunk])
-            # Drawn on the CPU in one call per pass: the same numbers for a pair on every
-            # device and however the pairs are grouped into passes.
-            uniform = torch.rand((len(chunk), hypotheses, 4), generator=generator, dtype=torch.float64)
+            sizes = torch.from_numpy(counts[chunk]).to(device)
             a, b = torch.from_numpy(padded).to(device).unbind(0)
-            valid = torch.arange(rows, device=device)[None] < sizes.to(device)[:, None]
-            draws = _distinct(uniform, sizes).to(device)
+            valid = torch.arange(rows, device=device)[None] < sizes[:, None]
+            draws = _distinct_draws(torch.as_tensor(chunk), sizes, hypotheses, seed)
             pick = torch.arange(len(chunk), device=device)[:, None, None]
             models = homographies_from_four(a[pick, draws], b[pick, draws])
             inliers = _inliers(models, a, b, valid, tolerance)

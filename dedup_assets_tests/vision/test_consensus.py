@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dedup_assets.vision.cascade import CascadePolicy, decide
-from dedup_assets.vision.consensus import _distinct, homographies_from_four, most_consistent, screen_rejects
+from dedup_assets.vision.consensus import _distinct_draws, homographies_from_four, most_consistent, screen_rejects
 from dedup_assets.vision.verify import OrbVerifier, load_verifier
 
 HOMOGRAPHY = np.array([[0.9, 0.05, 30.0], [-0.04, 1.1, 12.0], [1e-4, 0.0, 1.0]])
@@ -34,8 +34,8 @@ def test_four_matches_give_opencvs_homography_and_collinear_ones_none():
 
 def test_draws_are_distinct_matches_each_equally_likely():
     counts = torch.tensor([4, 6, 40])
-    uniform = torch.rand((3, 3000, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    draws = _distinct(uniform, counts)
+    draws = _distinct_draws(torch.arange(3), counts, 3000, seed=1)
+    assert not torch.equal(draws, _distinct_draws(torch.arange(3), counts, 3000, seed=2))
     for pair, count in enumerate(counts.tolist()):
         rows = draws[pair]
         assert int(rows.min()) >= 0 and int(rows.max()) < count

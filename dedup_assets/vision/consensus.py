@@ -30,41 +30,6 @@ SCREEN_REFITS = 2
 REFITTED = 16  # hypotheses refitted per pair, the most consistent first
 
 
-def homographies_from_four(source, target):
-    """Homographies (..., 3, 3) taking each set of 4 points of `source` (..., 4, 2) onto
-    `target`'s, in closed form (Heckbert's square-to-quad mappings; far cheaper than an
-    SVD per draw). Degenerate draws (3 collinear points) give a zero matrix."""
-    import torch
-
-    def square_to_quad(quad):
-        x, y = quad[..., 0], quad[..., 1]
-        dx1, dx2, dx3 = x[..., 1] - x[..., 2], x[..., 3] - x[..., 2], x[..., 0] - x[..., 1] + x[..., 2] - x[..., 3]
-        dy1, dy2, dy3 = y[..., 1] - y[..., 2], y[..., 3] - y[..., 2], y[..., 0] - y[..., 1] + y[..., 2] - y[..., 3]
-        det = dx1 * dy2 - dx2 * dy1
-        degenerate = det.abs() < 1e-9
-        det = torch.where(degenerate, torch.ones_like(det), det)
-        g = (dx3 * dy2 - dx2 * dy3) / det
-        h = (dx1 * dy3 - dx3 * dy1) / det
-        rows = [x[..., 1] - x[..., 0] + g * x[..., 1], x[..., 3] - x[..., 0] + h * x[..., 3], x[..., 0],
-                y[..., 1] - y[..., 0] + g * y[..., 1], y[..., 3] - y[..., 0] + h * y[..., 3], y[..., 0],
-                g, h, torch.ones_like(g)]
-        return torch.stack(rows, -1).reshape(*quad.shape[:-2], 3, 3), degenerate
-
-    def adjugate(m):  # the inverse up to scale, which a homography ignores
-        a, b, c = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-        d, e, f = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
-        g, h, i = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-        rows = [e * i - f * h, c * h - b * i, b * f - c * e,
-                f * g - d * i, a * i - c * g, c * d - a * f,
-                d * h - e * g, b * g - a * h, a * e - b * d]
-        return torch.stack(rows, -1).reshape(m.shape)
-
-    from_source, degenerate_source = square_to_quad(source)
-    to_target, degenerate_target = square_to_quad(target)
-    homographies = to_target @ adjugate(from_source)
-    return torch.where((degenerate_source | degenerate_target)[..., None, None], 0.0, homographies)
-
-
 _MASK = 0x7FFFFFFF
 
 
@@ -101,7 +66,8 @@ def _distinct_draws(pairs, counts, hypotheses: int, seed: int):
 
 def _inliers(homographies, points_a, points_b, valid, tolerance: float):
     """(pairs, models, rows) whether each row's a lands within `tolerance` of its b under
-    each model; padding rows never. Without a division: |p·w - H·a| < tolerance·w."""
+    each model; padding rows never, nor any row under a model holding NaN (no homography:
+    every comparison with NaN is false). Without a division: |p·w - H·a| < tolerance·w."""
     h = homographies[..., None]  # (pairs, models, 3, 3, 1) against rows (pairs, 1, rows)
     xa, ya = points_a[:, None, :, 0], points_a[:, None, :, 1]
     xb, yb = points_b[:, None, :, 0], points_b[:, None, :, 1]
@@ -116,7 +82,8 @@ def most_consistent(points_a: Sequence[np.ndarray], points_b: Sequence[np.ndarra
                     refits: int = SCREEN_REFITS, seed: int = 0, elements_per_pass: int | None = None) -> np.ndarray:
     """For each pair of matched point sets (m, 2) — row k of a matched to row k of b — the
     most rows one homography maps from a to within `tolerance` pixels of b: the best of
-    `hypotheses` homographies from 4 matches each, the strongest `REFITTED` of them
+    `hypotheses` homographies from 4 matches each (kornia's `get_perspective_transform`),
+    the strongest `REFITTED` of them
     refitted `refits` times to their inliers.
     A lower bound on the best model's inliers, like any RANSAC's. Pairs with fewer than 4
     matches get 0. Draws are hashes of each pair's position, its hypothesis and `seed`
@@ -124,6 +91,7 @@ def most_consistent(points_a: Sequence[np.ndarray], points_b: Sequence[np.ndarra
     hypotheses × matches scored at once (memory)."""
     import torch
     from kornia.geometry.homography import find_homography_dlt
+    from kornia.geometry.transform import get_perspective_transform
 
     # ~0.5 GB per float64 temporary on a GPU, 32 MB on a CPU.
     budget = elements_per_pass or (2**26 if str(device).startswith("cuda") else 2**22)
@@ -149,7 +117,9 @@ def most_consistent(points_a: Sequence[np.ndarray], points_b: Sequence[np.ndarra
             valid = torch.arange(rows, device=device)[None] < sizes[:, None]
             draws = _distinct_draws(torch.as_tensor(chunk), sizes, hypotheses, seed)
             pick = torch.arange(len(chunk), device=device)[:, None, None]
-            models = homographies_from_four(a[pick, draws], b[pick, draws])
+            # A draw with no homography gives NaN, which compares false: no inliers (`_inliers`).
+            models = get_perspective_transform(a[pick, draws].reshape(-1, 4, 2), b[pick, draws].reshape(-1, 4, 2))
+            models = models.reshape(len(chunk), hypotheses, 3, 3)
             inliers = _inliers(models, a, b, valid, tolerance)
             found = inliers.sum(-1)
             # The strongest few, not the strongest alone: a sample of 4 true matches with
@@ -161,7 +131,7 @@ def most_consistent(points_a: Sequence[np.ndarray], points_b: Sequence[np.ndarra
                 # Fewer than 4 inliers leave no model to refit (NaN, then no inliers).
                 refitted = find_homography_dlt(a.repeat_interleave(kept, 0), b.repeat_interleave(kept, 0),
                                                mask.reshape(pairs * kept, -1).to(a.dtype), solver="svd")
-                refitted = torch.nan_to_num(refitted, nan=0.0, posinf=0.0, neginf=0.0).reshape(pairs, kept, 3, 3)
+                refitted = refitted.reshape(pairs, kept, 3, 3)
                 mask_refit = _inliers(refitted, a, b, valid, tolerance)
                 better = mask_refit.sum(-1) > found
                 found = torch.where(better, mask_refit.sum(-1), found)

@@ -316,23 +316,24 @@ class _MirrorAware:
         """The pairs (by position) that no homography could pass, found together on
         `screen_device` (`consensus.most_consistent`, `screen_rejects`), each with the
         rejection its fit would give: fewer than `min_inliers` inliers (the screen's count,
-        within its wider tolerance). Low-texture pairs are not screened: they compare their
-        fit with a dense alignment whatever its inliers."""
+        within its wider tolerance). As `fit_matched` decides which pairs need inliers:
+        low-texture pairs are not screened (they compare their fit with a dense alignment
+        whatever its inliers), nor pairs with fewer matches (rejected without a fit)."""
         from dedup_assets.vision.consensus import most_consistent, screen_rejects
 
-        screened, points_a, points_b = [], [], []
+        screened, fewest, points_a, points_b = [], [], [], []
         for k, ((a, b), found) in enumerate(zip(pairs, matched)):
-            if found is None or min(len(a.features[0]), len(b.features[0])) < self.low_texture_keypoints:
+            if found is None:
                 continue
-            query, train = found
-            if len(query) >= self.min_inliers:  # fewer: `fit_matched` rejects it without a fit
+            (query, train), keypoints = found, min(len(a.features[0]), len(b.features[0]))
+            if keypoints >= self.low_texture_keypoints and len(query) >= self.min_inliers:
                 screened.append(k)
+                fewest.append(keypoints)
                 points_a.append(a.features[0][query])
                 points_b.append(b.features[0][train])
         consistent = most_consistent(points_a, points_b, self.screen_device)
         rejected = screen_rejects(consistent, self.min_inliers)
-        fewest = {k: min(len(pairs[k][0].features[0]), len(pairs[k][1].features[0])) for k in screened}
-        return {k: Verification(len(points_a[n]), int(consistent[n]), 0.0, 0.0, method="screen", keypoints=fewest[k])
+        return {k: Verification(len(points_a[n]), int(consistent[n]), 0.0, 0.0, method="screen", keypoints=fewest[n])
                 for n, k in enumerate(screened) if rejected[n]}
 
     def _fit(self, a: PreparedImage, b: PreparedImage, query: np.ndarray, train: np.ndarray) -> Verification:

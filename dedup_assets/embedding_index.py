@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 import polars as pl
 
-from dedup_assets.corpus import embeddings_matrix, partitions, picked_rows
+from dedup_assets.corpus import embeddings_matrix, picked_rows, resident_embeddings
 from dedup_assets.storage import StorageLayout
 from dedup_assets.verify_stage import EMBEDDING_PAIRS_SCHEMA, embedding_pairs, named_pairs
 from dedup_assets.vision.search import coded_neighbours, encode, pair_inner_products, streamed_neighbours, train_codec
@@ -205,12 +205,13 @@ _SCORED = {"query": pl.String, "other": pl.String, "cosine": pl.Float32}
 
 def cross_batch_pairs(batch: pl.DataFrame, layout: StorageLayout, partition_key: str | None,
                       min_similarity: float, k: int, index_from: int, spec: str = DEFAULT_SPEC,
-                      probes: int = PROBES) -> tuple[pl.DataFrame, str]:
+                      probes: int = PROBES, resident_bytes: int = 0) -> tuple[pl.DataFrame, str]:
     """The batch's embedding neighbours among every stored embedding, with their
     cosines, and how they were searched: exactly while fewer than `index_from`
     embeddings are stored (0: always), through the compressed index once it is trained.
     The batch whose search first sees `index_from` stored embeddings trains it, once,
-    for the batches after it."""
+    for the batches after it. `resident_bytes`: stored embeddings the exact search keeps
+    in this process for the next batch (`corpus.ResidentEmbeddings`)."""
     if batch.height == 0:  # every blob of the batch failed before its embedding: nothing to search
         return pl.DataFrame(schema=EMBEDDING_PAIRS_SCHEMA), "none (no embeddings)"
     model = batch["model"][0]
@@ -221,7 +222,7 @@ def cross_batch_pairs(batch: pl.DataFrame, layout: StorageLayout, partition_key:
 
     def counted() -> Iterator[pl.DataFrame]:
         nonlocal stored
-        for frame in partitions(layout, "embeddings", ["blob_name", "embedding"]):
+        for frame in resident_embeddings.partitions(layout, resident_bytes):
             stored += frame.height
             yield frame
 

@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dedup_assets.corpus import embeddings_matrix, grouped, latest_duplicate_pairs, read_rows
+from dedup_assets.corpus import ResidentEmbeddings, embeddings_matrix, grouped, latest_duplicate_pairs, read_rows
 
 
 def store_pairs(layout, batch, rows):
@@ -66,3 +66,65 @@ def test_a_stored_embedding_of_another_size_or_missing_is_an_error_not_zeros(bro
     column = pl.Series("embedding", [vectors[0].tobytes(), broken, vectors[2].tobytes()], pl.Binary)
     with pytest.raises(ValueError, match="same size"):
         embeddings_matrix(column)
+
+
+def store_embeddings(layout, batch, names, seed):
+    vectors = np.random.default_rng(seed).standard_normal((len(names), 8)).astype("<f2")
+    layout.write_parquet(pl.DataFrame({"blob_name": names, "embedding": [v.tobytes() for v in vectors]}),
+                         layout.partition_path("embeddings", batch))
+    return vectors
+
+
+def searched(resident, layout, budget):
+    """What one search sees: (names, float16 vectors) of every stored partition, in order."""
+    frames = list(resident.partitions(layout, budget))
+    return [name for frame in frames for name in frame["blob_name"]], np.concatenate(
+        [embeddings_matrix(frame, dtype=np.float16) for frame in frames])
+
+
+def test_resident_embeddings_read_only_partitions_new_or_rewritten_since_the_last_search(layout):
+    resident = ResidentEmbeddings()
+    stored = {f"batch-00000{b}": store_embeddings(layout, f"batch-00000{b}", [f"b{b}-{i}" for i in range(5)], b)
+              for b in (1, 2, 3)}
+    names, vectors = searched(resident, layout, budget=2**20)
+    assert resident.last_reads == 3 and len(names) == 15
+    assert np.array_equal(vectors, np.concatenate(list(stored.values())))
+
+    stored["batch-000004"] = store_embeddings(layout, "batch-000004", [f"b4-{i}" for i in range(5)], 4)
+    names, vectors = searched(resident, layout, budget=2**20)
+    assert resident.last_reads == 1 and names[-5:] == [f"b4-{i}" for i in range(5)]
+    assert np.array_equal(vectors, np.concatenate(list(stored.values())))
+
+    # A recomputed partition (other images, other vectors) is read again, in its place.
+    stored["batch-000002"] = store_embeddings(layout, "batch-000002", ["new-a", "new-b"], 22)
+    names, vectors = searched(resident, layout, budget=2**20)
+    assert resident.last_reads == 1 and names[5:7] == ["new-a", "new-b"] and len(names) == 17
+    assert np.array_equal(vectors, np.concatenate(list(stored.values())))
+    searched(resident, layout, budget=2**20)
+    assert resident.last_reads == 0
+
+    # A deleted partition is no longer searched.
+    layout.fs.rm(layout.partition_path("embeddings", "batch-000001"))
+    names, _ = searched(resident, layout, budget=2**20)
+    assert resident.last_reads == 0 and names[0] == "new-a"
+
+
+def test_resident_embeddings_hold_what_the_budget_allows_in_partition_order_and_nothing_without_one(layout):
+    expected = np.concatenate([store_embeddings(layout, f"batch-00000{b}", [f"b{b}-{i}" for i in range(50)], b)
+                               for b in (1, 2, 3, 4)])
+    resident = ResidentEmbeddings()
+    searched(resident, layout, budget=0)
+    for budget, reads in ((0, 4), (0, 4)):
+        assert np.array_equal(searched(resident, layout, budget)[1], expected)
+        assert resident.last_reads == reads and not resident.held
+    one_partition = next(iter(resident.partitions(layout, 2**20))).estimated_size()
+    resident = ResidentEmbeddings()
+    for reads in (4, 2, 2):  # the first two partitions fit; the later ones are read each time
+        assert np.array_equal(searched(resident, layout, 2 * one_partition + 1)[1], expected)
+        assert resident.last_reads == reads
+    assert resident.held_bytes <= 2 * one_partition + 1
+
+    other = layout.__class__(layout.home / "other")  # another data root's search empties it
+    store_embeddings(other, "batch-000001", ["x"], 9)
+    assert searched(resident, other, 2**20)[0] == ["x"] and list(resident.held) == [
+        other.partition_path("embeddings", "batch-000001")]

@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dedup_assets.corpus import embeddings_matrix, partitions
+from dedup_assets.corpus import embeddings_matrix, partitions, resident_embeddings
 from dedup_assets.embedding_index import EmbeddingIndex, cross_batch_pairs
 from dedup_assets.verify_stage import embedding_pairs
 
@@ -149,3 +149,19 @@ def test_the_default_index_stores_66_bytes_per_embedding_of_the_default_model():
 
     codec = faiss.index_factory(1280, DEFAULT_SPEC, faiss.METRIC_INNER_PRODUCT)  # EfficientNet-Lite0's width
     assert codec.sa_code_size() == 66  # list number (2) + PQ code (64): within 128 bytes per image
+
+
+def test_stored_embeddings_held_between_batches_give_the_exact_search_the_same_pairs(corpus):
+    layout, batch, _ = corpus
+    expected = exact(layout, batch, 0.5, 8)
+    for reads in (5, 0):  # the first search reads every stored partition, the next none
+        pairs, how = cross_batch_pairs(batch, layout, "batch-000005", 0.5, 8, index_from=0, spec=SPEC,
+                                       resident_bytes=2**30)
+        assert how == "exact" and pairs.equals(expected) and resident_embeddings.last_reads == reads
+    # The next batch: only its own partition is new.
+    rng = np.random.default_rng(8)
+    following = store(layout, "batch-000006", [f"later-{i}" for i in range(50)],
+                      look_alikes(rng, 50, rng.normal(size=(20, DIM))))
+    pairs, _ = cross_batch_pairs(following, layout, "batch-000006", 0.5, 8, index_from=0, spec=SPEC,
+                                 resident_bytes=2**30)
+    assert resident_embeddings.last_reads == 1 and pairs.equals(exact(layout, following, 0.5, 8))

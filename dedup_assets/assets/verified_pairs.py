@@ -6,7 +6,7 @@ import polars as pl
 
 from dedup_assets.assets.reporting import log_progress, markdown_preview, timing
 from dedup_assets.plots import markdown_image, similarity_distributions
-from dedup_assets.corpus import read_rows
+from dedup_assets.corpus import read_rows, resident_embeddings
 from dedup_assets.embedding_index import DEFAULT_SPEC, PROBES as INDEX_PROBES, cross_batch_pairs
 from dedup_assets.memory import release_freed_memory
 from dedup_assets.partitions import batch_partitions
@@ -26,6 +26,10 @@ class VerifiedPairsConfig(dg.Config):
     index_from: int = 200_000
     index_spec: str = DEFAULT_SPEC  # faiss factory string; must contain an IVF
     index_probes: int = INDEX_PROBES  # inverted lists visited per query
+    # Stored embeddings the exact search keeps decoded in this process for the next
+    # batch (`dedup run`, a long-lived worker): each batch then reads only partitions
+    # new since. 256 MB hold ~100k images; a GPU host searching millions exactly: more.
+    resident_embeddings_mb: int = 256
     verifier: str = "orb"  # orb (CPU), lightglue or loftr (GPU)
     verifier_checkpoint: str | None = None  # local LoFTR checkpoint
     verify_side: int = VERIFY_SIDE  # longest side, in pixels, images are matched at
@@ -75,7 +79,7 @@ def verified_pairs(
     # corpus), or, in a large corpus, their compressed codes.
     from_embeddings, searched = cross_batch_pairs(embeddings, layout, context.partition_key, config.min_similarity,
                                                   config.neighbours, config.index_from, config.index_spec,
-                                                  config.index_probes)
+                                                  config.index_probes, config.resident_embeddings_mb * 2**20)
     candidates = (
         pl.concat([
             color_candidates.select("blob_a", "blob_b", pl.lit("hash").alias("source"),
@@ -118,6 +122,8 @@ def verified_pairs(
         "geometrically_verified": verified,
         "deferred_pairs": deferred,
         "embedding_search": searched,
+        # The exact search's reads: the other stored partitions were held from earlier batches.
+        **({"stored_partitions_read": resident_embeddings.last_reads} if searched.startswith("exact") else {}),
         "verifier": verifier.name,
         "pairs_per_second": round(verified / max(seconds, 1e-9), 1),
         **timing(embeddings.height, time.perf_counter() - started),

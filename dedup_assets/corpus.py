@@ -48,6 +48,10 @@ class ResidentEmbeddings:
         self.held_bytes = 0
         self.last_reads = 0  # partitions the last search read from storage
 
+    def forget(self) -> None:
+        """Hold nothing (the search has moved to the compressed index: none of it is read again)."""
+        self.directory, self.held, self.held_bytes = None, {}, 0
+
     def partitions(self, layout: StorageLayout, budget_bytes: int) -> Iterator[pl.DataFrame]:
         """Every stored partition's (blob_name, embedding) in partition order, from
         memory where held and current, else read (and held while the budget allows)."""

@@ -217,6 +217,7 @@ def cross_batch_pairs(batch: pl.DataFrame, layout: StorageLayout, partition_key:
     model = batch["model"][0]
     index = EmbeddingIndex(layout, model, spec, probes) if index_from > 0 else None
     if index is not None and index.trained:
+        resident_embeddings.forget()
         return indexed_embedding_pairs(batch, index, layout, partition_key, min_similarity, k), "index"
     stored = 0
 

@@ -165,3 +165,8 @@ def test_stored_embeddings_held_between_batches_give_the_exact_search_the_same_p
     pairs, _ = cross_batch_pairs(following, layout, "batch-000006", 0.5, 8, index_from=0, spec=SPEC,
                                  resident_bytes=2**30)
     assert resident_embeddings.last_reads == 1 and pairs.equals(exact(layout, following, 0.5, 8))
+    # Once the compressed index takes over, nothing stays held for an exact search.
+    EmbeddingIndex(layout, "test", SPEC, probes=8).train_from_store(4000, sample_size=3000)
+    assert cross_batch_pairs(following, layout, "batch-000006", 0.5, 8, index_from=1000, spec=SPEC,
+                             resident_bytes=2**30)[1] == "index"
+    assert not resident_embeddings.held and resident_embeddings.held_bytes == 0

@@ -508,8 +508,10 @@ def main() -> None:
         hours = dict(stages)
         if hash_costs:  # the pool's start-up once per batch
             hours["hash stage"] = CORPUS / batch * (hash_costs[0] + batch * hash_costs[1])
-        if resident_per_s and reads_per_s:  # each partition read once, then scanned from memory by each batch
-            hours[f"stored embeddings held between batches ({batch:,} per batch)"] = (
+        # With resident_embeddings_mb covering them all (~2.6 GB per million images): each
+        # partition read once, then scanned from memory by each batch.
+        if resident_per_s and reads_per_s:
+            hours[f"stored embeddings, all held in the process ({batch:,} per batch)"] = (
                 CORPUS / reads_per_s + CORPUS * CORPUS / 2 / batch / resident_per_s)
             note = (f"  (stored embeddings read from Parquet by each batch instead, resident_embeddings_mb: 0: "
                     f"{CORPUS * CORPUS / 2 / batch / reads_per_s / 3600:.2f} h)")

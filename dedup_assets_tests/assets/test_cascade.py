@@ -97,6 +97,10 @@ def test_a_later_batch_joins_the_groups_of_earlier_ones(instance, cascade_resour
     save(astronaut.resize((512, 512)), collection / "astronaut_small.jpg", 90, age=50)
     (second,) = run_batch(instance, cascade_resources, layout, collection)
     assert second == "batch-000002"
+    # In one process the second batch's search read only its own stored embeddings: the
+    # first batch's were held from its run.
+    searched = instance.get_latest_materialization_event(dg.AssetKey("verified_pairs")).asset_materialization
+    assert searched.partition == second and searched.metadata["stored_partitions_read"].value == 1
     rows = dict(query(layout, "select blob_name, cluster_id from clusters"))
     assert rows["astronaut_small.jpg"] == rows["astronaut.jpg"]
     (count,) = query(layout, "select count(*) from clusters")[0]

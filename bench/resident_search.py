@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -33,14 +32,9 @@ import polars as pl
 from dedup_assets.settings import apply_defaults
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def one_budget(corpus: str, budget_mb: int, batches: int) -> dict:
+    from index_scale import rss_mb  # bench/ is this script's folder: on the path
+
     from dedup_assets.corpus import embeddings_matrix, resident_embeddings
     from dedup_assets.embedding_index import cross_batch_pairs
     from dedup_assets.storage import StorageLayout
@@ -82,7 +76,6 @@ def main() -> None:
     if args.one is not None:
         print(json.dumps(one_budget(args.corpus, args.one, args.batches)))
         return
-    sys.path.insert(0, str(Path(__file__).parent))
     from incremental import stored_corpus
 
     corpus = stored_corpus(args.stored)

@@ -313,7 +313,8 @@ def search_rates(count: int, queries: int, device: str, dim: int = 1280) -> dict
     `streamed_neighbours`: on the GPU (faiss-gpu where installed, else PyTorch on CUDA,
     float16 shipped and widened there) and on the CPU (against a tenth, scaled). Query x
     stored-vector comparisons per second."""
-    from dedup_assets.vision.search import REFERENCE_BLOCK, _gpu_available, streamed_neighbours
+    from dedup_assets.corpus import StoredVectors, grouped
+    from dedup_assets.vision.search import REFERENCE_BLOCK, _gpu_available, held_vectors_device, streamed_neighbours
 
     rng = np.random.default_rng(5)
     stored = rng.standard_normal((count, dim), dtype=np.float32)
@@ -340,7 +341,19 @@ def search_rates(count: int, queries: int, device: str, dim: int = 1280) -> dict
         print(f"search on {device} ({engine}) finds the CPU search's pairs: {same} "
               f"({len(found.query):,} pairs)", flush=True)
         rates[f"{engine}, the pipeline's on {device}"] = rate(queries, lambda: search(stored, None), device) * count
+        if held_vectors_device() is not None:  # stored vectors held on the device between batches
+            import polars as pl
+            import torch
+
+            parts = [StoredVectors(pl.Series([""] * len(rows)), torch.from_numpy(rows).to(device))
+                     for rows in (stored[i:i + queries] for i in range(0, count, queries))]  # a partition per batch
+            rates[HELD_ON_DEVICE] = rate(queries, lambda: streamed_neighbours(
+                batch, (group.vectors for group in grouped(parts, REFERENCE_BLOCK, StoredVectors.joined)), 0.5, 32),
+                device) * count
     return rates
+
+
+HELD_ON_DEVICE = "PyTorch float32 on CUDA, stored float16 held on the device between batches"
 
 
 def joined_and_widened(frame) -> np.ndarray:
@@ -358,7 +371,7 @@ def stored_read_rates(partitions_count: int = 20, dim: int = 1280) -> dict[str, 
     budget set to hold them all), a later batch scans them from memory instead."""
     import polars as pl
 
-    from dedup_assets.corpus import ResidentEmbeddings, embeddings_matrix, grouped, partitions
+    from dedup_assets.corpus import ResidentEmbeddings, StoredVectors, embeddings_matrix, grouped, partitions
     from dedup_assets.storage import StorageLayout
     from dedup_assets.vision.search import REFERENCE_BLOCK
 
@@ -379,8 +392,8 @@ def stored_read_rates(partitions_count: int = 20, dim: int = 1280) -> dict[str, 
                 len(read(frame)) for frame in partitions(layout, "embeddings", ["blob_name", "embedding"])))
         resident = ResidentEmbeddings()
         rates[RESIDENT_READS] = rate(BATCH * partitions_count, lambda: sum(  # grouped as the search groups them
-            len(embeddings_matrix(group, dtype=np.float16))
-            for group in grouped(resident.partitions(layout, 2**40), REFERENCE_BLOCK)))
+            len(group.vectors) for group in grouped(resident.partitions(layout, 2**40), REFERENCE_BLOCK,
+                                                    StoredVectors.joined)))
         return rates
 
 
@@ -510,7 +523,13 @@ def main() -> None:
             hours["hash stage"] = CORPUS / batch * (hash_costs[0] + batch * hash_costs[1])
         # With resident_embeddings_mb covering them all (~2.6 GB per million images): each
         # partition read once, then scanned from memory by each batch.
-        if resident_per_s and reads_per_s:
+        if HELD_ON_DEVICE in searches and reads_per_s:
+            # Held on the GPU the search runs on: each partition read and sent there once,
+            # then searched where it is (the search's rate above includes that).
+            hours["stored embeddings, read once and held on the device"] = CORPUS / reads_per_s
+            note = (f"  (stored embeddings read from Parquet by each batch instead, resident_embeddings_mb: 0: "
+                    f"{CORPUS * CORPUS / 2 / batch / reads_per_s / 3600:.2f} h)")
+        elif resident_per_s and reads_per_s:
             hours[f"stored embeddings, all held in the process ({batch:,} per batch)"] = (
                 CORPUS / reads_per_s + CORPUS * CORPUS / 2 / batch / resident_per_s)
             note = (f"  (stored embeddings read from Parquet by each batch instead, resident_embeddings_mb: 0: "

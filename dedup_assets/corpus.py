@@ -3,7 +3,8 @@ stored images, straight from the Parquet partitions (no Dagster input per batch)
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import duckdb
 import numpy as np
@@ -30,21 +31,62 @@ def partitions(layout: StorageLayout, asset_name: str, columns: list[str],
         yield frame
 
 
+@dataclass(frozen=True)
+class StoredVectors:
+    """Stored embeddings, one partition's or a group's: blob names and float16 vectors,
+    a NumPy matrix on the host, or a PyTorch tensor held on the device the search runs on."""
+
+    names: pl.Series
+    vectors: Any  # (n, d) float16: np.ndarray, or torch.Tensor on a device
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame, device: str | None = None) -> "StoredVectors":
+        """A stored partition's (blob_name, embedding) rows; on `device` (a PyTorch device) if given."""
+        vectors = embeddings_matrix(frame, dtype=np.float16)
+        if device is not None:
+            import torch
+
+            vectors = torch.from_numpy(vectors).to(device)
+        return cls(frame["blob_name"], vectors)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def nbytes(self) -> int:
+        return self.names.estimated_size() + self.vectors.nbytes
+
+    @staticmethod
+    def joined(parts: list["StoredVectors"]) -> "StoredVectors":
+        """Consecutive parts as one (on the device of their vectors)."""
+        if len(parts) == 1:
+            return parts[0]
+        if isinstance(parts[0].vectors, np.ndarray):
+            vectors = np.concatenate([part.vectors for part in parts])
+        else:
+            import torch
+
+            vectors = torch.cat([part.vectors for part in parts])
+        return StoredVectors(pl.concat([part.names for part in parts]), vectors)
+
+
 class ResidentEmbeddings:
     """Stored `embeddings` partitions held decoded in this process between batches
-    (blob_name, and the float16 vectors as a polars Array): a process that runs batch
-    after batch (`dedup run`, a long-lived worker) reads again only the partitions written
-    or rewritten since its last search, not every stored one per batch (at 10,000 images
-    per batch, 3M images read 450M stored vectors: 0.87 h on a GPU host, docs/performance.md §7).
-    A partition is known by its file's version (`StorageLayout.versions`): a rewritten one
-    is read again. Filled in partition order up to `budget_bytes`, then no more: the search
-    scans every partition in order, and least-recently-used eviction would then evict
-    each one before its next use. One asset directory at a time (another data root's
-    search empties it)."""
+    (`StoredVectors`: float16, on the host, or in the GPU's memory where the search runs
+    there): a process that runs batch after batch (`dedup run`, a long-lived worker)
+    reads again only the partitions written or rewritten since its last search, not
+    every stored one per batch (at 10,000 images per batch, 3M images read 450M stored
+    vectors: 0.87 h on a GPU host, docs/performance.md §7), and on a GPU sends none of them
+    to the device again. A partition is known by its file's version
+    (`StorageLayout.versions`): a rewritten one is read again. Filled in partition order
+    up to `budget_bytes`, then no more: the search scans every partition in order, and
+    least-recently-used eviction would then evict each one before its next use. One
+    asset directory and one device at a time (another's search empties it)."""
 
     def __init__(self) -> None:
         self.directory: str | None = None
-        self.held: dict[str, tuple[str, pl.DataFrame]] = {}  # path: (version, frame)
+        self.device: str | None = None  # where the held vectors are: None, the host's memory
+        self.held: dict[str, tuple[str, StoredVectors]] = {}  # path: (version, vectors)
         self.held_bytes = 0
         self.last_reads = 0  # partitions the last search read from storage
 
@@ -52,16 +94,18 @@ class ResidentEmbeddings:
         """Hold nothing (the search has moved to the compressed index: none of it is read again)."""
         self.directory, self.held, self.held_bytes = None, {}, 0
 
-    def partitions(self, layout: StorageLayout, budget_bytes: int) -> Iterator[pl.DataFrame]:
-        """Every stored partition's (blob_name, embedding) in partition order, from
-        memory where held and current, else read (and held while the budget allows)."""
+    def partitions(self, layout: StorageLayout, budget_bytes: int, device: str | None = None
+                   ) -> Iterator[StoredVectors]:
+        """Every stored partition's names and vectors in partition order, from memory
+        where held and current, else read (and held while the budget allows); the
+        vectors on `device` (a PyTorch device) if given, else NumPy matrices."""
         directory = layout.asset_dir("embeddings")
         versions = layout.versions(directory)
-        if directory != self.directory:
-            self.directory, self.held = directory, {}
+        if (directory, device) != (self.directory, self.device):
+            self.directory, self.device, self.held = directory, device, {}
         self.held = {path: held for path, held in self.held.items()
                      if versions.get(path) == held[0] and budget_bytes > 0}
-        self.held_bytes = sum(frame.estimated_size() for _, frame in self.held.values())
+        self.held_bytes = sum(stored.nbytes for _, stored in self.held.values())
         paths = sorted(versions)
         read = layout.iter_parquet([path for path in paths if path not in self.held], ["blob_name", "embedding"],
                                    PARTITIONS_AT_ONCE)
@@ -70,31 +114,39 @@ class ResidentEmbeddings:
             if path in self.held:
                 yield self.held[path][1]
                 continue
-            _, stored = next(read)
+            _, frame = next(read)
             self.last_reads += 1
-            frame = stored.select("blob_name", pl.Series("embedding", embeddings_matrix(stored, dtype=np.float16)))
-            if self.held_bytes + frame.estimated_size() <= budget_bytes:
-                self.held[path] = (versions[path], frame)
-                self.held_bytes += frame.estimated_size()
-            yield frame
+            stored = StoredVectors.from_frame(frame, device)
+            if self.held_bytes + stored.nbytes <= budget_bytes:
+                self.held[path] = (versions[path], stored)
+                self.held_bytes += stored.nbytes
+            yield stored
 
 
 resident_embeddings = ResidentEmbeddings()  # one per process
 
+Grouped = TypeVar("Grouped")
 
-def grouped(frames: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
-    """Consecutive frames concatenated into groups of at least `rows` rows (the last may
-    be smaller): per-group work done once per group instead of once per partition."""
-    held: list[pl.DataFrame] = []
+
+def _frames_joined(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    return pl.concat(frames, rechunk=True)  # one chunk: polars' gather from several can panic
+
+
+def grouped(parts: Iterable[Grouped], rows: int,
+            join: Callable[[list[Grouped]], Grouped] = _frames_joined) -> Iterator[Grouped]:
+    """Consecutive parts (frames, or `StoredVectors` with `StoredVectors.joined`) joined
+    into groups of at least `rows` rows (the last may be smaller): per-group work done
+    once per group instead of once per partition."""
+    held: list[Grouped] = []
     have = 0
-    for frame in frames:
-        held.append(frame)
-        have += frame.height
+    for part in parts:
+        held.append(part)
+        have += len(part)
         if have >= rows:
-            yield pl.concat(held, rechunk=True)  # one chunk: polars' gather from several can panic
+            yield join(held)
             held, have = [], 0
     if held:
-        yield pl.concat(held, rechunk=True)
+        yield join(held)
 
 
 # Stored partitions one DuckDB query picks rows from: ~100 MB of embeddings scanned.
@@ -181,15 +233,12 @@ def latest_duplicate_pairs(layout: StorageLayout, columns: list[str]) -> pl.Data
 
 def embeddings_matrix(frame: pl.DataFrame | pl.Series, dim: int | None = None,
                       dtype: type = np.float32) -> np.ndarray:
-    """The float16 `embedding` column (raw bytes per row, or already decoded as an Array
-    of float16 by `ResidentEmbeddings`; or that column itself) as a matrix of `dtype`:
-    float32, or float16 to keep the stored values as they are (a GPU widens them after a
-    transfer of half the bytes)."""
+    """The float16 `embedding` column (raw bytes per row; or that column itself) as a
+    matrix of `dtype`: float32, or float16 to keep the stored values as they are (a GPU
+    widens them after a transfer of half the bytes)."""
     column = frame if isinstance(frame, pl.Series) else frame["embedding"]
     if column.len() == 0:
         return np.zeros((0, dim or 0), dtype)
-    if isinstance(column.dtype, pl.Array):
-        return column.to_numpy().astype(dtype)
     sizes = column.bin.size()
     width = sizes[0]
     if column.null_count() or width is None or width % 2 or (sizes != width).any():

@@ -27,10 +27,11 @@ import faiss
 import numpy as np
 import polars as pl
 
-from dedup_assets.corpus import embeddings_matrix, picked_rows, resident_embeddings
+from dedup_assets.corpus import StoredVectors, embeddings_matrix, picked_rows, resident_embeddings
 from dedup_assets.storage import StorageLayout
 from dedup_assets.verify_stage import EMBEDDING_PAIRS_SCHEMA, embedding_pairs, named_pairs
-from dedup_assets.vision.search import coded_neighbours, encode, pair_inner_products, streamed_neighbours, train_codec
+from dedup_assets.vision.search import (coded_neighbours, encode, held_vectors_device, pair_inner_products,
+                                        streamed_neighbours, train_codec)
 
 log = logging.getLogger(__name__)
 
@@ -221,11 +222,11 @@ def cross_batch_pairs(batch: pl.DataFrame, layout: StorageLayout, partition_key:
         return indexed_embedding_pairs(batch, index, layout, partition_key, min_similarity, k), "index"
     stored = 0
 
-    def counted() -> Iterator[pl.DataFrame]:
+    def counted() -> Iterator[StoredVectors]:
         nonlocal stored
-        for frame in resident_embeddings.partitions(layout, resident_bytes):
-            stored += frame.height
-            yield frame
+        for part in resident_embeddings.partitions(layout, resident_bytes, held_vectors_device()):
+            stored += len(part)
+            yield part
 
     pairs = embedding_pairs(batch, counted(), min_similarity, k)
     if index is not None and stored >= index_from:

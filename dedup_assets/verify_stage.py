@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 import polars as pl
 
-from dedup_assets.corpus import embeddings_matrix, grouped, read_rows
+from dedup_assets.corpus import StoredVectors, embeddings_matrix, grouped, read_rows
 from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
@@ -46,19 +46,21 @@ VERIFIED_SCHEMA = {
 EMBEDDING_PAIRS_SCHEMA = {"blob_a": pl.String, "blob_b": pl.String, "cosine": pl.Float32}
 
 
-def embedding_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame], min_similarity: float,
+def embedding_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame | StoredVectors], min_similarity: float,
                     k: int = 32) -> pl.DataFrame:
     """Nearest neighbours of the batch's embeddings among every stored embedding, as
-    name pairs with their cosine. `corpus` yields stored partitions (blob_name,
-    embedding) one at a time."""
+    name pairs with their cosine. `corpus` yields stored partitions one at a time: as
+    read (blob_name, embedding), or decoded (`StoredVectors`, held between batches,
+    perhaps on the GPU that searches them)."""
     names: list[pl.Series] = []
 
     def chunks():
         # Searched a few partitions at a time: with each 1,000-row partition alone, the
         # per-chunk work (k-best heaps, partial sorts) made the search 1.3-1.6x slower.
-        for group in grouped(corpus, REFERENCE_BLOCK):
-            names.append(group["blob_name"])
-            yield embeddings_matrix(group, dtype=np.float16)  # widened by the search, on the GPU if there
+        stored = (part if isinstance(part, StoredVectors) else StoredVectors.from_frame(part) for part in corpus)
+        for group in grouped(stored, REFERENCE_BLOCK, StoredVectors.joined):
+            names.append(group.names)
+            yield group.vectors  # float16: widened by the search, on the GPU if there
 
     found = streamed_neighbours(embeddings_matrix(batch), chunks(), min_similarity, k)
     if batch.height == 0 or len(found.query) == 0:

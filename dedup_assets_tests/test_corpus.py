@@ -75,11 +75,11 @@ def store_embeddings(layout, batch, names, seed):
     return vectors
 
 
-def searched(resident, layout, budget):
+def searched(resident, layout, budget, device=None):
     """What one search sees: (names, float16 vectors) of every stored partition, in order."""
-    frames = list(resident.partitions(layout, budget))
-    return [name for frame in frames for name in frame["blob_name"]], np.concatenate(
-        [embeddings_matrix(frame, dtype=np.float16) for frame in frames])
+    parts = list(resident.partitions(layout, budget, device))
+    return [name for part in parts for name in part.names], np.concatenate(
+        [np.asarray(part.vectors) if device is None else part.vectors.cpu().numpy() for part in parts])
 
 
 def test_resident_embeddings_read_only_partitions_new_or_rewritten_since_the_last_search(layout):
@@ -116,7 +116,7 @@ def test_resident_embeddings_hold_what_the_budget_allows_in_partition_order_and_
     for _ in range(2):  # without a budget every search reads every partition
         assert np.array_equal(searched(resident, layout, 0)[1], expected)
         assert resident.last_reads == 4 and not resident.held
-    one_partition = next(iter(resident.partitions(layout, 2**20))).estimated_size()
+    one_partition = next(iter(resident.partitions(layout, 2**20))).nbytes
     resident = ResidentEmbeddings()
     for reads in (4, 2, 2):  # the first two partitions fit; the later ones are read each time
         assert np.array_equal(searched(resident, layout, 2 * one_partition + 1)[1], expected)
@@ -127,3 +127,21 @@ def test_resident_embeddings_hold_what_the_budget_allows_in_partition_order_and_
     store_embeddings(other, "batch-000001", ["x"], 9)
     assert searched(resident, other, 2**20)[0] == ["x"] and list(resident.held) == [
         other.partition_path("embeddings", "batch-000001")]
+
+
+def test_resident_embeddings_held_on_a_device_are_its_tensors_and_another_device_reads_again(layout):
+    # On a GPU host they are held in the GPU's memory (`search.held_vectors_device`);
+    # PyTorch's CPU device stands in for it here.
+    import torch
+
+    expected = np.concatenate([store_embeddings(layout, f"batch-00000{b}", [f"b{b}-{i}" for i in range(5)], b)
+                               for b in (1, 2)])
+    resident = ResidentEmbeddings()
+    for reads in (2, 0):
+        names, vectors = searched(resident, layout, 2**20, device="cpu")
+        assert resident.last_reads == reads and np.array_equal(vectors, expected) and len(names) == 10
+        assert all(isinstance(held.vectors, torch.Tensor) and held.vectors.dtype == torch.float16
+                   for _, held in resident.held.values())
+    names, vectors = searched(resident, layout, 2**20)  # the host's memory instead: read again, as NumPy
+    assert resident.last_reads == 2 and np.array_equal(vectors, expected)
+    assert all(isinstance(held.vectors, np.ndarray) for _, held in resident.held.values())

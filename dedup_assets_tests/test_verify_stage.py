@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from dedup_assets.corpus import StoredVectors
 from dedup_assets.demo_data import recolor, shipped_photos
 from dedup_assets.storage import StorageLayout
 from dedup_assets.verify_stage import (FeatureStore, embedding_pairs, pair_cosines, verify_pairs,
@@ -88,6 +89,10 @@ def test_the_exact_search_finds_the_same_pairs_however_the_stored_partitions_are
                                 for q in range(20) for r in np.argsort(-scores[q])[:6] if r != 80 + q})
     monkeypatch.setattr("dedup_assets.verify_stage.REFERENCE_BLOCK", rows_per_search)
     assert embedding_pairs(batch, iter(partitions), -1.0, k=6).equals(whole)
+    # Held decoded between batches, on the host or on a device (PyTorch's CPU standing in for a GPU).
+    for device in (None, "cpu"):
+        held = [StoredVectors.from_frame(partition, device) for partition in partitions]
+        assert embedding_pairs(batch, iter(held), -1.0, k=6).equals(whole)
 
 
 def test_every_candidate_gets_its_embeddings_cosine_from_the_search_or_from_the_store(tmp_path):

@@ -36,6 +36,13 @@ def _torch_cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def held_vectors_device() -> str | None:
+    """Where stored embeddings held between batches belong: on the GPU when the exact
+    search runs there through PyTorch (they then cross to it once, not once per batch),
+    else in the host's memory (None; faiss-gpu takes host arrays)."""
+    return "cuda" if not _gpu_available() and _torch_cuda_available() else None
+
+
 def hamming_pairs(query_hashes: np.ndarray, reference_hashes: np.ndarray, radius: int) -> PairIndices:
     """Every (query, reference) pair whose 64-bit hashes differ in at most `radius` bits."""
     if len(query_hashes) == 0 or len(reference_hashes) == 0:
@@ -81,16 +88,20 @@ def top_inner_products(queries: np.ndarray, references: np.ndarray, k: int,
     return scores, found
 
 
-def torch_top_inner_products(queries: np.ndarray, references: np.ndarray, k: int, device: str = "cuda",
+def torch_top_inner_products(queries: np.ndarray, references, k: int, device: str = "cuda",
                              query_block: int = QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """`top_inner_products` through PyTorch on `device`, in float32 as on the CPU: the GPU
     search of a host whose faiss has no GPU build (PyPI's faiss-gpu wheels need CUDA 12's
     cuBLAS, which a CUDA 13 host lacks). Float16 references travel as they are and are
-    widened on the device: half the transfer, the same float32 products."""
+    widened on the device: half the transfer, the same float32 products. References
+    already held there (a tensor) are searched where they are."""
     import torch
 
     k = min(k, len(references))
-    stored = torch.from_numpy(np.ascontiguousarray(references)).to(device).float()
+    if isinstance(references, torch.Tensor):
+        stored, device = references.float(), references.device
+    else:
+        stored = torch.from_numpy(np.ascontiguousarray(references)).to(device).float()
     scores = np.empty((len(queries), k), np.float32)
     found = np.empty((len(queries), k), np.int64)
     with torch.inference_mode():
@@ -122,8 +133,8 @@ def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarr
                         k: int = 32, use_gpu: bool | None = None) -> PairIndices:
     """Up to k nearest references per query with cosine ≥ min_similarity, exact, over
     references that arrive in chunks (float32 or float16 matrices, a few stored partitions
-    at a time): memory stays at one chunk plus a k-best heap per query, whatever the
-    number of references.
+    at a time; or PyTorch tensors held on a device, searched there): memory stays at one
+    chunk plus a k-best heap per query, whatever the number of references.
     Reference indices count rows across the chunks in the order given.
     use_gpu None: faiss-gpu where installed, else PyTorch on CUDA where present, else the CPU."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -134,7 +145,7 @@ def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarr
     for chunk in reference_chunks:
         if len(queries) and len(chunk):
             kk = min(k, len(chunk))
-            if torch_cuda:  # float16 chunks go to the GPU as they are
+            if torch_cuda or not isinstance(chunk, np.ndarray):  # float16 chunks go to the GPU as they are
                 similarity, found = torch_top_inner_products(queries, chunk, kk)
             elif gpu is not None:
                 similarity, found = faiss.knn_gpu(gpu, queries, np.ascontiguousarray(chunk, dtype=np.float32), kk,

@@ -117,3 +117,22 @@ def test_the_pytorch_search_equals_the_cpu_search():
     torch_scores, torch_found = torch_top_inner_products(queries, stored, k=9, device="cpu", query_block=8)
     assert [set(row) for row in torch_found.tolist()] == [set(row) for row in cpu_found.tolist()]
     assert np.allclose(np.sort(torch_scores, axis=1), np.sort(cpu_scores, axis=1), atol=1e-5)
+
+
+
+def test_references_held_as_tensors_on_a_device_are_searched_there_with_the_same_pairs():
+    # Stored embeddings held on the GPU between batches arrive as tensors on it; PyTorch's
+    # CPU device stands in for the GPU here.
+    import torch
+
+    rng = np.random.default_rng(9)
+    vectors = rng.normal(size=(400, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    stored = vectors.astype(np.float16)
+    queries = vectors[rng.integers(0, 400, 30)] + 0.05 * rng.normal(size=(30, 16)).astype(np.float32)
+    on_host = streamed_neighbours(queries, (stored[i:i + 64] for i in range(0, 400, 64)), 0.3, k=7, use_gpu=False)
+    held = [torch.from_numpy(stored[i:i + 64]) for i in range(0, 400, 64)]
+    on_device = streamed_neighbours(queries, iter(held), 0.3, k=7, use_gpu=False)
+    assert len(on_host.query) > 30
+    assert set(zip(on_device.query.tolist(), on_device.reference.tolist())) == \
+        set(zip(on_host.query.tolist(), on_host.reference.tolist()))

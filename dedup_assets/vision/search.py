@@ -88,13 +88,14 @@ def top_inner_products(queries: np.ndarray, references: np.ndarray, k: int,
     return scores, found
 
 
-def torch_top_inner_products(queries: np.ndarray, references, k: int, device: str = "cuda",
+def torch_top_inner_products(queries, references, k: int, device: str = "cuda",
                              query_block: int = QUERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """`top_inner_products` through PyTorch on `device`, in float32 as on the CPU: the GPU
     search of a host whose faiss has no GPU build (PyPI's faiss-gpu wheels need CUDA 12's
     cuBLAS, which a CUDA 13 host lacks). Float16 references travel as they are and are
     widened on the device: half the transfer, the same float32 products. References
-    already held there (a tensor) are searched where they are."""
+    already held there (a tensor) are searched where they are; so are queries given as a
+    float32 tensor there (`streamed_neighbours` sends them once per search, not per chunk)."""
     import torch
 
     k = min(k, len(references))
@@ -102,11 +103,13 @@ def torch_top_inner_products(queries: np.ndarray, references, k: int, device: st
         stored, device = references.float(), references.device
     else:
         stored = torch.from_numpy(np.ascontiguousarray(references)).to(device).float()
+    if not isinstance(queries, torch.Tensor):
+        queries = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
     scores = np.empty((len(queries), k), np.float32)
     found = np.empty((len(queries), k), np.int64)
     with torch.inference_mode():
         for q in range(0, len(queries), query_block):
-            block = torch.from_numpy(np.ascontiguousarray(queries[q:q + query_block], dtype=np.float32)).to(device)
+            block = queries[q:q + query_block].to(device)
             values, indices = torch.topk(block @ stored.T, k, dim=1, sorted=False)
             scores[q:q + len(block)], found[q:q + len(block)] = values.cpu().numpy(), indices.cpu().numpy()
     return scores, found
@@ -141,12 +144,22 @@ def streamed_neighbours(queries: np.ndarray, reference_chunks: Iterable[np.ndarr
     heap = faiss.ResultHeap(len(queries), k, keep_max=True)
     gpu = faiss.StandardGpuResources() if (use_gpu if use_gpu is not None else _gpu_available()) else None
     torch_cuda = gpu is None and use_gpu is not False and _torch_cuda_available()
+    sent = {}  # device: the queries there, sent once for every chunk searched on it
+
+    def queries_on(device):
+        if device not in sent:
+            import torch
+
+            sent[device] = torch.from_numpy(queries).to(device)
+        return sent[device]
+
     offset = 0
     for chunk in reference_chunks:
         if len(queries) and len(chunk):
             kk = min(k, len(chunk))
             if torch_cuda or not isinstance(chunk, np.ndarray):  # float16 chunks go to the GPU as they are
-                similarity, found = torch_top_inner_products(queries, chunk, kk)
+                device = "cuda" if isinstance(chunk, np.ndarray) else chunk.device
+                similarity, found = torch_top_inner_products(queries_on(device), chunk, kk, device)
             elif gpu is not None:
                 similarity, found = faiss.knn_gpu(gpu, queries, np.ascontiguousarray(chunk, dtype=np.float32), kk,
                                                   metric=faiss.METRIC_INNER_PRODUCT)

@@ -243,12 +243,15 @@ def device_matching_rate(verifier, thumbnails, pairs, device: str) -> float:
     return rate(len(pairs), lambda: verifier.match_many(jobs), device)
 
 
-def fit_screen_rates(thumbnails, pairs, device: str) -> tuple[float, float, int, int]:
+def fit_screen_rates(thumbnails, pairs, device: str) -> tuple[float, float, int, int, float, float]:
     """ORB's fits of the same matched pairs with the screen on `device` (vision/consensus.py:
     pairs no homography could pass rejected there, the rest fitted on the host's threads)
     and without it (every pair fitted on the host's threads, the baseline): (pairs/s
-    screened, pairs/s without, pairs the screen rejected, decisions that differ)."""
+    screened, pairs/s without, pairs the screen rejected, decisions that differ, and the
+    screen alone on the device: pairs/s with its refits and without them, so a run shows
+    whether it, or its small least-squares solves, would bound verification there)."""
     from dedup_assets.vision.cascade import CascadePolicy, decide
+    from dedup_assets.vision.consensus import most_consistent
     from dedup_assets.vision.decode import opencv_single_threaded
     from dedup_assets.vision.verify import OrbVerifier
 
@@ -273,7 +276,13 @@ def fit_screen_rates(thumbnails, pairs, device: str) -> tuple[float, float, int,
     different = sum(decide(99, 99.0, 0.0, False, False, before, policy).is_duplicate
                     != decide(99, 99.0, 0.0, False, False, after, policy).is_duplicate
                     for before, after in zip(results[None], results[device]))
-    return screened, without, rejected, different
+    verifier.screen_device = device
+    alone = rate(len(jobs), lambda: verifier.screened_fits(jobs, matched), device, repeats=1)
+    points = [(a.features[0][found[0]], b.features[0][found[1]]) for (a, b), found in zip(jobs, matched)
+              if found is not None and len(found[0]) >= verifier.min_inliers]
+    unrefined = rate(len(jobs), lambda: most_consistent([a for a, _ in points], [b for _, b in points], device,
+                                                        refits=0), device, repeats=1)
+    return screened, without, rejected, different, alone, unrefined
 
 
 def thread_scaling(folder: Path, thumbnails, pairs) -> None:
@@ -482,6 +491,8 @@ def main() -> None:
             print(f"ORB's fits, {len(pairs):,} pairs: screened on {device}, the rest on {os.cpu_count()} threads "
                   f"{screen[0]:,.0f} pairs/s; all on {os.cpu_count()} threads (baseline) {screen[1]:,.0f} pairs/s; "
                   f"{screen[2]:,} pairs rejected by the screen, {screen[3]} decisions different", flush=True)
+            print(f"the screen alone on {device}: {screen[4]:,.0f} pairs/s; without its refits {screen[5]:,.0f} "
+                  "pairs/s", flush=True)
         verify_rates[f"ORB on {os.cpu_count()} CPU threads (baseline)"] = measured("ORB", lambda: verification_rates(
             load_verifier("orb", "cpu"), thumbnails, pairs, os.cpu_count(), "cpu"))
         if args.scaling:

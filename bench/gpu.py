@@ -243,7 +243,7 @@ def device_matching_rate(verifier, thumbnails, pairs, device: str) -> float:
     return rate(len(pairs), lambda: verifier.match_many(jobs), device)
 
 
-def fit_screen_rates(thumbnails, pairs, device: str) -> tuple[float, float, int, int, float, float]:
+def fit_screen_rates(thumbnails, pairs, device: str, threads: int) -> tuple[float, float, int, int, float, float]:
     """ORB's fits of the same matched pairs with the screen on `device` (vision/consensus.py:
     pairs no homography could pass rejected there, the rest fitted on the host's threads)
     and without it (every pair fitted on the host's threads, the baseline): (pairs/s
@@ -265,7 +265,7 @@ def fit_screen_rates(thumbnails, pairs, device: str) -> tuple[float, float, int,
 
     def fits(screen_device: str | None) -> None:
         verifier.screen_device = screen_device
-        with ThreadPoolExecutor(os.cpu_count(), initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool, \
+        with ThreadPoolExecutor(threads, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool, \
                 opencv_single_threaded():
             results[screen_device] = verifier.fit_many(jobs, matched, pool.map)
 
@@ -424,6 +424,7 @@ def main() -> None:
                         help="images per batch (DEDUP_BATCH_SIZE): the search's queries, and the estimate's")
     args = parser.parse_args()
     apply_defaults()
+    from dedup_assets.verify_stage import verification_threads
     from dedup_assets.vision.embedders import resolve_device
     from dedup_assets.vision.verify import load_verifier
 
@@ -452,6 +453,7 @@ def main() -> None:
               f"then embedded, {args.batch_size} per pass): {stage_per_s:,.0f} images/s", flush=True)
 
     verify_rates = {}
+    threads = verification_threads()  # the pipeline's (verified_pairs.workers: 0); --scaling tries others
     if vectors is not None:
         pairs = candidate_pairs(vectors, args.pairs)
         aliked = None if "aliked" in skip else measured("ALIKED", lambda: load_verifier("aliked", device))
@@ -461,9 +463,9 @@ def main() -> None:
         for limit in (aliked.low_texture_keypoints, 64) if aliked is not None else ():
             aliked.low_texture_keypoints = limit
             label = (f"ALIKED-n16 batched on {device} (dense below {limit} keypoints), "
-                     f"fits on {os.cpu_count()} threads")
+                     f"fits on {threads} threads")
             verify_rates[label] = measured("ALIKED", lambda: verification_rates(
-                aliked, thumbnails, pairs, os.cpu_count(), device))
+                aliked, thumbnails, pairs, threads, device))
         if aliked is not None:
             matching = measured("ALIKED matching", lambda: device_matching_rate(aliked, thumbnails, pairs, device))
             if matching:
@@ -476,8 +478,8 @@ def main() -> None:
                 2 if device != "cpu" else 1, device))
         orb = measured("ORB", lambda: load_verifier("orb", device))
         if orb is not None and orb.batches_pairs:
-            verify_rates[f"ORB, ratio tests batched on {device}, describing and fits on {os.cpu_count()} threads"] = \
-                measured("ORB on the device", lambda: verification_rates(orb, thumbnails, pairs, os.cpu_count(), device))
+            verify_rates[f"ORB, ratio tests batched on {device}, describing and fits on {threads} threads"] = \
+                measured("ORB on the device", lambda: verification_rates(orb, thumbnails, pairs, threads, device))
             matching = measured("ORB matching", lambda: device_matching_rate(orb, thumbnails, pairs, device))
             if matching:
                 print(f"ORB: ratio tests alone on {device} ({orb.pairs_per_pass} pairs per pass): "
@@ -485,16 +487,17 @@ def main() -> None:
         if orb is not None and orb.screen_device:
             verify_rates[f"ORB batched on {device} without the fit screen (before it)"] = measured(
                 "ORB without the screen", lambda: verification_rates(load_verifier("orb", device, screen_fits=False),
-                                                                     thumbnails, pairs, os.cpu_count(), device))
-        screen = None if "screen" in skip else measured("fit screen", lambda: fit_screen_rates(thumbnails, pairs, device))
+                                                                     thumbnails, pairs, threads, device))
+        screen = None if "screen" in skip else measured(
+            "fit screen", lambda: fit_screen_rates(thumbnails, pairs, device, threads))
         if screen:
-            print(f"ORB's fits, {len(pairs):,} pairs: screened on {device}, the rest on {os.cpu_count()} threads "
-                  f"{screen[0]:,.0f} pairs/s; all on {os.cpu_count()} threads (baseline) {screen[1]:,.0f} pairs/s; "
+            print(f"ORB's fits, {len(pairs):,} pairs: screened on {device}, the rest on {threads} threads "
+                  f"{screen[0]:,.0f} pairs/s; all on {threads} threads (baseline) {screen[1]:,.0f} pairs/s; "
                   f"{screen[2]:,} pairs rejected by the screen, {screen[3]} decisions different", flush=True)
             print(f"the screen alone on {device}: {screen[4]:,.0f} pairs/s; without its refits {screen[5]:,.0f} "
                   "pairs/s", flush=True)
-        verify_rates[f"ORB on {os.cpu_count()} CPU threads (baseline)"] = measured("ORB", lambda: verification_rates(
-            load_verifier("orb", "cpu"), thumbnails, pairs, os.cpu_count(), "cpu"))
+        verify_rates[f"ORB on {threads} CPU threads (baseline)"] = measured("ORB", lambda: verification_rates(
+            load_verifier("orb", "cpu"), thumbnails, pairs, threads, "cpu"))
         if args.scaling:
             print(f"CPU scaling on this host ({os.cpu_count()} cores), {len(pairs)} pairs:", flush=True)
             measured("scaling", lambda: thread_scaling(folder, thumbnails, pairs))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -197,19 +198,34 @@ class FeatureStore:
         return len(described)
 
 
+# Verification threads by default: one per core up to this many. On one 16-vCPU GPU host
+# 4 threads verified the most pairs of 4, 8 and 16, on its CPU and with its GPU alike: each
+# fit's Python holds the GIL (docs/performance.md §7, seventeenth session).
+VERIFY_THREADS_CAP = 4
+
+
+def verification_threads(requested: int = 0) -> int:
+    """Threads for `verify_pairs`: `requested`, or with 0 one per core, at most `VERIFY_THREADS_CAP`."""
+    if requested < 0:
+        raise ValueError("verified_pairs.workers must be >= 0 (0: one per core, at most 4)")
+    return requested or min(os.cpu_count() or 1, VERIFY_THREADS_CAP)
+
+
 def verify_pairs(
     candidates: pl.DataFrame,  # blob_a, blob_b, found_by, cosine (of their embeddings)
     features: pl.DataFrame,  # blob_name, wavelet_hash, color_signature, thumbnail
     layout: StorageLayout,
     verifier: Verifier,
     policy: CascadePolicy,
-    workers: int = 2,
+    workers: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
     keep_features: bool = True,
 ) -> tuple[pl.DataFrame, float]:
-    """Each candidate pair decided by the cascade, with its scores. keep_features: read
-    and write the verifier's features in a `FeatureStore` (when the verifier has one)."""
+    """Each candidate pair decided by the cascade, with its scores, on `workers` threads
+    (`verification_threads`: 0, one per core up to 4). keep_features: read and write the
+    verifier's features in a `FeatureStore` (when the verifier has one)."""
     started = time.perf_counter()
+    workers = verification_threads(workers)
     if candidates.height == 0:
         return pl.DataFrame(schema=VERIFIED_SCHEMA), 0.0
     row_of = {name: i for i, name in enumerate(features["blob_name"].to_list())}

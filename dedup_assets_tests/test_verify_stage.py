@@ -10,7 +10,7 @@ import pytest
 from dedup_assets.corpus import StoredVectors
 from dedup_assets.demo_data import recolor, shipped_photos
 from dedup_assets.storage import StorageLayout
-from dedup_assets.verify_stage import (FeatureStore, embedding_pairs, pair_cosines, verify_pairs,
+from dedup_assets.verify_stage import (FeatureStore, embedding_pairs, pair_cosines, verification_threads, verify_pairs,
                                        with_hash_pairs_cosines)
 from dedup_assets.vision.cascade import CascadePolicy
 from dedup_assets.vision.color import SIGNATURE_SIZE
@@ -349,3 +349,12 @@ def test_an_unreadable_stored_entry_is_described_again(stored_images, caplog, cu
     repeated, _ = verify_pairs(candidates, features, layout, again, CascadePolicy())
     assert again.described == 1 and repeated.equals(pairs)
     assert f"stored features {store.path(broken)} unreadable" in caplog.text
+
+
+def test_verification_uses_one_thread_per_core_up_to_four_unless_told(monkeypatch):
+    for cores, threads in ((1, 1), (2, 2), (4, 4), (16, 4), (None, 1)):
+        monkeypatch.setattr("dedup_assets.verify_stage.os.cpu_count", lambda: cores)
+        assert verification_threads(0) == threads
+    assert verification_threads(8) == 8  # as configured, whatever the cores
+    with pytest.raises(ValueError, match="workers"):
+        verification_threads(-1)

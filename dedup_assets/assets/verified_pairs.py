@@ -41,7 +41,9 @@ class VerifiedPairsConfig(dg.Config):
     # On a GPU: pairs that no homography could pass are rejected there, before the host's
     # fits (vision/consensus.py); false: every matched pair is fitted on the host.
     screen_fits: bool = True
-    workers: int = 2
+    # Threads verifying pairs; 0: one per core, at most 4 (`verify_stage.VERIFY_THREADS_CAP`: beyond ~4 the
+    # fits' Python, which holds the GIL, makes threads wait on each other: docs/performance.md §7).
+    workers: int = 0
     accept_hamming: int = 4
     min_inliers: int = 15
     min_coverage: float = 0.55

@@ -183,20 +183,22 @@ def candidate_pairs(vectors: np.ndarray, count: int) -> np.ndarray:
 
 
 def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
-                       opencv_threads_off: bool = True) -> tuple[float, float]:
+                       opencv_threads_off: bool = True, describers: int | None = None) -> tuple[float, float]:
     """(images described per second, pairs matched per second): verify_pairs describes each
     image of a batch once, then matches its pairs. Timed apart, because a sample of pairs
     has far fewer pairs per described image than a batch (25). A verifier taking pairs
     many at a time (ALIKED) is given them as verify_pairs gives them: images prepared on
     the threads and described together, pairs matched together, fits on the threads.
     OpenCV's own threads are off while several of ours run, as in verify_pairs
-    (opencv_threads_off False: left as the caller set them)."""
+    (opencv_threads_off False: left as the caller set them). `describers`: threads that
+    describe (verify_pairs: every core), if not `workers`."""
     import contextlib
 
     from dedup_assets.vision.decode import opencv_single_threaded
 
     images = sorted({int(i) for i in pairs.ravel()})
-    threads_setting = opencv_single_threaded if opencv_threads_off and workers > 1 else contextlib.nullcontext
+    threads_setting = opencv_single_threaded if opencv_threads_off and max(workers, describers or 1) > 1 \
+        else contextlib.nullcontext
     batched = getattr(verifier, "batches_pairs", False)
     describes_many = hasattr(verifier, "describe_many")
 
@@ -207,7 +209,7 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
         return prepared
 
     def describe() -> dict:
-        with ThreadPoolExecutor(workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool, \
+        with ThreadPoolExecutor(describers or workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool, \
                 threads_setting():
             prepared = dict(zip(images, pool.map(described_image, images)))
         if describes_many:
@@ -453,7 +455,8 @@ def main() -> None:
               f"then embedded, {args.batch_size} per pass): {stage_per_s:,.0f} images/s", flush=True)
 
     verify_rates = {}
-    threads = verification_threads()  # the pipeline's (verified_pairs.workers: 0); --scaling tries others
+    # The pipeline's threads (verified_pairs.workers: 0), and it describes on every core; --scaling tries others.
+    threads, describers = verification_threads(), max(verification_threads(), os.cpu_count() or 1)
     if vectors is not None:
         pairs = candidate_pairs(vectors, args.pairs)
         aliked = None if "aliked" in skip else measured("ALIKED", lambda: load_verifier("aliked", device))
@@ -465,7 +468,7 @@ def main() -> None:
             label = (f"ALIKED-n16 batched on {device} (dense below {limit} keypoints), "
                      f"fits on {threads} threads")
             verify_rates[label] = measured("ALIKED", lambda: verification_rates(
-                aliked, thumbnails, pairs, threads, device))
+                aliked, thumbnails, pairs, threads, device, describers=describers))
         if aliked is not None:
             matching = measured("ALIKED matching", lambda: device_matching_rate(aliked, thumbnails, pairs, device))
             if matching:
@@ -478,8 +481,10 @@ def main() -> None:
                 2 if device != "cpu" else 1, device))
         orb = measured("ORB", lambda: load_verifier("orb", device))
         if orb is not None and orb.batches_pairs:
-            verify_rates[f"ORB, ratio tests batched on {device}, describing and fits on {threads} threads"] = \
-                measured("ORB on the device", lambda: verification_rates(orb, thumbnails, pairs, threads, device))
+            verify_rates[f"ORB, ratio tests batched on {device}, describing on {describers} threads, fits on "
+                         f"{threads}"] = \
+                measured("ORB on the device", lambda: verification_rates(orb, thumbnails, pairs, threads, device,
+                                                                         describers=describers))
             matching = measured("ORB matching", lambda: device_matching_rate(orb, thumbnails, pairs, device))
             if matching:
                 print(f"ORB: ratio tests alone on {device} ({orb.pairs_per_pass} pairs per pass): "
@@ -487,7 +492,8 @@ def main() -> None:
         if orb is not None and orb.screen_device:
             verify_rates[f"ORB batched on {device} without the fit screen (before it)"] = measured(
                 "ORB without the screen", lambda: verification_rates(load_verifier("orb", device, screen_fits=False),
-                                                                     thumbnails, pairs, threads, device))
+                                                                     thumbnails, pairs, threads, device,
+                                                                     describers=describers))
         screen = None if "screen" in skip else measured(
             "fit screen", lambda: fit_screen_rates(thumbnails, pairs, device, threads))
         if screen:
@@ -496,8 +502,9 @@ def main() -> None:
                   f"{screen[2]:,} pairs rejected by the screen, {screen[3]} decisions different", flush=True)
             print(f"the screen alone on {device}: {screen[4]:,.0f} pairs/s; without its refits {screen[5]:,.0f} "
                   "pairs/s", flush=True)
-        verify_rates[f"ORB on {threads} CPU threads (baseline)"] = measured("ORB", lambda: verification_rates(
-            load_verifier("orb", "cpu"), thumbnails, pairs, threads, "cpu"))
+        verify_rates[f"ORB on the CPU, describing on {describers} threads, matching on {threads} (baseline)"] = \
+            measured("ORB", lambda: verification_rates(
+                load_verifier("orb", "cpu"), thumbnails, pairs, threads, "cpu", describers=describers))
         if args.scaling:
             print(f"CPU scaling on this host ({os.cpu_count()} cores), {len(pairs)} pairs:", flush=True)
             measured("scaling", lambda: thread_scaling(folder, thumbnails, pairs))

@@ -358,3 +358,28 @@ def test_verification_uses_one_thread_per_core_up_to_four_unless_told(monkeypatc
     assert verification_threads(8) == 8  # as configured, whatever the cores
     with pytest.raises(ValueError, match="workers"):
         verification_threads(-1)
+
+
+class ThreadRecordingOrb(CountingOrb):
+    """Counts its descriptions and records the threads they ran on (instrumentation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.threads = set()
+
+    def _describe(self, gray):
+        self.threads.add(threading.current_thread().name)
+        return super()._describe(gray)
+
+
+def test_with_more_cores_than_verifying_threads_images_are_described_on_every_core(stored_images, monkeypatch):
+    layout, features, candidates = stored_images
+    monkeypatch.setattr("dedup_assets.verify_stage.os.cpu_count", lambda: 1)
+    alone = ThreadRecordingOrb()
+    expected, _ = verify_pairs(candidates, features, layout, alone, CascadePolicy(), workers=1, keep_features=False)
+    assert alone.described == 4 and not any(name.startswith("verify-describe") for name in alone.threads)
+    monkeypatch.setattr("dedup_assets.verify_stage.os.cpu_count", lambda: 4)
+    wider = ThreadRecordingOrb()
+    pairs, _ = verify_pairs(candidates, features, layout, wider, CascadePolicy(), workers=1, keep_features=False)
+    assert pairs.equals(expected) and wider.described == 4  # each image once, the same decisions
+    assert wider.threads and all(name.startswith("verify-describe") for name in wider.threads)

@@ -427,6 +427,7 @@ def main() -> None:
     args = parser.parse_args()
     apply_defaults()
     from dedup_assets.verify_stage import verification_threads
+    from dedup_assets.vision.cores import usable_cores
     from dedup_assets.vision.embedders import resolve_device
     from dedup_assets.vision.verify import load_verifier
 
@@ -456,7 +457,7 @@ def main() -> None:
 
     verify_rates = {}
     # The pipeline's threads (verified_pairs.workers: 0), and it describes on every core; --scaling tries others.
-    threads, describers = verification_threads(), max(verification_threads(), os.cpu_count() or 1)
+    threads, describers = verification_threads(), max(verification_threads(), usable_cores())
     if vectors is not None:
         pairs = candidate_pairs(vectors, args.pairs)
         aliked = None if "aliked" in skip else measured("ALIKED", lambda: load_verifier("aliked", device))

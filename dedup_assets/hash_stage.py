@@ -7,7 +7,6 @@ process boundary and only the small feature records come back.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -22,6 +21,7 @@ from dedup_assets.hash_worker import failure_reason, hash_bytes, hash_one, start
 from dedup_assets.sources import BlobSource
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.color import SIGNATURE_SIZE
+from dedup_assets.vision.cores import usable_cores
 from dedup_assets.vision.features import ImageFeatures
 
 STAGE = "wavelet_hashes"
@@ -140,7 +140,7 @@ def hash_blobs(
     started = time.perf_counter()
     names = inventory["blob_name"].to_list()
     etags = inventory["etag"].to_list()
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     rows: list[tuple] = []
     failures: list[dict] = []
     uploads = ThumbnailUploads(layout)

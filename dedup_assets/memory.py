@@ -31,6 +31,8 @@ import ctypes.util
 import functools
 import os
 
+from dedup_assets.vision.cores import usable_cores
+
 _M_ARENA_MAX = -8  # glibc's mallopt parameters
 _M_MMAP_THRESHOLD = -3
 _M_TRIM_THRESHOLD = -1
@@ -66,13 +68,6 @@ def _mallopt_unless_set(parameter: int, value: int, variable: str) -> int | None
     if libc is None or variable in os.environ:
         return None
     return value if libc.mallopt(parameter, value) == 1 else None
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def limit_malloc_arenas(arenas: int | None = None) -> int | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
 from dedup_assets.vision.color import color_distance
+from dedup_assets.vision.cores import usable_cores
 from dedup_assets.vision.decode import opencv_single_threaded
 from dedup_assets.vision.search import PAIRS_PER_BLOCK, REFERENCE_BLOCK, streamed_neighbours
 from dedup_assets.vision.verify import PreparedImage, Verification, Verifier
@@ -208,7 +208,7 @@ def verification_threads(requested: int = 0) -> int:
     """Threads for `verify_pairs`: `requested`, or with 0 one per core, at most `VERIFY_THREADS_CAP`."""
     if requested < 0:
         raise ValueError("verified_pairs.workers must be >= 0 (0: one per core, at most 4)")
-    return requested or min(os.cpu_count() or 1, VERIFY_THREADS_CAP)
+    return requested or min(usable_cores(), VERIFY_THREADS_CAP)
 
 
 def verify_pairs(
@@ -307,7 +307,7 @@ def verify_pairs(
     # not: on a host with more cores than verifying threads, each slice's images are
     # decoded and described on every core first (on one 16-vCPU host ORB described 1,023
     # images/s on 16 threads, 422 on 4, while 4 threads matched the most pairs: §7).
-    describers = max(workers, os.cpu_count() or 1)
+    describers = max(workers, usable_cores())
     # OpenCV and faiss release the GIL. OpenMP's thread count is per thread: one each,
     # or every matching thread starts its own team and they fight over the cores.
     # OpenCV's own threads likewise, when there are several of ours.

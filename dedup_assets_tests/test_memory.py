@@ -44,7 +44,7 @@ def arenas(*args: str, env: dict | None = None) -> int:
 
 
 def test_importing_the_package_caps_malloc_arenas_at_one_per_core(monkeypatch):
-    from dedup_assets.memory import usable_cores
+    from dedup_assets.vision.cores import usable_cores
 
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     cap = max(2, usable_cores())

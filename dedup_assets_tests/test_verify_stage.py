@@ -352,8 +352,8 @@ def test_an_unreadable_stored_entry_is_described_again(stored_images, caplog, cu
 
 
 def test_verification_uses_one_thread_per_core_up_to_four_unless_told(monkeypatch):
-    for cores, threads in ((1, 1), (2, 2), (4, 4), (16, 4), (None, 1)):
-        monkeypatch.setattr("dedup_assets.verify_stage.os.cpu_count", lambda: cores)
+    for cores, threads in ((1, 1), (2, 2), (4, 4), (16, 4)):
+        monkeypatch.setattr("dedup_assets.verify_stage.usable_cores", lambda: cores)
         assert verification_threads(0) == threads
     assert verification_threads(8) == 8  # as configured, whatever the cores
     with pytest.raises(ValueError, match="workers"):
@@ -374,11 +374,11 @@ class ThreadRecordingOrb(CountingOrb):
 
 def test_with_more_cores_than_verifying_threads_images_are_described_on_every_core(stored_images, monkeypatch):
     layout, features, candidates = stored_images
-    monkeypatch.setattr("dedup_assets.verify_stage.os.cpu_count", lambda: 1)
+    monkeypatch.setattr("dedup_assets.verify_stage.usable_cores", lambda: 1)
     alone = ThreadRecordingOrb()
     expected, _ = verify_pairs(candidates, features, layout, alone, CascadePolicy(), workers=1, keep_features=False)
     assert alone.described == 4 and not any(name.startswith("verify-describe") for name in alone.threads)
-    monkeypatch.setattr("dedup_assets.verify_stage.os.cpu_count", lambda: 4)
+    monkeypatch.setattr("dedup_assets.verify_stage.usable_cores", lambda: 4)
     wider = ThreadRecordingOrb()
     pairs, _ = verify_pairs(candidates, features, layout, wider, CascadePolicy(), workers=1, keep_features=False)
     assert pairs.equals(expected) and wider.described == 4  # each image once, the same decisions

@@ -9,7 +9,7 @@ from dedup_assets.resources import DedupStorageResource, ImageSourceResource
 
 
 class WaveletHashConfig(dg.Config):
-    workers: int = 0  # decode threads; 0 means one per CPU core
+    workers: int = 0  # decode processes; 0 means one per usable core (vision/cores.py)
 
 
 @dg.asset(

@@ -16,6 +16,8 @@ from typing import Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
+from dedup_assets.vision.cores import usable_cores
+
 DEFAULT_MODEL = "efficientnet_lite0"
 
 
@@ -69,7 +71,7 @@ PARALLEL_FROM = 32
 
 @lru_cache(maxsize=1)
 def _core_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="dedup-prepare")
+    return ThreadPoolExecutor(usable_cores(), thread_name_prefix="dedup-prepare")
 
 
 def map_on_cores(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from dedup_assets.local_files import write_bytes_atomic
+from dedup_assets.vision.cores import usable_cores
 from dedup_assets.vision.embedders import (TorchEmbedder, WeightsUnavailableError, default_weights_file,
                                            embed_in_passes, squashed)
 
@@ -160,7 +161,7 @@ class OpenVinoSession:
 def _session(model_path: Path, threads: int = 0, runtime: str = "onnxruntime"):
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown ONNX runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or usable_cores()
     if runtime == "openvino":
         return OpenVinoSession(model_path, threads)
     import onnxruntime as ort

@@ -205,7 +205,8 @@ VERIFY_THREADS_CAP = 4
 
 
 def verification_threads(requested: int = 0) -> int:
-    """Threads for `verify_pairs`: `requested`, or with 0 one per core, at most `VERIFY_THREADS_CAP`."""
+    """Threads for `verify_pairs`: `requested`, or with 0 one per usable core (`vision.cores`),
+    at most `VERIFY_THREADS_CAP`."""
     if requested < 0:
         raise ValueError("verified_pairs.workers must be >= 0 (0: one per core, at most 4)")
     return requested or min(usable_cores(), VERIFY_THREADS_CAP)

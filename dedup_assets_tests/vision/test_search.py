@@ -119,7 +119,6 @@ def test_the_pytorch_search_equals_the_cpu_search():
     assert np.allclose(np.sort(torch_scores, axis=1), np.sort(cpu_scores, axis=1), atol=1e-5)
 
 
-
 def test_references_held_as_tensors_on_a_device_are_searched_there_with_the_same_pairs():
     # Stored embeddings held on the GPU between batches arrive as tensors on it; PyTorch's
     # CPU device stands in for the GPU here.

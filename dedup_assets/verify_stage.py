@@ -304,11 +304,12 @@ def verify_pairs(
     # A slice's new features are written while the next slice is verified: written
     # between slices, the threads waited ~0.7 s per 1,000 new images (docs/performance.md §2).
     writing: Future | None = None
-    # Describing (OpenCV: it releases the GIL) scales with the cores, the fits' Python does
-    # not: on a host with more cores than verifying threads, each slice's images are
-    # decoded and described on every core first (on one 16-vCPU host ORB described 1,023
-    # images/s on 16 threads, 422 on 4, while 4 threads matched the most pairs: §7).
-    describers = max(workers, usable_cores())
+    # Describing on the host (ORB: OpenCV releases the GIL) scales with the cores, the fits'
+    # Python does not: on a host with more cores than verifying threads, each slice's images
+    # are decoded and described on every core first (on one 16-vCPU host ORB described
+    # 1,023 images/s on 16 threads, 422 on 4, while 4 threads matched the most pairs: §7).
+    # Not a verifier describing on a GPU (LightGlue): not 16 networks at once there.
+    describers = max(workers, usable_cores()) if getattr(verifier, "describes_on_host", False) else workers
     # OpenCV and faiss release the GIL. OpenMP's thread count is per thread: one each,
     # or every matching thread starts its own team and they fight over the cores.
     # OpenCV's own threads likewise, when there are several of ours.

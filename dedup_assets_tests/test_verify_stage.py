@@ -383,3 +383,8 @@ def test_with_more_cores_than_verifying_threads_images_are_described_on_every_co
     pairs, _ = verify_pairs(candidates, features, layout, wider, CascadePolicy(), workers=1, keep_features=False)
     assert pairs.equals(expected) and wider.described == 4  # each image once, the same decisions
     assert wider.threads and all(name.startswith("verify-describe") for name in wider.threads)
+    # A verifier describing on a GPU (LightGlue) describes on the verifying threads only.
+    on_device = ThreadRecordingOrb()
+    on_device.describes_on_host = False
+    verify_pairs(candidates, features, layout, on_device, CascadePolicy(), workers=1, keep_features=False)
+    assert on_device.threads and not any(name.startswith("verify-describe") for name in on_device.threads)

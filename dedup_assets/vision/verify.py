@@ -391,6 +391,9 @@ class OrbVerifier(_MirrorAware):
     """ORB keypoints, Lowe's ratio test, USAC_MAGSAC homography (CPU, no weights)."""
 
     name = "orb"
+    # Its images are described by OpenCV on the host's threads, whatever its device: a host
+    # with more cores than verifying threads describes them on every core (verify_pairs).
+    describes_on_host = True
 
     def __init__(self, features: int = ORB_FEATURES, ratio: float = 0.8, allow_mirrored: bool = False,
                  device: str | None = None, pairs_per_pass: int = 128):

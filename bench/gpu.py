@@ -426,8 +426,7 @@ def main() -> None:
                         help="images per batch (DEDUP_BATCH_SIZE): the search's queries, and the estimate's")
     args = parser.parse_args()
     apply_defaults()
-    from dedup_assets.verify_stage import verification_threads
-    from dedup_assets.vision.cores import usable_cores
+    from dedup_assets.verify_stage import describing_threads, verification_threads
     from dedup_assets.vision.embedders import resolve_device
     from dedup_assets.vision.verify import load_verifier
 
@@ -456,8 +455,8 @@ def main() -> None:
               f"then embedded, {args.batch_size} per pass): {stage_per_s:,.0f} images/s", flush=True)
 
     verify_rates = {}
-    # The pipeline's threads (verified_pairs.workers: 0), and it describes on every core; --scaling tries others.
-    threads, describers = verification_threads(), max(verification_threads(), usable_cores())
+    # The pipeline's threads (verified_pairs.workers: 0; ORB describes on every core); --scaling tries others.
+    threads = verification_threads()
     if vectors is not None:
         pairs = candidate_pairs(vectors, args.pairs)
         aliked = None if "aliked" in skip else measured("ALIKED", lambda: load_verifier("aliked", device))
@@ -469,7 +468,7 @@ def main() -> None:
             label = (f"ALIKED-n16 batched on {device} (dense below {limit} keypoints), "
                      f"fits on {threads} threads")
             verify_rates[label] = measured("ALIKED", lambda: verification_rates(
-                aliked, thumbnails, pairs, threads, device, describers=describers))
+                aliked, thumbnails, pairs, threads, device, describers=describing_threads(aliked, threads)))
         if aliked is not None:
             matching = measured("ALIKED matching", lambda: device_matching_rate(aliked, thumbnails, pairs, device))
             if matching:
@@ -482,10 +481,10 @@ def main() -> None:
                 2 if device != "cpu" else 1, device))
         orb = measured("ORB", lambda: load_verifier("orb", device))
         if orb is not None and orb.batches_pairs:
-            verify_rates[f"ORB, ratio tests batched on {device}, describing on {describers} threads, fits on "
-                         f"{threads}"] = \
-                measured("ORB on the device", lambda: verification_rates(orb, thumbnails, pairs, threads, device,
-                                                                         describers=describers))
+            verify_rates[f"ORB, ratio tests batched on {device}, describing on {describing_threads(orb, threads)} "
+                         f"threads, fits on {threads}"] = \
+                measured("ORB on the device", lambda: verification_rates(
+                    orb, thumbnails, pairs, threads, device, describers=describing_threads(orb, threads)))
             matching = measured("ORB matching", lambda: device_matching_rate(orb, thumbnails, pairs, device))
             if matching:
                 print(f"ORB: ratio tests alone on {device} ({orb.pairs_per_pass} pairs per pass): "
@@ -494,7 +493,7 @@ def main() -> None:
             verify_rates[f"ORB batched on {device} without the fit screen (before it)"] = measured(
                 "ORB without the screen", lambda: verification_rates(load_verifier("orb", device, screen_fits=False),
                                                                      thumbnails, pairs, threads, device,
-                                                                     describers=describers))
+                                                                     describers=describing_threads(orb, threads)))
         screen = None if "screen" in skip else measured(
             "fit screen", lambda: fit_screen_rates(thumbnails, pairs, device, threads))
         if screen:
@@ -503,9 +502,11 @@ def main() -> None:
                   f"{screen[2]:,} pairs rejected by the screen, {screen[3]} decisions different", flush=True)
             print(f"the screen alone on {device}: {screen[4]:,.0f} pairs/s; without its refits {screen[5]:,.0f} "
                   "pairs/s", flush=True)
-        verify_rates[f"ORB on the CPU, describing on {describers} threads, matching on {threads} (baseline)"] = \
-            measured("ORB", lambda: verification_rates(
-                load_verifier("orb", "cpu"), thumbnails, pairs, threads, "cpu", describers=describers))
+        cpu_orb = load_verifier("orb", "cpu")
+        cpu_describers = describing_threads(cpu_orb, threads)
+        verify_rates[f"ORB on the CPU, describing on {cpu_describers} threads, matching on {threads} (baseline)"] = \
+            measured("ORB", lambda: verification_rates(cpu_orb, thumbnails, pairs, threads, "cpu",
+                                                       describers=cpu_describers))
         if args.scaling:
             print(f"CPU scaling on this host ({os.cpu_count()} cores), {len(pairs)} pairs:", flush=True)
             measured("scaling", lambda: thread_scaling(folder, thumbnails, pairs))
@@ -545,21 +546,20 @@ def main() -> None:
             hours["hash stage"] = CORPUS / batch * (hash_costs[0] + batch * hash_costs[1])
         # With resident_embeddings_mb covering them all (~2.6 GB per million images): each
         # partition read once, then scanned from memory by each batch.
+        every_batch = reads_per_s and CORPUS * CORPUS / 2 / batch / reads_per_s  # nothing held
+        note = ""
+        if reads_per_s and (HELD_ON_DEVICE in searches or resident_per_s):
+            note = (f"  (stored embeddings read from Parquet by each batch instead, resident_embeddings_mb: 0: "
+                    f"{every_batch / 3600:.2f} h)")
         if HELD_ON_DEVICE in searches and reads_per_s:
             # Held on the GPU the search runs on: each partition read and sent there once,
             # then searched where it is (the search's rate above includes that).
             hours["stored embeddings, read once and held on the device"] = CORPUS / reads_per_s
-            note = (f"  (stored embeddings read from Parquet by each batch instead, resident_embeddings_mb: 0: "
-                    f"{CORPUS * CORPUS / 2 / batch / reads_per_s / 3600:.2f} h)")
         elif resident_per_s and reads_per_s:
             hours[f"stored embeddings, all held in the process ({batch:,} per batch)"] = (
                 CORPUS / reads_per_s + CORPUS * CORPUS / 2 / batch / resident_per_s)
-            note = (f"  (stored embeddings read from Parquet by each batch instead, resident_embeddings_mb: 0: "
-                    f"{CORPUS * CORPUS / 2 / batch / reads_per_s / 3600:.2f} h)")
         else:
-            note = ""
-            hours[f"stored embeddings read by each batch ({batch:,} per batch)"] = (
-                reads_per_s and CORPUS * CORPUS / 2 / batch / reads_per_s)
+            hours[f"stored embeddings read by each batch ({batch:,} per batch)"] = every_batch
         print(f"\n3M images on this host ({device_name(device)}; {os.cpu_count()} CPU cores), {batch:,} per batch:")
         for stage, seconds in hours.items():
             print(f"  {stage:<62}" + (f"{seconds / 3600:8.2f} h" if seconds else "  not measured"))

@@ -87,12 +87,15 @@ class ResidentEmbeddings:
         self.directory: str | None = None
         self.device: str | None = None  # where the held vectors are: None, the host's memory
         self.held: dict[str, tuple[str, StoredVectors]] = {}  # path: (version, vectors)
-        self.held_bytes = 0
         self.last_reads = 0  # partitions the last search read from storage
 
     def forget(self) -> None:
         """Hold nothing (the search has moved to the compressed index: none of it is read again)."""
-        self.directory, self.held, self.held_bytes = None, {}, 0
+        self.directory, self.held = None, {}
+
+    @property
+    def held_bytes(self) -> int:
+        return sum(stored.nbytes for _, stored in self.held.values())
 
     def partitions(self, layout: StorageLayout, budget_bytes: int, device: str | None = None
                    ) -> Iterator[StoredVectors]:
@@ -105,7 +108,7 @@ class ResidentEmbeddings:
             self.directory, self.device, self.held = directory, device, {}
         self.held = {path: held for path, held in self.held.items()
                      if versions.get(path) == held[0] and budget_bytes > 0}
-        self.held_bytes = sum(stored.nbytes for _, stored in self.held.values())
+        room = budget_bytes - self.held_bytes
         paths = sorted(versions)
         read = layout.iter_parquet([path for path in paths if path not in self.held], ["blob_name", "embedding"],
                                    PARTITIONS_AT_ONCE)
@@ -117,9 +120,9 @@ class ResidentEmbeddings:
             _, frame = next(read)
             self.last_reads += 1
             stored = StoredVectors.from_frame(frame, device)
-            if self.held_bytes + stored.nbytes <= budget_bytes:
+            if stored.nbytes <= room:
                 self.held[path] = (versions[path], stored)
-                self.held_bytes += stored.nbytes
+                room -= stored.nbytes
             yield stored
 
 

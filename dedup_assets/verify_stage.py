@@ -212,6 +212,16 @@ def verification_threads(requested: int = 0) -> int:
     return requested or min(usable_cores(), VERIFY_THREADS_CAP)
 
 
+def describing_threads(verifier: Verifier, workers: int) -> int:
+    """Threads decoding and describing a slice's images for `verify_pairs`: every usable
+    core for a verifier that describes on the host (ORB: OpenCV releases the GIL, so
+    describing scales with the cores while the fits' Python does not; on one 16-vCPU host
+    ORB described 1,023 images/s on 16 threads, 422 on 4, while 4 threads matched the most
+    pairs: §7); the verifying threads for one describing on a GPU (LightGlue: not 16
+    networks at once there)."""
+    return max(workers, usable_cores()) if getattr(verifier, "describes_on_host", False) else workers
+
+
 def verify_pairs(
     candidates: pl.DataFrame,  # blob_a, blob_b, found_by, cosine (of their embeddings)
     features: pl.DataFrame,  # blob_name, wavelet_hash, color_signature, thumbnail
@@ -304,12 +314,9 @@ def verify_pairs(
     # A slice's new features are written while the next slice is verified: written
     # between slices, the threads waited ~0.7 s per 1,000 new images (docs/performance.md §2).
     writing: Future | None = None
-    # Describing on the host (ORB: OpenCV releases the GIL) scales with the cores, the fits'
-    # Python does not: on a host with more cores than verifying threads, each slice's images
-    # are decoded and described on every core first (on one 16-vCPU host ORB described
-    # 1,023 images/s on 16 threads, 422 on 4, while 4 threads matched the most pairs: §7).
-    # Not a verifier describing on a GPU (LightGlue): not 16 networks at once there.
-    describers = max(workers, usable_cores()) if getattr(verifier, "describes_on_host", False) else workers
+    # With more describing threads than verifying ones, each slice's images are decoded and
+    # described on all of them first, then matched and fitted on `workers`.
+    describers = describing_threads(verifier, workers)
     # OpenCV and faiss release the GIL. OpenMP's thread count is per thread: one each,
     # or every matching thread starts its own team and they fight over the cores.
     # OpenCV's own threads likewise, when there are several of ours.
@@ -325,13 +332,13 @@ def verify_pairs(
             stored = encoded = {}  # the last slice's bytes go before this slice's arrive
             stored = store.read(paths) if store is not None else {}
             encoded = layout.read_thumbnails([path for path in paths if path not in stored])
+            rows = sorted({*a[chunk], *b[chunk]})
             if batched:
-                rows = sorted({*a[chunk], *b[chunk]})
                 images = dict(zip(rows, describing.map(prepared, rows)))  # decoded on the threads
                 results = verifier.verify_many([(images[a[i]], images[b[i]]) for i in chunk], pool.map)
             else:
                 if describing is not pool:  # on every core first; matched and fitted on `workers`
-                    list(describing.map(prepared, sorted({*a[chunk], *b[chunk]})))
+                    list(describing.map(prepared, rows))
                 if grouped:
                     groups = [chunk[k:k + PAIRS_PER_GROUP] for k in range(0, len(chunk), PAIRS_PER_GROUP)]
                     results = (result for done in pool.map(run_group, groups) for result in done)

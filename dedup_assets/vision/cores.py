@@ -54,3 +54,16 @@ def usable_cores(root: Path = CGROUP_ROOT) -> int:
         cores = os.cpu_count() or 1
     quota = cpu_quota(root)
     return max(1, min(cores, math.ceil(quota))) if quota is not None else max(1, cores)
+
+
+def cap_torch_threads() -> None:
+    """PyTorch sizes its CPU thread pool by the cores it sees, not a container's CPU
+    quota: in a pod limited to 8 CPUs on a 64-core node its threads would be time-sliced
+    on 8. Capped at the usable cores, unless the operator chose (OMP_NUM_THREADS)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    cores = usable_cores()
+    if torch.get_num_threads() > cores:
+        torch.set_num_threads(cores)

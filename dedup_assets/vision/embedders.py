@@ -16,7 +16,7 @@ from typing import Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
-from dedup_assets.vision.cores import usable_cores
+from dedup_assets.vision.cores import cap_torch_threads, usable_cores
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -54,12 +54,16 @@ def embed_in_passes(embedder: Embedder, images: Sequence[np.ndarray], batch_size
 
 
 def resolve_device(device: str = "auto") -> str:
+    """The device PyTorch work runs on; on the CPU, PyTorch's threads capped at the
+    usable cores (a container's quota)."""
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    if device == "cpu":
+        cap_torch_threads()
     return device
 
 

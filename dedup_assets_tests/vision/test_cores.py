@@ -33,3 +33,23 @@ def test_usable_cores_are_the_affinity_at_most_the_quota_rounded_up(tmp_path):
     assert usable_cores(cgroup(tmp_path / "wide", {"cpu.max": f"{100000 * (affinity + 8)} 100000"})) == affinity
     if affinity >= 2:
         assert usable_cores(cgroup(tmp_path / "one_and_a_half", {"cpu.max": "150000 100000"})) == 2
+
+
+def test_pytorch_threads_on_the_cpu_are_capped_at_the_usable_cores(monkeypatch):
+    import torch
+
+    from dedup_assets.vision import cores, embedders
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cores, "usable_cores", lambda: 1)
+    try:
+        torch.set_num_threads(2)
+        assert embedders.resolve_device("cpu") == "cpu"
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the operator's choice stands
+        embedders.resolve_device("cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

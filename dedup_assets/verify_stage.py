@@ -267,6 +267,7 @@ def verify_pairs(
     encoded: dict[str, bytes] = {}
     stored: dict[str, bytes] = {}
     described: dict[str, PreparedImage] = {}  # described here, not yet in the store
+    described_lock = threading.Lock()  # the next slice is described while the writer takes the last one's
     migrated: list[str] = []  # read in an older layout, rewritten in the current one
 
     def from_thumbnail(row: int) -> PreparedImage:
@@ -288,14 +289,16 @@ def verify_pairs(
                 log.warning("stored features %s unreadable (%s): describing the image again", store.path(path), error)
             else:
                 if store is not None and store.outdated(data):
-                    described[path] = image  # written back in the current layout, read faster next time
+                    with described_lock:
+                        described[path] = image  # written back in the current layout, read faster next time
                     migrated.append(path)
                 return image
         image = from_thumbnail(row)
         if hasattr(verifier, "describe") and not hasattr(verifier, "describe_many"):
             verifier.describe(image)  # here, where one thread owns the image (ALIKED: by the slice)
         if store is not None:
-            described[path] = image
+            with described_lock:
+                described[path] = image
         if features_settle_pairs:
             image.drop_pixels(lambda: from_thumbnail(row).gray)
         return image
@@ -315,8 +318,26 @@ def verify_pairs(
     # between slices, the threads waited ~0.7 s per 1,000 new images (docs/performance.md §2).
     writing: Future | None = None
     # With more describing threads than verifying ones, each slice's images are decoded and
-    # described on all of them first, then matched and fitted on `workers`.
+    # described on all of them, and matched and fitted on `workers`.
     describers = describing_threads(verifier, workers)
+    # Where images are described apart from the matching (on their own threads, or before a
+    # device matches the slice), the next slice's images are described while this slice is
+    # matched: one after the other, the cores describing would wait for the matching
+    # threads, and those for them, slice after slice.
+    ahead = batched or describers > workers
+    slices = [to_verify[start:start + PAIRS_PER_FETCH] for start in range(0, len(to_verify), PAIRS_PER_FETCH)]
+
+    def slice_rows(k: int) -> list[int]:
+        return sorted({*a[slices[k]], *b[slices[k]]}) if k < len(slices) else []
+
+    def fetch(rows: list[int], being_prepared: Iterable[int] = ()) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """Stored features and thumbnails of `rows`' images, fetched together; images
+        prepared from an earlier slice, or being prepared, need nothing fetched."""
+        busy = set(being_prepared)
+        paths = {thumbnails[row] for row in rows if row not in prepared and row not in busy}
+        found = store.read(paths) if store is not None else {}
+        return found, layout.read_thumbnails([path for path in paths if path not in found])
+
     # OpenCV and faiss release the GIL. OpenMP's thread count is per thread: one each,
     # or every matching thread starts its own team and they fight over the cores.
     # OpenCV's own threads likewise, when there are several of ours.
@@ -325,31 +346,37 @@ def verify_pairs(
           else contextlib.nullcontext(pool) as describing,
           ThreadPoolExecutor(1, thread_name_prefix="feature-writes") as writer,
           opencv_single_threaded() if describers > 1 else contextlib.nullcontext()):
-        for start in range(0, len(to_verify), PAIRS_PER_FETCH):
-            chunk = to_verify[start:start + PAIRS_PER_FETCH]
-            # Images still prepared from an earlier slice need nothing fetched again.
-            paths = {thumbnails[row] for i in chunk for row in (a[i], b[i]) if row not in prepared}
-            stored = encoded = {}  # the last slice's bytes go before this slice's arrive
-            stored = store.read(paths) if store is not None else {}
-            encoded = layout.read_thumbnails([path for path in paths if path not in stored])
-            rows = sorted({*a[chunk], *b[chunk]})
-            if batched:
-                images = dict(zip(rows, describing.map(prepared, rows)))  # decoded on the threads
-                results = verifier.verify_many([(images[a[i]], images[b[i]]) for i in chunk], pool.map)
+        following = fetch(slice_rows(0)) if ahead else ({}, {})
+        if ahead:
+            for row in slice_rows(0):
+                describing.submit(prepared, row)  # a failure reaches whoever asks for the image
+        for k, chunk in enumerate(slices):
+            rows = slice_rows(k)
+            if ahead:
+                next_rows = slice_rows(k + 1)
+                current, following = following, fetch(next_rows, being_prepared=rows)
+                stored, encoded = {**current[0], **following[0]}, {**current[1], **following[1]}
+                for row in next_rows:
+                    describing.submit(prepared, row)  # after this slice's images: the queue is in order
             else:
-                if describing is not pool:  # on every core first; matched and fitted on `workers`
-                    list(describing.map(prepared, rows))
-                if grouped:
-                    groups = [chunk[k:k + PAIRS_PER_GROUP] for k in range(0, len(chunk), PAIRS_PER_GROUP)]
-                    results = (result for done in pool.map(run_group, groups) for result in done)
-                else:
-                    results = pool.map(run, chunk)
+                stored = encoded = {}  # the last slice's bytes go before this slice's arrive
+                stored, encoded = fetch(rows)
+            if batched:
+                images = {row: prepared(row) for row in rows}  # described on the threads, or waited for
+                results = verifier.verify_many([(images[a[i]], images[b[i]]) for i in chunk], pool.map)
+            elif grouped:
+                groups = [chunk[g:g + PAIRS_PER_GROUP] for g in range(0, len(chunk), PAIRS_PER_GROUP)]
+                results = (result for done in pool.map(run_group, groups) for result in done)
+            else:
+                results = pool.map(run, chunk)
             for i, result in zip(chunk, results):
                 verifications[i] = result
-            if described:
+            with described_lock:
+                finished, described = described, {}
+            if finished:
                 if writing is not None:
                     writing.result()  # one slice's features in flight at a time
-                writing, described = writer.submit(store.write, described), {}
+                writing = writer.submit(store.write, finished)
             if on_progress:
                 on_progress(len(verifications), len(to_verify))
         if writing is not None:

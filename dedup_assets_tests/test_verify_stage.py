@@ -388,3 +388,38 @@ def test_with_more_cores_than_verifying_threads_images_are_described_on_every_co
     on_device.describes_on_host = False
     verify_pairs(candidates, features, layout, on_device, CascadePolicy(), workers=1, keep_features=False)
     assert on_device.threads and not any(name.startswith("verify-describe") for name in on_device.threads)
+
+
+class MatchingWaitsForDescriptions(CountingOrb):
+    """The first slice's matching waits (up to 10 s) until `expected` images are described,
+    and records whether they were (instrumentation: a real ORB verifier underneath)."""
+
+    def __init__(self, expected: int):
+        super().__init__()
+        self.expected, self.changed, self.waited = expected, threading.Condition(), []
+
+    def _describe(self, gray):
+        features = super()._describe(gray)
+        with self.changed:
+            self.changed.notify_all()
+        return features
+
+    def verify_many(self, pairs, map_=map):
+        if not self.waited:
+            with self.changed:
+                self.waited.append(self.changed.wait_for(lambda: self.described >= self.expected, 10))
+        return super().verify_many(pairs, map_)
+
+
+def test_the_next_slices_images_are_described_while_this_slice_is_matched(stored_images, monkeypatch):
+    layout, features, candidates = stored_images
+    monkeypatch.setattr("dedup_assets.verify_stage.PAIRS_PER_FETCH", 2)  # six pairs: three slices
+    expected, _ = verify_pairs(candidates, features, layout, CountingOrb(), CascadePolicy(), workers=1,
+                               keep_features=False)
+    # The first slice's pairs show three of the four images, the second slice the fourth.
+    monkeypatch.setattr("dedup_assets.verify_stage.usable_cores", lambda: 4)  # describing on 4 threads, matching on 1
+    verifier = MatchingWaitsForDescriptions(expected=4)
+    pairs, _ = verify_pairs(candidates, features, layout, verifier, CascadePolicy(), workers=1)
+    assert verifier.waited == [True]  # the fourth image was described while the first slice was being matched
+    assert verifier.described == 4 and pairs.equals(expected)
+    assert set(FeatureStore(layout, verifier).read(features["thumbnail"])) == set(features["thumbnail"])

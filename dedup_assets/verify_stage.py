@@ -325,6 +325,10 @@ def verify_pairs(
     # matched: one after the other, the cores describing would wait for the matching
     # threads, and those for them, slice after slice.
     ahead = batched or describers > workers
+    # ORB on the CPU, likewise: its ratio tests (compiled, without the GIL) run on every
+    # core too, and only the fits, whose Python holds the GIL, keep to `workers`.
+    matching_apart = (not batched and describers > workers and hasattr(verifier, "match_many")
+                      and hasattr(verifier, "fit_many"))
     slices = [to_verify[start:start + PAIRS_PER_FETCH] for start in range(0, len(to_verify), PAIRS_PER_FETCH)]
 
     def slice_rows(k: int) -> list[int]:
@@ -346,24 +350,44 @@ def verify_pairs(
           else contextlib.nullcontext(pool) as describing,
           ThreadPoolExecutor(1, thread_name_prefix="feature-writes") as writer,
           opencv_single_threaded() if describers > 1 else contextlib.nullcontext()):
+        def describe_ahead(rows: list[int]) -> None:
+            for row in rows:
+                describing.submit(prepared, row)  # a failure reaches whoever asks for the image
+
+        def match_ahead(k: int) -> list[Future]:
+            """Slice k's ratio tests by groups of pairs, queued behind its images' describing:
+            each gives its pairs' images and their matches."""
+            def match_group(group: list[int]):
+                pairs = [(prepared(a[i]), prepared(b[i])) for i in group]
+                return pairs, verifier.match_many(pairs)
+
+            chunk = slices[k] if k < len(slices) else []
+            return [describing.submit(match_group, chunk[g:g + PAIRS_PER_GROUP])
+                    for g in range(0, len(chunk), PAIRS_PER_GROUP)]
+
         following = fetch(slice_rows(0)) if ahead else ({}, {})
         if ahead:
-            for row in slice_rows(0):
-                describing.submit(prepared, row)  # a failure reaches whoever asks for the image
+            describe_ahead(slice_rows(0))
+        matching = match_ahead(0) if matching_apart else []
         for k, chunk in enumerate(slices):
             rows = slice_rows(k)
             if ahead:
                 next_rows = slice_rows(k + 1)
                 current, following = following, fetch(next_rows, being_prepared=rows)
                 stored, encoded = {**current[0], **following[0]}, {**current[1], **following[1]}
-                for row in next_rows:
-                    describing.submit(prepared, row)  # after this slice's images: the queue is in order
+                describe_ahead(next_rows)  # after this slice's images: the queue is in order
             else:
                 stored = encoded = {}  # the last slice's bytes go before this slice's arrive
                 stored, encoded = fetch(rows)
             if batched:
                 images = {row: prepared(row) for row in rows}  # described on the threads, or waited for
                 results = verifier.verify_many([(images[a[i]], images[b[i]]) for i in chunk], pool.map)
+            elif matching_apart:
+                # This slice matched on every core (while the last one was fitted); the next
+                # slice described and matched there while this one is fitted on `workers`.
+                matched, matching = [future.result() for future in matching], match_ahead(k + 1)
+                results = (result for done in pool.map(lambda group: verifier.fit_many(*group, map), matched)
+                           for result in done)
             elif grouped:
                 groups = [chunk[g:g + PAIRS_PER_GROUP] for g in range(0, len(chunk), PAIRS_PER_GROUP)]
                 results = (result for done in pool.map(run_group, groups) for result in done)

@@ -390,9 +390,9 @@ def test_with_more_cores_than_verifying_threads_images_are_described_on_every_co
     assert on_device.threads and not any(name.startswith("verify-describe") for name in on_device.threads)
 
 
-class MatchingWaitsForDescriptions(CountingOrb):
-    """The first slice's matching waits (up to 10 s) until `expected` images are described,
-    and records whether they were (instrumentation: a real ORB verifier underneath)."""
+class FittingWaitsForDescriptions(CountingOrb):
+    """The first fit waits (up to 10 s) until `expected` images are described, and records
+    whether they were (instrumentation: a real ORB verifier underneath)."""
 
     def __init__(self, expected: int):
         super().__init__()
@@ -404,22 +404,54 @@ class MatchingWaitsForDescriptions(CountingOrb):
             self.changed.notify_all()
         return features
 
-    def verify_many(self, pairs, map_=map):
+    def _fit(self, a, b, query, train):
         if not self.waited:
             with self.changed:
                 self.waited.append(self.changed.wait_for(lambda: self.described >= self.expected, 10))
-        return super().verify_many(pairs, map_)
+        return super()._fit(a, b, query, train)
 
 
-def test_the_next_slices_images_are_described_while_this_slice_is_matched(stored_images, monkeypatch):
+def test_the_next_slices_images_are_described_while_this_slice_is_fitted(stored_images, monkeypatch):
     layout, features, candidates = stored_images
     monkeypatch.setattr("dedup_assets.verify_stage.PAIRS_PER_FETCH", 2)  # six pairs: three slices
     expected, _ = verify_pairs(candidates, features, layout, CountingOrb(), CascadePolicy(), workers=1,
                                keep_features=False)
     # The first slice's pairs show three of the four images, the second slice the fourth.
     monkeypatch.setattr("dedup_assets.verify_stage.usable_cores", lambda: 4)  # describing on 4 threads, matching on 1
-    verifier = MatchingWaitsForDescriptions(expected=4)
+    verifier = FittingWaitsForDescriptions(expected=4)
     pairs, _ = verify_pairs(candidates, features, layout, verifier, CascadePolicy(), workers=1)
-    assert verifier.waited == [True]  # the fourth image was described while the first slice was being matched
+    assert verifier.waited == [True]  # the fourth image was described while the first slice was being fitted
     assert verifier.described == 4 and pairs.equals(expected)
     assert set(FeatureStore(layout, verifier).read(features["thumbnail"])) == set(features["thumbnail"])
+
+
+class MatchRecordingOrb(ThreadRecordingOrb):
+    """Also records the threads its ratio tests and its fits ran on (instrumentation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.matching, self.fitting = set(), set()
+
+    def match_many(self, pairs):
+        self.matching.add(threading.current_thread().name)
+        return super().match_many(pairs)
+
+    def _fit(self, a, b, query, train):
+        self.fitting.add(threading.current_thread().name)
+        return super()._fit(a, b, query, train)
+
+
+def test_with_more_cores_than_verifying_threads_orbs_ratio_tests_run_on_every_core(stored_images, monkeypatch):
+    layout, features, candidates = stored_images
+    monkeypatch.setattr("dedup_assets.verify_stage.usable_cores", lambda: 1)
+    alone = MatchRecordingOrb()
+    expected, _ = verify_pairs(candidates, features, layout, alone, CascadePolicy(), workers=1, keep_features=False)
+    monkeypatch.setattr("dedup_assets.verify_stage.usable_cores", lambda: 4)
+    wider = MatchRecordingOrb()
+    pairs, _ = verify_pairs(candidates, features, layout, wider, CascadePolicy(), workers=1, keep_features=False)
+    assert pairs.equals(expected) and wider.described == 4
+    # The ratio tests (compiled, without the GIL) on the describing threads; the fits
+    # (Python holds the GIL) on the one verifying thread.
+    assert wider.matching and all(name.startswith("verify-describe") for name in wider.matching)
+    assert wider.fitting and not any(name.startswith("verify-describe") for name in wider.fitting)
+    assert not any(name.startswith("verify-describe") for name in alone.matching | alone.fitting)

@@ -318,7 +318,7 @@ def verify_pairs(
     # between slices, the threads waited ~0.7 s per 1,000 new images (docs/performance.md §2).
     writing: Future | None = None
     # With more describing threads than verifying ones, each slice's images are decoded and
-    # described on all of them, and matched and fitted on `workers`.
+    # described on all of them (ORB's ratio tests run there too), and fitted on `workers`.
     describers = describing_threads(verifier, workers)
     # Where images are described apart from the matching (on their own threads, or before a
     # device matches the slice), the next slice's images are described while this slice is

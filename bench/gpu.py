@@ -196,7 +196,7 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
     ahead of the fits; here one after the other, so the rate is the lower bound)."""
     import contextlib
 
-    from dedup_assets.verify_stage import PAIRS_PER_GROUP
+    from dedup_assets.verify_stage import PAIRS_PER_GROUP, matches_on_describing_threads
     from dedup_assets.vision.decode import opencv_single_threaded
 
     images = sorted({int(i) for i in pairs.ravel()})
@@ -204,7 +204,7 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
         else contextlib.nullcontext
     batched = getattr(verifier, "batches_pairs", False)
     describes_many = hasattr(verifier, "describe_many")
-    matching_apart = not batched and (describers or 0) > workers and hasattr(verifier, "match_many")
+    matching_apart = matches_on_describing_threads(verifier, workers, describers or workers)
 
     def described_image(index: int):
         prepared = verifier.prepare(thumbnails[index])
@@ -242,37 +242,35 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
     return describe_per_s, rate(len(pairs), match, device, repeats=1)
 
 
-def batch_verification(hashes, layout, folder: Path, vectors: np.ndarray, device: str) -> tuple[float, int, int]:
+def batch_verification(hashes, layout, folder: Path, vectors: np.ndarray,
+                       device: str) -> tuple[float, int, int, int, int]:
     """verify_pairs over the bench set's whole batch, as `verified_pairs` runs it: the hash
-    stage's stored thumbnails and rows, each image's 32 embedding neighbours above cosine
-    0.5 (~25 pairs per image on this look-alike set), the default verifier and threads
-    (on a many-core host: describing and ORB's ratio tests on every core, a slice ahead of
-    the fits). Its describing, matching and fitting overlap, which rates timed apart cannot
-    show. (seconds, images, pairs); every image's features described anew."""
+    stage's stored thumbnails and rows, the pipeline's embedding candidates (its own search,
+    `embedding_pairs`: ~25 pairs per image on this look-alike set), the default verifier and
+    threads (on a many-core host: describing and ORB's ratio tests on every core, a slice
+    ahead of the fits). Its describing, matching and fitting overlap, which rates timed
+    apart cannot show. (seconds, images, pairs, verifying threads, describing threads);
+    every image's features described anew."""
     import polars as pl
 
-    from dedup_assets.verify_stage import verify_pairs
+    from dedup_assets.verify_stage import describing_threads, embedding_pairs, verification_threads, verify_pairs
     from dedup_assets.vision.cascade import CascadePolicy
     from dedup_assets.vision.verify import load_verifier
 
     names = [path.name for path in sorted(folder.iterdir())]
-    distinct = np.ascontiguousarray(vectors[:len(names)], np.float32)
-    similarities, neighbours = faiss.knn(distinct, distinct, 33, faiss.METRIC_INNER_PRODUCT)
-    rows = np.repeat(np.arange(len(names)), 33)
-    keep = (neighbours.ravel() != rows) & (similarities.ravel() >= 0.5)
-    first, second = np.minimum(rows[keep], neighbours.ravel()[keep]), np.maximum(rows[keep], neighbours.ravel()[keep])
-    candidates = (pl.DataFrame({"blob_a": np.array(names)[first], "blob_b": np.array(names)[second],
-                                "cosine": similarities.ravel()[keep]})
-                  .unique(["blob_a", "blob_b"]).sort("blob_a", "blob_b")
-                  .select("blob_a", "blob_b", pl.lit("embedding").alias("found_by"), "cosine"))
+    batch = pl.DataFrame({"blob_name": names,
+                          "embedding": [vector.tobytes() for vector in vectors[:len(names)].astype("<f2")]})
+    candidates = embedding_pairs(batch, [batch], 0.5).select(
+        "blob_a", "blob_b", pl.lit("embedding").alias("found_by"), "cosine")
     features = hashes.select("blob_name", "wavelet_hash", "color_signature", "thumbnail")
-    missing = set(candidates["blob_a"]) - set(features["blob_name"])
+    missing = set(names) - set(features["blob_name"])
     if missing:
         raise ValueError(f"{len(missing)} bench images not among the hash stage's rows, e.g. {sorted(missing)[:2]}")
-    verifier = load_verifier("orb", device)
+    verifier, workers = load_verifier("orb", device), verification_threads()
     started = time.perf_counter()
-    verify_pairs(candidates, features, layout, verifier, CascadePolicy(), keep_features=False)
-    return time.perf_counter() - started, len(names), candidates.height
+    verify_pairs(candidates, features, layout, verifier, CascadePolicy(), workers, keep_features=False)
+    return (time.perf_counter() - started, len(names), candidates.height, workers,
+            describing_threads(verifier, workers))
 
 
 def device_matching_rate(verifier, thumbnails, pairs, device: str) -> float:
@@ -556,12 +554,11 @@ def main() -> None:
         whole = measured("verify_pairs", lambda: batch_verification(hashed[1], hashed[2], folder, vectors, device)) \
             if hashed else None
         if whole:
-            seconds, images_count, pairs_count = whole
+            seconds, images_count, pairs_count, verifying, describing = whole
             batch_verified = images_count / seconds, pairs_count / images_count
-            print(f"verify_pairs on the bench batch as verified_pairs runs it (ORB on {device}, "
-                  f"{threads} verifying threads, {describing_threads(load_verifier('orb', device), threads)} "
-                  f"describing): {pairs_count:,} pairs of {images_count:,} images in {seconds:.1f} s, "
-                  f"{pairs_count / seconds:,.0f} pairs/s, {batch_verified[0]:,.0f} images/s "
+            print(f"verify_pairs on the bench batch as verified_pairs runs it (ORB on {device}, {verifying} verifying "
+                  f"threads, {describing} describing): {pairs_count:,} pairs of {images_count:,} images in "
+                  f"{seconds:.1f} s, {pairs_count / seconds:,.0f} pairs/s, {batch_verified[0]:,.0f} images/s "
                   f"at {batch_verified[1]:.1f} pairs per image", flush=True)
         if args.scaling:
             print(f"CPU scaling on this host ({os.cpu_count()} cores), {len(pairs)} pairs:", flush=True)

@@ -222,6 +222,15 @@ def describing_threads(verifier: Verifier, workers: int) -> int:
     return max(workers, usable_cores()) if getattr(verifier, "describes_on_host", False) else workers
 
 
+def matches_on_describing_threads(verifier: Verifier, workers: int, describers: int) -> bool:
+    """Whether `verify_pairs` matches on the describing threads and fits on `workers`: ORB
+    on the CPU with more describing threads, whose ratio tests (compiled, without the GIL)
+    then run on every core too, while the fits, whose Python holds the GIL, keep to
+    `workers` (a verifier matching on a device takes whole slices instead)."""
+    return (describers > workers and not getattr(verifier, "batches_pairs", False)
+            and hasattr(verifier, "match_many") and hasattr(verifier, "fit_many"))
+
+
 def verify_pairs(
     candidates: pl.DataFrame,  # blob_a, blob_b, found_by, cosine (of their embeddings)
     features: pl.DataFrame,  # blob_name, wavelet_hash, color_signature, thumbnail
@@ -325,10 +334,7 @@ def verify_pairs(
     # matched: one after the other, the cores describing would wait for the matching
     # threads, and those for them, slice after slice.
     ahead = batched or describers > workers
-    # ORB on the CPU, likewise: its ratio tests (compiled, without the GIL) run on every
-    # core too, and only the fits, whose Python holds the GIL, keep to `workers`.
-    matching_apart = (not batched and describers > workers and hasattr(verifier, "match_many")
-                      and hasattr(verifier, "fit_many"))
+    matching_apart = matches_on_describing_threads(verifier, workers, describers)
     slices = [to_verify[start:start + PAIRS_PER_FETCH] for start in range(0, len(to_verify), PAIRS_PER_FETCH)]
 
     def slice_rows(k: int) -> list[int]:

@@ -5,7 +5,7 @@ fits (vision/consensus.py, beside every fit on the host) and the exact embedding
 the same run (ORB for verification), with the GPU named next to the figures.
 
     .venv/bin/python bench/gpu.py [--device cuda] [--images 4096] [--pairs 2000] [--glue-pairs 500]
-                                  [--vectors 1000000] [--batch 1000] [--skip hash,aliked,lightglue,screen,search,reads] [--scaling]
+                                  [--vectors 1000000] [--batch 1000] [--skip hash,aliked,lightglue,kernel,screen,search,reads] [--scaling]
 
 The images are the cascade bench set (1,000 JPEGs of ~1200 px, 40 % edited copies,
 generated once under $DEDUP_HOME/bench/cascade_1000), decoded to thumbnails once and
@@ -286,6 +286,42 @@ def device_matching_rate(verifier, thumbnails, pairs, device: str) -> float:
     return rate(len(pairs), lambda: verifier.match_many(jobs), device)
 
 
+def ratio_kernel_rates(device: str, images: int = 256, pairs_count: int = 1024,
+                       descriptors: int = 1000) -> dict[str, float]:
+    """Pairs per second of ORB's two-nearest search on the device (`two_nearest_many`, the
+    verifier's call, packing on the host included): the fused Triton kernel against the
+    batched product and `topk` (the baseline, the path before it), on random descriptor
+    sets of ORB's 1,000 rows; then the kernel alone at other tile sizes. Raises if the two
+    disagree on any distance or strict nearest row."""
+    import torch
+
+    from dedup_assets.vision.hamming import two_nearest_many
+    from dedup_assets.vision.hamming_triton import two_nearest_pass
+
+    rng = np.random.default_rng(0)
+    sets = [rng.integers(0, 256, (descriptors, 32), dtype=np.uint8) for _ in range(images)]
+    chosen = rng.integers(0, images, (pairs_count, 2))
+    pairs = [(sets[a], sets[b]) for a, b in chosen if a != b]
+    found = {kernel: two_nearest_many(pairs, device, 256, kernel) for kernel in ("triton", "torch")}
+    for (n1, f1, s1), (n2, f2, s2) in zip(found["triton"], found["torch"]):
+        strictly = f2 < s2
+        if not (np.array_equal(f1, f2) and np.array_equal(s1, s2) and np.array_equal(n1[strictly], n2[strictly])):
+            raise AssertionError("the Triton kernel and PyTorch's search disagree")
+    rates = {f"{kernel}, 256 pairs per pass, host packing included": rate(
+        len(pairs), lambda kernel=kernel: two_nearest_many(pairs, device, 256, kernel), device)
+        for kernel in ("torch", "triton")}
+    # The kernel alone on one pass's tensors, at other tile sizes.
+    bits = torch.from_numpy(np.unpackbits(np.stack(sets), axis=-1, bitorder="little")).to(device, torch.float16)
+    counts = bits.sum(-1).to(torch.int32)
+    lengths = torch.full((images,), descriptors, device=device)
+    set_a, set_b = (torch.from_numpy(chosen[:256, k]).to(device) for k in (0, 1))
+    for block_m, block_n, warps in ((64, 64, 4), (128, 64, 4), (128, 64, 8), (64, 128, 4), (128, 128, 8)):
+        rates[f"triton kernel alone, tiles {block_m}x{block_n}, {warps} warps"] = rate(
+            len(set_a), lambda: two_nearest_pass(bits, counts, lengths, set_a, set_b, block_m, block_n, warps),
+            device)
+    return rates
+
+
 def fit_screen_rates(thumbnails, pairs, device: str, threads: int) -> tuple[float, float, int, int, float, float]:
     """ORB's fits of the same matched pairs with the screen on `device` (vision/consensus.py:
     pairs no homography could pass rejected there, the rest fitted on the host's threads)
@@ -459,7 +495,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--glue-pairs", type=int, default=500, help="of those, matched by LightGlue (slow)")
-    parser.add_argument("--skip", default="", help="comma-separated: hash, aliked, lightglue, screen, search, reads")
+    parser.add_argument("--skip", default="", help="comma-separated: hash, aliked, lightglue, kernel, screen, search, reads")
     parser.add_argument("--scaling", action="store_true",
                         help="also ORB verification and the hash stage at 1, 2, 4, ... threads/processes")
     parser.add_argument("--vectors", type=int, default=1_000_000, help="stored embeddings searched")
@@ -529,8 +565,12 @@ def main() -> None:
                     orb, thumbnails, pairs, threads, device, describers=describing_threads(orb, threads)))
             matching = measured("ORB matching", lambda: device_matching_rate(orb, thumbnails, pairs, device))
             if matching:
-                print(f"ORB: ratio tests alone on {device} ({orb.pairs_per_pass} pairs per pass): "
-                      f"{matching:,.0f} pairs/s", flush=True)
+                print(f"ORB: ratio tests alone on {device} ({orb.pairs_per_pass} pairs per pass, "
+                      f"{orb.ratio_kernel} search): {matching:,.0f} pairs/s", flush=True)
+            kernels = None if "kernel" in skip else measured("ratio test kernels", lambda: ratio_kernel_rates(device))
+            for label, value in (kernels or {}).items():
+                print(f"ORB's two-nearest search on {device}, {label}: {value:,.0f} pairs/s (1,000 x 1,000 "
+                      "descriptors; torch: the baseline)", flush=True)
         if orb is not None and orb.screen_device:
             verify_rates[f"ORB batched on {device} without the fit screen (before it)"] = measured(
                 "ORB without the screen", lambda: verification_rates(load_verifier("orb", device, screen_fits=False),

@@ -190,15 +190,19 @@ def _words(descriptors_a: np.ndarray, descriptors_b: np.ndarray) -> tuple[np.nda
 
 
 def two_nearest_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], device: str,
-                     pairs_per_pass: int = 128) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                     pairs_per_pass: int = 128, kernel: str = "torch") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """`two_nearest` of many pairs of descriptor sets at once, with PyTorch on `device` (a
     GPU): each distance is popcount(a) + popcount(b) - 2·(a·b) over the descriptors' 256
-    bits, the products one batched matrix product per pass of `pairs_per_pass` pairs.
-    Exact: the values are integers below 2,048, which float16 holds exactly. Same
-    distances as `two_nearest`; the nearest row too wherever it is strictly nearest (a
-    tie, first == second, is what no ratio test keeps). Each b needs at least two rows."""
+    bits, the products of a pass of `pairs_per_pass` pairs on the device together. Exact:
+    the values are integers below 2,048, which float16 holds exactly. Same distances as
+    `two_nearest`. kernel "torch": one batched matrix product and `topk`, the same nearest
+    row wherever it is strictly nearest (a tie, first == second, is what no ratio test
+    keeps); "triton": one fused kernel (`hamming_triton`), the same nearest row always.
+    Each b needs at least two rows."""
     import torch
 
+    if kernel not in ("torch", "triton"):
+        raise ValueError(f"unknown kernel {kernel!r}: use torch or triton")
     exact = torch.float16 if str(device).startswith("cuda") else torch.float32  # CPUs lack fast float16 products
     shifts = torch.arange(8, dtype=torch.uint8, device=device)
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -215,16 +219,20 @@ def two_nearest_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], device: str
             bits = ((packed_t[..., None] >> shifts) & 1).reshape(len(unique), rows, 256).to(exact)
             counts = bits.sum(-1)
             lengths = torch.tensor([len(d) for d in unique], device=device)
-            # Padding rows lie farther than any real descriptor (at most 256 bits away).
-            counts[torch.arange(rows, device=device)[None] >= lengths[:, None]] = 1024
             index_a, index_b = torch.from_numpy(set_a).to(device), torch.from_numpy(set_b).to(device)
-            products = torch.bmm(bits[index_a], bits[index_b].transpose(1, 2))
-            distances = counts[index_a][:, :, None] + counts[index_b][:, None, :] - 2 * products
-            best, nearest = distances.topk(2, dim=-1, largest=False)
-            best = best.to(torch.int32).cpu().numpy()
-            nearest = nearest[..., 0].to(torch.int32).cpu().numpy()
+            if kernel == "triton":
+                from dedup_assets.vision.hamming_triton import two_nearest_pass
+
+                nearest, first, second = two_nearest_pass(bits, counts, lengths, index_a, index_b)
+            else:
+                # Padding rows lie farther than any real descriptor (at most 256 bits away).
+                counts[torch.arange(rows, device=device)[None] >= lengths[:, None]] = 1024
+                products = torch.bmm(bits[index_a], bits[index_b].transpose(1, 2))
+                distances = counts[index_a][:, :, None] + counts[index_b][:, None, :] - 2 * products
+                best, closest = distances.topk(2, dim=-1, largest=False)
+                nearest, first, second = closest[..., 0], best[..., 0], best[..., 1]
+            nearest, first, second = (t.to(torch.int64).cpu().numpy() for t in (nearest, first, second))
             for k, (a, _) in enumerate(chunk):
                 n = len(a)
-                results.append((nearest[k, :n].astype(np.int64), best[k, :n, 0].astype(np.int64),
-                                best[k, :n, 1].astype(np.int64)))
+                results.append((nearest[k, :n], first[k, :n], second[k, :n]))
     return results

@@ -12,10 +12,12 @@ Verifiers share one interface, `verify(image_a, image_b) -> Verification`:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import math
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -401,8 +403,12 @@ class OrbVerifier(_MirrorAware):
         # A device (a GPU): the ratio tests of a slice's pairs run there together
         # (`verify_many`, the same matches); describing and fits stay on the threads.
         self.device, self.pairs_per_pass = device, pairs_per_pass
+        on_gpu = device is not None and str(device).startswith("cuda")
         # There its fits are screened too; on a CPU the screen costs more than the fits.
-        self.screen_device = device if device is not None and str(device).startswith("cuda") else None
+        self.screen_device = device if on_gpu else None
+        # On a GPU the ratio tests' search is one fused Triton kernel where Triton is
+        # installed (PyTorch's CUDA wheels bring it), else a batched product and `topk`.
+        self.ratio_kernel = "triton" if on_gpu and importlib.util.find_spec("triton") else "torch"
 
     @property
     def batches_pairs(self) -> bool:
@@ -483,8 +489,16 @@ class OrbVerifier(_MirrorAware):
             for k, found in zip(matchable, ratio_test_many(descriptors, self.ratio)):
                 matched[k] = found
             return matched
-        for k, (nearest, first, second) in zip(matchable, two_nearest_many(descriptors, self.device,
-                                                                          self.pairs_per_pass)):
+        try:
+            found = two_nearest_many(descriptors, self.device, self.pairs_per_pass, self.ratio_kernel)
+        except Exception as error:  # noqa: BLE001 - a kernel that cannot compile here; the other gives the same matches
+            if self.ratio_kernel != "triton":
+                raise
+            warnings.warn(f"ORB's ratio tests: the Triton kernel failed on {self.device} ({type(error).__name__}: "
+                          f"{error}); using PyTorch's batched search instead", RuntimeWarning, stacklevel=2)
+            self.ratio_kernel = "torch"
+            found = two_nearest_many(descriptors, self.device, self.pairs_per_pass, self.ratio_kernel)
+        for k, (nearest, first, second) in zip(matchable, found):
             keep = first < self.ratio * second  # on the host, as `ratio_test_matches`
             matched[k] = (np.flatnonzero(keep), nearest[keep])
         return matched

@@ -82,3 +82,41 @@ def test_a_users_numba_target_features_are_kept(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          check=True, timeout=300).stdout.split()
     assert out == ["+sse2", "[0,", "0]"]
+
+
+def test_the_fused_kernel_finds_the_exact_two_nearest_and_the_same_row_on_ties():
+    """The Triton kernel (a GPU's, interpreted here on the CPU: TRITON_INTERPRET must be set
+    before Triton is imported, hence a process of its own) gives `two_nearest`'s very
+    results: across tiles of b, past a's last full block, for sets of 2 rows, and the
+    lowest row on a tie as the compiled search does."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+from dedup_assets.vision.hamming import two_nearest, two_nearest_many
+rng = np.random.default_rng(5)
+sets = [rng.integers(0, 256, (n, 32), dtype=np.uint8) for n in (130, 64, 65, 2, 3)]
+sets.append(sets[0] ^ (rng.random((130, 32)) < 0.03).astype(np.uint8))  # a near copy
+sets.append(np.repeat(sets[4], 4, axis=0))  # every row four times: ties
+pairs = [(i, j) for i in range(len(sets)) for j in range(len(sets)) if i != j]
+found = two_nearest_many([(sets[i], sets[j]) for i, j in pairs], "cpu", pairs_per_pass=9, kernel="triton")
+different = [(i, j) for (i, j), got in zip(pairs, found)
+             if not all(np.array_equal(g, e) for g, e in zip(got, two_nearest(sets[i], sets[j])))]
+ties = sum(int((got[1] == got[2]).sum()) for got in found)
+near = int((found[pairs.index((0, 5))][1] < 30).sum())
+print(len(pairs), different, ties > 0, near)
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["42", "[]", "True", "130"]
+
+
+def test_an_unknown_kernel_is_refused():
+    pytest.importorskip("torch")
+    sets = np.zeros((2, 32), np.uint8), np.zeros((2, 32), np.uint8)
+    with pytest.raises(ValueError, match="unknown kernel 'cuda'"):
+        two_nearest_many([sets], "cpu", kernel="cuda")

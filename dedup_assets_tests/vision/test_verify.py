@@ -164,6 +164,27 @@ def test_orb_on_a_device_verifies_many_pairs_as_it_verifies_each_alone(orb, samp
     assert together[pairs.index(("wall", "wall_rotated"))].method == "dense"
 
 
+def test_orbs_ratio_tests_fall_back_from_a_triton_kernel_that_cannot_run(orb, samples):
+    """Where the fused kernel fails (here for real: Triton finds no GPU driver on this
+    host, as on a GPU host without a compiler), the batch is searched by PyTorch instead,
+    with a warning naming the failure, and the matches are the same."""
+    pytest.importorskip("triton")
+    batched = OrbVerifier(device="cpu")
+    assert batched.ratio_kernel == "torch" and OrbVerifier(device="cuda").ratio_kernel == "triton"
+    batched.ratio_kernel = "triton"
+    names = ["astronaut", "astronaut_crop", "coffee", "coffee_captioned"]
+    prepared = {name: batched.prepare(samples[name]) for name in names}
+    for image in prepared.values():
+        batched.describe(image)
+    pairs = [(prepared[a], prepared[b]) for i, a in enumerate(names) for b in names[i + 1:]]
+    with pytest.warns(RuntimeWarning, match="Triton kernel failed on cpu .*PyTorch's batched search"):
+        matched = batched.match_many(pairs)
+    assert batched.ratio_kernel == "torch"
+    expected = [ratio_test_matches(a.features[1], b.features[1], batched.ratio) for a, b in pairs]
+    assert all(np.array_equal(m[0], e[0]) and np.array_equal(m[1], e[1]) for m, e in zip(matched, expected))
+    assert max(len(m[0]) for m in matched) > 100
+
+
 def test_orb_batches_on_the_gpu_only_where_there_is_one():
     assert load_verifier("orb", device="cpu").device is None
     assert load_verifier("orb", device="auto").device == (None if not _cuda() else "cuda")

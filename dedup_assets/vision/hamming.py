@@ -209,22 +209,24 @@ def two_nearest_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], device: str
     with torch.inference_mode():
         for start in range(0, len(pairs), pairs_per_pass):
             chunk = pairs[start:start + pairs_per_pass]
-            # Each image's descriptors sent and unpacked once per pass, whatever its pairs.
+            # Each image's descriptors sent (and unpacked) once per pass, whatever its pairs.
             unique, set_a, set_b = _distinct_sets(chunk)
-            rows = max(len(d) for d in unique)
-            packed = np.zeros((len(unique), rows, 32), np.uint8)
-            for k, descriptors in enumerate(unique):
-                packed[k, :len(descriptors)] = descriptors
-            packed_t = torch.from_numpy(packed).to(device)
-            bits = ((packed_t[..., None] >> shifts) & 1).reshape(len(unique), rows, 256).to(exact)
-            counts = bits.sum(-1)
-            lengths = torch.tensor([len(d) for d in unique], device=device)
             index_a, index_b = torch.from_numpy(set_a).to(device), torch.from_numpy(set_b).to(device)
+            lengths = torch.tensor([len(d) for d in unique], device=device)
             if kernel == "triton":
                 from dedup_assets.vision.hamming_triton import two_nearest_pass
 
-                nearest, first, second = two_nearest_pass(bits, counts, lengths, index_a, index_b)
+                starts = torch.from_numpy(np.cumsum([0] + [len(d) for d in unique[:-1]])).to(device)
+                stacked = torch.from_numpy(np.concatenate(unique)).to(device)
+                nearest, first, second = two_nearest_pass(stacked, starts, lengths, index_a, index_b)
             else:
+                rows = max(len(d) for d in unique)
+                packed = np.zeros((len(unique), rows, 32), np.uint8)
+                for k, descriptors in enumerate(unique):
+                    packed[k, :len(descriptors)] = descriptors
+                packed_t = torch.from_numpy(packed).to(device)
+                bits = ((packed_t[..., None] >> shifts) & 1).reshape(len(unique), rows, 256).to(exact)
+                counts = bits.sum(-1)
                 # Padding rows lie farther than any real descriptor (at most 256 bits away).
                 counts[torch.arange(rows, device=device)[None] >= lengths[:, None]] = 1024
                 products = torch.bmm(bits[index_a], bits[index_b].transpose(1, 2))

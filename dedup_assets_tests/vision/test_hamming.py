@@ -115,6 +115,30 @@ print(len(pairs), different, ties > 0, near)
     assert out.stdout.split() == ["42", "[]", "True", "130"]
 
 
+@pytest.mark.parametrize("capability, tiles", [(90, (64, 64, 4)), (90, (128, 128, 8)), (80, (64, 64, 4))])
+def test_the_fused_kernel_compiles_for_the_gpus_tensor_cores(capability, tiles):
+    """What the interpreter cannot check: the kernel compiles to a CUDA binary (Triton's
+    own ptxas; no GPU needed) for Hopper (H100/H200) and Ampere, its products on the
+    tensor cores (wgmma / mma), within the shared memory an SM has."""
+    pytest.importorskip("triton")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from dedup_assets.vision.hamming_triton import _two_nearest_kernel
+
+    block_m, block_n, warps = tiles
+    signature = {"descriptors_ptr": "*u8", "starts_ptr": "*i64", "lengths_ptr": "*i64", "set_a_ptr": "*i64",
+                 "set_b_ptr": "*i64", "out_ptr": "*i32", "rows": "i32",
+                 "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BYTES": "constexpr"}
+    source = ASTSource(fn=_two_nearest_kernel, signature=signature,
+                       constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "BYTES": 32})
+    compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32), options={"num_warps": warps})
+    assert compiled.asm["cubin"]
+    assert ("wgmma" if capability >= 90 else "mma.sync") in compiled.asm["ptx"]
+    assert compiled.metadata.shared <= 227 * 1024  # an H100 SM's most per block
+
+
 def test_an_unknown_kernel_is_refused():
     pytest.importorskip("torch")
     sets = np.zeros((2, 32), np.uint8), np.zeros((2, 32), np.uint8)

@@ -1,11 +1,12 @@
 """GPU rates and the 3M-image estimate: float16 embeddings, verification (ORB's ratio
-tests and ALIKED many pairs per pass, LightGlue one pair at a time), the screen of ORB's
+tests, in the fused Triton kernel and PyTorch's path, torch-orb's features described on
+the device, ALIKED many pairs per pass, LightGlue one pair at a time), the screen of ORB's
 fits (vision/consensus.py, beside every fit on the host) and the exact embedding search on the GPU
 (faiss-gpu where installed, else PyTorch), each beside its CPU counterpart measured in
 the same run (ORB for verification), with the GPU named next to the figures.
 
     .venv/bin/python bench/gpu.py [--device cuda] [--images 4096] [--pairs 2000] [--glue-pairs 500]
-                                  [--vectors 1000000] [--batch 1000] [--skip hash,aliked,lightglue,kernel,screen,search,reads] [--scaling]
+                                  [--vectors 1000000] [--batch 1000] [--skip hash,aliked,lightglue,torch-orb,kernel,screen,search,reads] [--scaling]
 
 The images are the cascade bench set (1,000 JPEGs of ~1200 px, 40 % edited copies,
 generated once under $DEDUP_HOME/bench/cascade_1000), decoded to thumbnails once and
@@ -20,6 +21,7 @@ missing on the host) prints why and the run goes on; the estimate then names wha
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import tempfile
 import time
@@ -216,8 +218,9 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
         with ThreadPoolExecutor(describers or workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool, \
                 threads_setting():
             prepared = dict(zip(images, pool.map(described_image, images)))
-        if describes_many:
-            verifier.describe_many(list(prepared.values()))
+            if describes_many:  # torch-orb equalises on the threads it is given, as in verify_many
+                takes_map = "map_" in inspect.signature(verifier.describe_many).parameters
+                verifier.describe_many(list(prepared.values()), *((pool.map,) if takes_map else ()))
         return prepared
 
     described = [describe()]  # the warm-up's, for the warm-up match
@@ -242,13 +245,13 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
     return describe_per_s, rate(len(pairs), match, device, repeats=1)
 
 
-def batch_verification(hashes, layout, folder: Path, vectors: np.ndarray,
-                       device: str) -> tuple[float, int, int, int, int]:
+def batch_verification(hashes, layout, folder: Path, vectors: np.ndarray, device: str,
+                       verifier_name: str = "orb") -> tuple[float, int, int, int, int]:
     """verify_pairs over the bench set's whole batch, as `verified_pairs` runs it: the hash
     stage's stored thumbnails and rows, the pipeline's embedding candidates (its own search,
     `embedding_pairs`: ~25 pairs per image on this look-alike set), the default verifier and
     threads (on a many-core host: describing and ORB's ratio tests on every core, a slice
-    ahead of the fits). Its describing, matching and fitting overlap, which rates timed
+    ahead of the fits), or `verifier_name`'s. Its describing, matching and fitting overlap, which rates timed
     apart cannot show. (seconds, images, pairs, verifying threads, describing threads);
     every image's features described anew."""
     import polars as pl
@@ -266,7 +269,7 @@ def batch_verification(hashes, layout, folder: Path, vectors: np.ndarray,
     missing = set(names) - set(features["blob_name"])
     if missing:
         raise ValueError(f"{len(missing)} bench images not among the hash stage's rows, e.g. {sorted(missing)[:2]}")
-    verifier, workers = load_verifier("orb", device), verification_threads()
+    verifier, workers = load_verifier(verifier_name, device), verification_threads()
     started = time.perf_counter()
     verify_pairs(candidates, features, layout, verifier, CascadePolicy(), workers, keep_features=False)
     return (time.perf_counter() - started, len(names), candidates.height, workers,
@@ -495,7 +498,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--glue-pairs", type=int, default=500, help="of those, matched by LightGlue (slow)")
-    parser.add_argument("--skip", default="", help="comma-separated: hash, aliked, lightglue, kernel, screen, search, reads")
+    parser.add_argument("--skip", default="", help="comma-separated: hash, aliked, lightglue, torch-orb, kernel, screen, search, reads")
     parser.add_argument("--scaling", action="store_true",
                         help="also ORB verification and the hash stage at 1, 2, 4, ... threads/processes")
     parser.add_argument("--vectors", type=int, default=1_000_000, help="stored embeddings searched")
@@ -532,7 +535,7 @@ def main() -> None:
               f"then embedded, {args.batch_size} per pass): {stage_per_s:,.0f} images/s", flush=True)
 
     verify_rates = {}
-    batch_verified = None  # (images/s, pairs per image) of verify_pairs over the bench batch
+    batch_verified = None  # (images/s, pairs per image, verifier) of verify_pairs over the bench batch, the fastest
     # The pipeline's threads (verified_pairs.workers: 0; ORB describes on every core); --scaling tries others.
     threads = verification_threads()
     if vectors is not None:
@@ -584,6 +587,12 @@ def main() -> None:
                   f"{screen[2]:,} pairs rejected by the screen, {screen[3]} decisions different", flush=True)
             print(f"the screen alone on {device}: {screen[4]:,.0f} pairs/s; without its refits {screen[5]:,.0f} "
                   "pairs/s", flush=True)
+        torch_orb = None if "torch-orb" in skip else measured("torch-orb", lambda: load_verifier("torch-orb", device))
+        if torch_orb is not None:
+            # ORB-style features described on the device (vision/orb_torch.py), CLAHE on the threads.
+            verify_rates[f"torch-orb, described on {device} ({torch_orb.images_per_pass} per pass), "
+                         f"fits on {threads} threads"] = measured("torch-orb", lambda: verification_rates(
+                             torch_orb, thumbnails, pairs, threads, device))
         cpu_orb = load_verifier("orb", "cpu")
         cpu_describers = describing_threads(cpu_orb, threads)
         matching_on = f"ratio tests on {cpu_describers}, fits on {threads}" if cpu_describers > threads \
@@ -591,15 +600,20 @@ def main() -> None:
         verify_rates[f"ORB on the CPU, describing on {cpu_describers} threads, {matching_on} (baseline)"] = \
             measured("ORB", lambda: verification_rates(cpu_orb, thumbnails, pairs, threads, "cpu",
                                                        describers=cpu_describers))
-        whole = measured("verify_pairs", lambda: batch_verification(hashed[1], hashed[2], folder, vectors, device)) \
-            if hashed else None
-        if whole:
-            seconds, images_count, pairs_count, verifying, describing = whole
-            batch_verified = images_count / seconds, pairs_count / images_count
-            print(f"verify_pairs on the bench batch as verified_pairs runs it (ORB on {device}, {verifying} verifying "
-                  f"threads, {describing} describing): {pairs_count:,} pairs of {images_count:,} images in "
-                  f"{seconds:.1f} s, {pairs_count / seconds:,.0f} pairs/s, {batch_verified[0]:,.0f} images/s "
-                  f"at {batch_verified[1]:.1f} pairs per image", flush=True)
+        for name in ("orb", "torch-orb"):
+            if not hashed or name in skip:
+                continue
+            whole = measured(f"verify_pairs ({name})", lambda: batch_verification(hashed[1], hashed[2], folder,
+                                                                                  vectors, device, name))
+            if whole:
+                seconds, images_count, pairs_count, verifying, describing = whole
+                print(f"verify_pairs on the bench batch as verified_pairs runs it ({name} on {device}, {verifying} "
+                      f"verifying threads, {describing} describing on the host): {pairs_count:,} pairs of "
+                      f"{images_count:,} images in {seconds:.1f} s, {pairs_count / seconds:,.0f} pairs/s, "
+                      f"{images_count / seconds:,.0f} images/s at {pairs_count / images_count:.1f} pairs per image",
+                      flush=True)
+                if batch_verified is None or images_count / seconds > batch_verified[0]:
+                    batch_verified = images_count / seconds, pairs_count / images_count, name
         if args.scaling:
             print(f"CPU scaling on this host ({os.cpu_count()} cores), {len(pairs)} pairs:", flush=True)
             measured("scaling", lambda: thread_scaling(folder, thumbnails, pairs))
@@ -627,7 +641,7 @@ def main() -> None:
     verify_label = f"verification ({PAIRS_PER_IMAGE} pairs/image, fastest verifier)"
     if batch_verified:  # measured whole, its parts overlapping as in the pipeline
         verify_per_s = batch_verified[0]
-        verify_label = f"verification (verify_pairs over a batch, {batch_verified[1]:.1f} pairs/image)"
+        verify_label = f"verification ({batch_verified[2]}: verify_pairs over a batch, {batch_verified[1]:.1f} pairs/image)"
     search_per_s = max(searches.values(), default=None)
     stages = {
         "hash stage": hashed and CORPUS / hashed[0],  # at the bench set's 1,000 per batch

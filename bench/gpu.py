@@ -260,7 +260,9 @@ def batch_verification(hashes, layout, folder: Path, vectors: np.ndarray, device
     from dedup_assets.vision.cascade import CascadePolicy
     from dedup_assets.vision.verify import load_verifier
 
-    names = [path.name for path in sorted(folder.iterdir())]
+    # The thumbnails embedded are the set's files in order (repeated past 1,000): with
+    # fewer (--images below 1,000), the batch is those first images.
+    names = [path.name for path in sorted(folder.iterdir())][:len(vectors)]
     batch = pl.DataFrame({"blob_name": names,
                           "embedding": [vector.tobytes() for vector in vectors[:len(names)].astype("<f2")]})
     candidates = embedding_pairs(batch, [batch], 0.5).select(
@@ -641,7 +643,7 @@ def main() -> None:
     verify_label = f"verification ({PAIRS_PER_IMAGE} pairs/image, fastest verifier)"
     if batch_verified:  # measured whole, its parts overlapping as in the pipeline
         verify_per_s = batch_verified[0]
-        verify_label = f"verification ({batch_verified[2]}: verify_pairs over a batch, {batch_verified[1]:.1f} pairs/image)"
+        verify_label = f"verification ({batch_verified[2]}, verify_pairs, {batch_verified[1]:.1f} pairs/image)"
     search_per_s = max(searches.values(), default=None)
     stages = {
         "hash stage": hashed and CORPUS / hashed[0],  # at the bench set's 1,000 per batch

@@ -166,8 +166,8 @@ def describe_batch(grays: list[np.ndarray], device: str = "cpu",
                 rx = torch.round(px * cos - py * sin).to(torch.int64)
                 ry = torch.round(px * sin + py * cos).to(torch.int64)
                 points.append(_gather(smooth, y[..., None] + ry, x[..., None] + rx))
-            bits = (points[0] < points[1]).view(*points[0].shape[:2], TESTS // 8, 8).to(torch.uint8)
-            packed = (bits << torch.arange(8, dtype=torch.uint8, device=device)).sum(-1, dtype=torch.uint8)
+            bits = (points[0] < points[1]).view(*points[0].shape[:2], TESTS // 8, 8).to(torch.int32)
+            packed = (bits << torch.arange(8, dtype=torch.int32, device=device)).sum(-1).to(torch.uint8)
 
             keypoints = torch.stack([(x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5], -1)
             keypoints, packed, keep = keypoints.cpu().numpy(), packed.cpu().numpy(), torch.isfinite(best).cpu().numpy()

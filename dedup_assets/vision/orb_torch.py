@@ -73,9 +73,11 @@ def _fast_corners(level: torch.Tensor, threshold: float) -> torch.Tensor:
     more than `threshold`, or all darker (FAST-9)."""
     padded = F.pad(level, (3, 3, 3, 3), mode="replicate")
     height, width = level.shape[-2:]
-    ring = torch.stack([padded[..., 3 + dy:3 + dy + height, 3 + dx:3 + dx + width] for dx, dy in _CIRCLE])
+    ring = [padded[..., 3 + dy:3 + dy + height, 3 + dx:3 + dx + width] for dx, dy in _CIRCLE]  # views
+    brighter, darker = level + threshold, level - threshold
     corner = torch.zeros(level.shape, dtype=torch.bool, device=level.device)
-    for side in (ring > level + threshold, ring < level - threshold):
+    # One byte per circle pixel and image pixel (a stack of the ring's values would be 4).
+    for side in (torch.stack([pixel > brighter for pixel in ring]), torch.stack([pixel < darker for pixel in ring])):
         # Runs of 2, 4, 8 contiguous circle pixels starting at each of the 16, then 9.
         run2 = side & side.roll(-1, 0)
         run4 = run2 & run2.roll(-2, 0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d, spatial_gradient
 
 LEVELS = 8
 SCALE = 1.2
@@ -88,23 +89,12 @@ def _fast_corners(level: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def _harris(level: torch.Tensor) -> torch.Tensor:
     """Harris' corner response over a 7×7 window of Sobel gradients, (B, 1, h, w)."""
-    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=level.device)
-    kernels = torch.stack([sobel, sobel.T])[:, None]
-    gradients = F.conv2d(F.pad(level, (1, 1, 1, 1), mode="replicate"), kernels)
-    dx, dy = gradients[:, :1], gradients[:, 1:]
+    gradients = spatial_gradient(level, mode="sobel", normalized=False)  # (B, 1, 2, h, w), borders replicated
+    dx, dy = gradients[:, :, 0], gradients[:, :, 1]
     pad = HARRIS_BLOCK // 2
     window = lambda x: F.avg_pool2d(x, HARRIS_BLOCK, stride=1, padding=pad, count_include_pad=True)  # noqa: E731
     xx, yy, xy = window(dx * dx), window(dy * dy), window(dx * dy)
     return xx * yy - xy * xy - HARRIS_K * (xx + yy) ** 2
-
-
-def _gaussian_7x7(level: torch.Tensor) -> torch.Tensor:
-    offsets = torch.arange(-3, 4, dtype=level.dtype, device=level.device)
-    weights = torch.exp(-offsets ** 2 / 8)  # σ = 2
-    weights = weights / weights.sum()
-    padded = F.pad(level, (3, 3, 3, 3), mode="reflect")
-    across = F.conv2d(padded, weights.view(1, 1, 1, 7))
-    return F.conv2d(across, weights.view(1, 1, 7, 1))
 
 
 def _gather(level: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +152,7 @@ def describe_batch(grays: list[np.ndarray], device: str = "cpu",
             cos, sin = angle.cos()[..., None], angle.sin()[..., None]
 
             # Steered tests on the smoothed level.
-            smooth = _gaussian_7x7(level)
+            smooth = gaussian_blur2d(level, (7, 7), (2.0, 2.0), border_type="reflect")
             points = []
             for px, py in ((tests[:, 0], tests[:, 1]), (tests[:, 2], tests[:, 3])):
                 rx = torch.round(px * cos - py * sin).to(torch.int64)

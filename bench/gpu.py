@@ -1,7 +1,8 @@
 """GPU rates and the 3M-image estimate: float16 embeddings, verification (ORB's ratio
 tests, in the fused Triton kernel and PyTorch's path, torch-orb's features described on
-the device, ALIKED many pairs per pass, LightGlue one pair at a time), the screen of ORB's
-fits (vision/consensus.py, beside every fit on the host) and the exact embedding search on the GPU
+the device, ALIKED many pairs per pass, LightGlue one pair at a time), ORB's fits screened
+and fitted on the device (vision/consensus.py, beside every fit on the host) and the exact
+embedding search on the GPU
 (faiss-gpu where installed, else PyTorch), each beside its CPU counterpart measured in
 the same run (ORB for verification), with the GPU named next to the figures.
 
@@ -246,12 +247,12 @@ def verification_rates(verifier, thumbnails, pairs, workers: int, device: str,
 
 
 def batch_verification(hashes, layout, folder: Path, vectors: np.ndarray, device: str,
-                       verifier_name: str = "orb") -> tuple[float, int, int, int, int]:
+                       verifier_name: str = "orb", **options) -> tuple[float, int, int, int, int]:
     """verify_pairs over the bench set's whole batch, as `verified_pairs` runs it: the hash
     stage's stored thumbnails and rows, the pipeline's embedding candidates (its own search,
     `embedding_pairs`: ~25 pairs per image on this look-alike set), the default verifier and
     threads (on a many-core host: describing and ORB's ratio tests on every core, a slice
-    ahead of the fits), or `verifier_name`'s. Its describing, matching and fitting overlap, which rates timed
+    ahead of the fits), or `verifier_name`'s (with `load_verifier`'s `options`). Its describing, matching and fitting overlap, which rates timed
     apart cannot show. (seconds, images, pairs, verifying threads, describing threads);
     every image's features described anew."""
     import polars as pl
@@ -271,7 +272,7 @@ def batch_verification(hashes, layout, folder: Path, vectors: np.ndarray, device
     missing = set(names) - set(features["blob_name"])
     if missing:
         raise ValueError(f"{len(missing)} bench images not among the hash stage's rows, e.g. {sorted(missing)[:2]}")
-    verifier, workers = load_verifier(verifier_name, device), verification_threads()
+    verifier, workers = load_verifier(verifier_name, device, **options), verification_threads()
     started = time.perf_counter()
     verify_pairs(candidates, features, layout, verifier, CascadePolicy(), workers, keep_features=False)
     return (time.perf_counter() - started, len(names), candidates.height, workers,
@@ -327,46 +328,52 @@ def ratio_kernel_rates(device: str, images: int = 256, pairs_count: int = 1024,
     return rates
 
 
-def fit_screen_rates(thumbnails, pairs, device: str, threads: int) -> tuple[float, float, int, int, float, float]:
-    """ORB's fits of the same matched pairs with the screen on `device` (vision/consensus.py:
-    pairs no homography could pass rejected there, the rest fitted on the host's threads)
-    and without it (every pair fitted on the host's threads, the baseline): (pairs/s
-    screened, pairs/s without, pairs the screen rejected, decisions that differ, and the
-    screen alone on the device: pairs/s with its refits and without them, so a run shows
-    whether it, or its small least-squares solves, would bound verification there)."""
+def fit_rates(thumbnails, pairs, device: str, threads: int) -> dict:
+    """ORB's fits of the same matched pairs three ways: every pair fitted on the host's
+    threads by USAC_MAGSAC (the baseline), the screen on `device` first (pairs no
+    homography could pass rejected there, the rest fitted on the host), and every
+    screened pair fitted on `device` (`fits_on_device`: the host measures only the fits
+    with enough inliers). Pairs/s of each, the decisions that differ from the baseline's,
+    the pairs each decided on the device, and the device's part alone (the screen with and
+    without its refits, the fits), so a run shows which of them would bound verification."""
     from dedup_assets.vision.cascade import CascadePolicy, decide
-    from dedup_assets.vision.consensus import most_consistent
+    from dedup_assets.vision.consensus import best_homographies, most_consistent
     from dedup_assets.vision.decode import opencv_single_threaded
     from dedup_assets.vision.verify import OrbVerifier
 
-    verifier = OrbVerifier()  # described and matched once, on the host: the same matches for both
+    verifier = OrbVerifier()  # described and matched once, on the host: the same matches for each
     prepared = {int(i): verifier.prepare(thumbnails[int(i)]) for i in np.unique(pairs)}
     for image in prepared.values():
         verifier.describe(image)
     jobs = [(prepared[int(a)], prepared[int(b)]) for a, b in pairs]
     matched = verifier.match_many(jobs)
-    results = {}
+    policy = CascadePolicy()
+    ways = {"host": (None, False), "screen": (device, False), "device": (device, True)}
+    results, rates = {}, {}
 
-    def fits(screen_device: str | None) -> None:
-        verifier.screen_device = screen_device
+    def fits(way: str) -> None:
+        verifier.screen_device, verifier.fits_on_device = ways[way]
         with ThreadPoolExecutor(threads, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool, \
                 opencv_single_threaded():
-            results[screen_device] = verifier.fit_many(jobs, matched, pool.map)
+            results[way] = verifier.fit_many(jobs, matched, pool.map)
 
-    without = rate(len(jobs), lambda: fits(None), repeats=1)
-    screened = rate(len(jobs), lambda: fits(device), device, repeats=1)
-    rejected = len(verifier.screened_fits(jobs, matched))
-    policy = CascadePolicy()
-    different = sum(decide(99, 99.0, 0.0, False, False, before, policy).is_duplicate
-                    != decide(99, 99.0, 0.0, False, False, after, policy).is_duplicate
-                    for before, after in zip(results[None], results[device]))
-    verifier.screen_device = device
-    alone = rate(len(jobs), lambda: verifier.screened_fits(jobs, matched), device, repeats=1)
+    for way in ways:
+        rates[way] = rate(len(jobs), lambda: fits(way), device, repeats=1)
+    decided = {way: [decide(99, 99.0, 0.0, False, False, result, policy).is_duplicate for result in results[way]]
+               for way in ways}
+    figures = {"rates": rates,
+               "different": {way: sum(x != y for x, y in zip(decided["host"], decided[way])) for way in ways},
+               "screen rejected": sum(result.method == "screen" for result in results["screen"]),
+               "fitted on the device": sum(result.method == "device" for result in results["device"])}
     points = [(a.features[0][found[0]], b.features[0][found[1]]) for (a, b), found in zip(jobs, matched)
               if found is not None and len(found[0]) >= verifier.min_inliers]
-    unrefined = rate(len(jobs), lambda: most_consistent([a for a, _ in points], [b for _, b in points], device,
-                                                        refits=0), device, repeats=1)
-    return screened, without, rejected, different, alone, unrefined
+    points_a, points_b = [a for a, _ in points], [b for _, b in points]
+    figures["alone"] = {
+        "the screen": rate(len(jobs), lambda: most_consistent(points_a, points_b, device), device, repeats=1),
+        "the screen without its refits": rate(len(jobs), lambda: most_consistent(points_a, points_b, device,
+                                                                                 refits=0), device, repeats=1),
+        "the fits": rate(len(jobs), lambda: best_homographies(points_a, points_b, device), device, repeats=1)}
+    return figures
 
 
 def thread_scaling(folder: Path, thumbnails, pairs) -> None:
@@ -576,19 +583,28 @@ def main() -> None:
             for label, value in (kernels or {}).items():
                 print(f"ORB's two-nearest search on {device}, {label}: {value:,.0f} pairs/s (1,000 x 1,000 "
                       "descriptors; torch: the baseline)", flush=True)
+        if orb is not None and orb.fits_on_device:
+            verify_rates[f"ORB batched on {device}, fits screened there and the rest on the host (before device fits)"] = \
+                measured("ORB without device fits", lambda: verification_rates(
+                    load_verifier("orb", device, device_fits=False), thumbnails, pairs, threads, device,
+                    describers=describing_threads(orb, threads)))
         if orb is not None and orb.screen_device:
             verify_rates[f"ORB batched on {device} without the fit screen (before it)"] = measured(
                 "ORB without the screen", lambda: verification_rates(load_verifier("orb", device, screen_fits=False),
                                                                      thumbnails, pairs, threads, device,
                                                                      describers=describing_threads(orb, threads)))
-        screen = None if "screen" in skip else measured(
-            "fit screen", lambda: fit_screen_rates(thumbnails, pairs, device, threads))
-        if screen:
-            print(f"ORB's fits, {len(pairs):,} pairs: screened on {device}, the rest on {threads} threads "
-                  f"{screen[0]:,.0f} pairs/s; all on {threads} threads (baseline) {screen[1]:,.0f} pairs/s; "
-                  f"{screen[2]:,} pairs rejected by the screen, {screen[3]} decisions different", flush=True)
-            print(f"the screen alone on {device}: {screen[4]:,.0f} pairs/s; without its refits {screen[5]:,.0f} "
-                  "pairs/s", flush=True)
+        fitting = None if "screen" in skip else measured(
+            "fits", lambda: fit_rates(thumbnails, pairs, device, threads))
+        if fitting:
+            rates, different = fitting["rates"], fitting["different"]
+            print(f"ORB's fits, {len(pairs):,} pairs: all on {threads} threads (baseline) {rates['host']:,.0f} pairs/s; "
+                  f"screened on {device}, the rest on {threads} threads {rates['screen']:,.0f} pairs/s "
+                  f"({fitting['screen rejected']:,} rejected there, {different['screen']} decisions different); "
+                  f"fitted on {device}, measured on {threads} threads {rates['device']:,.0f} pairs/s "
+                  f"({fitting['fitted on the device']:,} fitted there, {different['device']} decisions different)",
+                  flush=True)
+            print(f"on {device} alone: " + "; ".join(f"{label} {value:,.0f} pairs/s"
+                                                    for label, value in fitting["alone"].items()), flush=True)
         torch_orb = None if "torch-orb" in skip else measured("torch-orb", lambda: load_verifier("torch-orb", device))
         if torch_orb is not None:
             # ORB-style features described on the device (vision/orb_torch.py), CLAHE on the threads.
@@ -602,13 +618,17 @@ def main() -> None:
         verify_rates[f"ORB on the CPU, describing on {cpu_describers} threads, {matching_on} (baseline)"] = \
             measured("ORB", lambda: verification_rates(cpu_orb, thumbnails, pairs, threads, "cpu",
                                                        describers=cpu_describers))
-        for name in ("orb", "torch-orb"):
+        whole_batch = [("orb", {}), ("torch-orb", {})]
+        if orb is not None and orb.fits_on_device:  # the baseline: the screen's leftovers fitted on the host
+            whole_batch.insert(1, ("orb", {"device_fits": False}))
+        for name, options in whole_batch:
             if not hashed or name in skip:
                 continue
             whole = measured(f"verify_pairs ({name})", lambda: batch_verification(hashed[1], hashed[2], folder,
-                                                                                  vectors, device, name))
+                                                                                  vectors, device, name, **options))
             if whole:
                 seconds, images_count, pairs_count, verifying, describing = whole
+                name = f"{name}, fits on the host after the screen" if options else name
                 print(f"verify_pairs on the bench batch as verified_pairs runs it ({name} on {device}, {verifying} "
                       f"verifying threads, {describing} describing on the host): {pairs_count:,} pairs of "
                       f"{images_count:,} images in {seconds:.1f} s, {pairs_count / seconds:,.0f} pairs/s, "

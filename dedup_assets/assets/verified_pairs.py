@@ -41,6 +41,11 @@ class VerifiedPairsConfig(dg.Config):
     # On a GPU: pairs that no homography could pass are rejected there, before the host's
     # fits (vision/consensus.py); false: every matched pair is fitted on the host.
     screen_fits: bool = True
+    # With the screen: every screened pair's homography is found on the GPU too (a batched
+    # RANSAC scored as MSAC), and the host only measures the fits with enough inliers
+    # (coverage, pixel agreement); false: the pairs the screen leaves are fitted on the
+    # host by USAC_MAGSAC, which bound verification there (docs/performance.md §7).
+    device_fits: bool = True
     # Threads verifying pairs; 0: one per core, at most 4 (`verify_stage.VERIFY_THREADS_CAP`: beyond ~4 the
     # fits' Python, which holds the GIL, makes threads wait on each other: docs/performance.md §7).
     workers: int = 0
@@ -112,7 +117,8 @@ def verified_pairs(
     verifier = _load_verifier(config.verifier, config.device, allow_mirrored=config.mirrored_is_duplicate,
                               checkpoint=config.verifier_checkpoint, side=config.verify_side,
                               min_inliers=config.min_inliers, orb_features=config.orb_features,
-                              min_coverage=config.min_coverage, screen_fits=config.screen_fits)
+                              min_coverage=config.min_coverage, screen_fits=config.screen_fits,
+                              device_fits=config.device_fits)
     pairs, seconds = verify_pairs(candidates, features, layout, verifier, policy, config.workers,
                                   on_progress=log_progress(context.log, "verified"),
                                   keep_features=config.keep_features)

@@ -43,7 +43,8 @@ class Verification:
     spread: float = 0.0  # area of the inliers' convex hull, as a share of the smaller image
     agreement: float = 0.0  # correlation of the two images' pixels where they overlap
     method: str = "features"  # or "dense": intensity alignment, when keypoints are too few;
-    # "screen": rejected by the device's screen of a slice's fits, never fitted (`screened_fits`)
+    # "screen": rejected by the device's screen of a slice's fits, never fitted (`screened_fits`);
+    # "device": a keypoint fit found on the device with a slice's others (`fits_on_device`)
     keypoints: int | None = None  # the fewer of the two images' keypoints (None: not counted)
 
     @property
@@ -170,13 +171,22 @@ def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
                                           confidence=_RANSAC_CONFIDENCE)
     if homography is None or mask is None:
         return Verification(len(points_a), 0, 0.0, 0.0)
-    inlier = mask.ravel().astype(bool)
+    return measured_fit(points_a, points_b, homography, mask.ravel().astype(bool), shape_a, shape_b, pixels,
+                        needed_inliers, needed_coverage)
+
+
+def measured_fit(points_a: np.ndarray, points_b: np.ndarray, homography: np.ndarray, inlier: np.ndarray,
+                 shape_a, shape_b, pixels: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
+                 needed_inliers: int = 0, needed_coverage: float = 0.0, method: str = "features") -> Verification:
+    """What a homography found for the matches (`inlier`: which of them it explains)
+    proves, measured only as far as `needed_inliers` and `needed_coverage` let the pair
+    pass (`fit_homography`)."""
     inliers = int(inlier.sum())
     if inliers < needed_inliers:
         # Rejected by its inlier count: no model worth measuring (as with too few matches).
         # Most fits end here; what follows holds the GIL, and on a 16-core GPU host the
         # fits on the threads bound verification (docs/performance.md §7).
-        return Verification(len(points_a), inliers, 0.0, 0.0)
+        return Verification(len(points_a), inliers, 0.0, 0.0, method=method)
     coverage_a, coverage_b = coverage(homography, shape_a, shape_b)
     # Inliers packed into a small region (a shared logo or caption) prove little about
     # the rest of the two images.
@@ -184,9 +194,10 @@ def fit_homography(points_a: np.ndarray, points_b: np.ndarray, shape_a, shape_b,
     if min(coverage_a, coverage_b) < needed_coverage:
         # Most non-copies with enough inliers end here (794 of 1,039 on the cascade bench):
         # comparing their pixels took ~1.5 ms each, with decoding them again.
-        return Verification(len(points_a), inliers, coverage_a, coverage_b, spread=spread)
+        return Verification(len(points_a), inliers, coverage_a, coverage_b, spread=spread, method=method)
     agreement = photometric_agreement(*pixels(), homography) if pixels is not None else 0.0
-    return Verification(len(points_a), inliers, coverage_a, coverage_b, spread=spread, agreement=agreement)
+    return Verification(len(points_a), inliers, coverage_a, coverage_b, spread=spread, agreement=agreement,
+                        method=method)
 
 
 def photometric_agreement(gray_a: np.ndarray, gray_b: np.ndarray, homography: np.ndarray,
@@ -295,33 +306,46 @@ class _MirrorAware:
     # A device (a GPU) that screens a slice's fits together (`screened_fits`); None: every
     # matched pair is fitted on the host.
     screen_device: str | None = None
+    # With a screen device: the slice's homographies are found there too (a batched
+    # RANSAC, `consensus.best_homographies`) and the host only measures those that pass;
+    # False: the pairs the screen leaves are fitted on the host (USAC_MAGSAC).
+    fits_on_device: bool = False
 
     def fit_many(self, pairs: list[tuple[PreparedImage, PreparedImage]],
                   matched: list[tuple[np.ndarray, np.ndarray] | None], map_) -> list[Verification]:
         """Each described pair's fit and fallbacks from its matches (None: too few
         keypoints to match), through `map_` (a thread pool's map); with a screen device,
-        pairs its screen rejects skip the fit."""
-        rejected = self.screened_fits(pairs, matched) if self.screen_device else {}
+        pairs its screen rejects skip the fit, and with `fits_on_device` the others are
+        fitted there too."""
+        on_device = self.screened_fits(pairs, matched) if self.screen_device else {}
 
         def settled(job) -> Verification:
             k, ((a, b), found) = job
+            decided = on_device.get(k)
             if found is None:
                 result = dataclasses.replace(NO_MATCH, keypoints=min(len(a.features[0]), len(b.features[0])))
+            elif decided is None:
+                result = self._fit(a, b, *found)
+            elif isinstance(decided, Verification):
+                result = decided
             else:
-                result = rejected.get(k) or self._fit(a, b, *found)
+                result = self._measure_device_fit(a, b, *found, *decided)
             return self._with_fallbacks(a, b, result)
 
         return list(map_(settled, enumerate(zip(pairs, matched))))
 
     def screened_fits(self, pairs: list[tuple[PreparedImage, PreparedImage]],
-                      matched: list[tuple[np.ndarray, np.ndarray] | None]) -> dict[int, Verification]:
-        """The pairs (by position) that no homography could pass, found together on
-        `screen_device` (`consensus.most_consistent`, `screen_rejects`), each with the
-        rejection its fit would give: fewer than `min_inliers` inliers (the screen's count,
-        within its wider tolerance). As `fit_matched` decides which pairs need inliers:
-        low-texture pairs are not screened (they compare their fit with a dense alignment
-        whatever its inliers), nor pairs with fewer matches (rejected without a fit)."""
-        from dedup_assets.vision.consensus import most_consistent, screen_rejects
+                      matched: list[tuple[np.ndarray, np.ndarray] | None]
+                      ) -> dict[int, Verification | tuple[np.ndarray, np.ndarray]]:
+        """The pairs (by position) decided on `screen_device` together: those no homography
+        could pass (`consensus.most_consistent`, `screen_rejects`), each with the rejection
+        its fit would give — fewer than `min_inliers` inliers (the screen's count, within
+        its wider tolerance); with `fits_on_device`, every one of them with its homography
+        and inlier mask (`consensus.best_homographies`), or its rejection for too few
+        inliers. As `fit_matched` decides which pairs need inliers: low-texture pairs are
+        not screened (they compare their fit with a dense alignment whatever its inliers),
+        nor pairs with fewer matches (rejected without a fit)."""
+        from dedup_assets.vision.consensus import best_homographies, most_consistent, screen_rejects
 
         screened, fewest, points_a, points_b = [], [], [], []
         for k, ((a, b), found) in enumerate(zip(pairs, matched)):
@@ -333,10 +357,28 @@ class _MirrorAware:
                 fewest.append(keypoints)
                 points_a.append(a.features[0][query])
                 points_b.append(b.features[0][train])
+        if self.fits_on_device:
+            decided: dict[int, Verification | tuple[np.ndarray, np.ndarray]] = {}
+            for n, (homography, inlier) in enumerate(best_homographies(points_a, points_b, self.screen_device)):
+                if inlier.sum() < self.min_inliers:  # as the host's fit rejects, with no model to measure
+                    decided[screened[n]] = Verification(len(inlier), int(inlier.sum()), 0.0, 0.0, method="device",
+                                                        keypoints=fewest[n])
+                else:
+                    decided[screened[n]] = (homography, inlier)
+            return decided
         consistent = most_consistent(points_a, points_b, self.screen_device)
         rejected = screen_rejects(consistent, self.min_inliers)
         return {k: Verification(len(points_a[n]), int(consistent[n]), 0.0, 0.0, method="screen", keypoints=fewest[n])
                 for n, k in enumerate(screened) if rejected[n]}
+
+    def _measure_device_fit(self, a: PreparedImage, b: PreparedImage, query: np.ndarray, train: np.ndarray,
+                            homography: np.ndarray, inlier: np.ndarray) -> Verification:
+        """A homography found on the device with enough inliers, measured as the host's fit
+        measures its own (`fit_matched`: coverage, spread, pixel agreement)."""
+        points_a, points_b = a.features[0][query], b.features[0][train]
+        result = measured_fit(points_a, points_b, homography, inlier, a.shape, b.shape, lambda: (a.gray, b.gray),
+                              self.min_inliers, self.min_coverage, method="device")
+        return dataclasses.replace(result, keypoints=min(len(a.features[0]), len(b.features[0])))
 
     def _fit(self, a: PreparedImage, b: PreparedImage, query: np.ndarray, train: np.ndarray) -> Verification:
         """`fit_matched` of two described images, with this verifier's thresholds."""
@@ -836,9 +878,12 @@ class LoFTRVerifier(_MirrorAware):
 
 def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool = False,
                   checkpoint: str | None = None, side: int = VERIFY_SIDE, min_inliers: int = 15,
-                  orb_features: int = ORB_FEATURES, min_coverage: float = 0.0, screen_fits: bool = True) -> Verifier:
+                  orb_features: int = ORB_FEATURES, min_coverage: float = 0.0, screen_fits: bool = True,
+                  device_fits: bool = True) -> Verifier:
     """screen_fits: on a GPU, pairs no homography could pass are rejected there before the
-    host's fits (`consensus`); False fits every matched pair on the host."""
+    host's fits (`consensus`); False fits every matched pair on the host. device_fits: with
+    the screen, every screened pair's homography is found there too, and the host measures
+    only those with enough inliers (`fits_on_device`)."""
     if name == "orb":
         # On a GPU its ratio tests run there (the same matches); PyTorch is imported only
         # where there may be one, and a GPU asked for by name must be there.
@@ -858,4 +903,5 @@ def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool 
     verifier.side, verifier.min_inliers, verifier.min_coverage = side, min_inliers, min_coverage
     if not screen_fits:
         verifier.screen_device = None
+    verifier.fits_on_device = device_fits and verifier.screen_device is not None
     return verifier

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dedup_assets.vision.cascade import CascadePolicy, decide
-from dedup_assets.vision.consensus import _distinct_draws, most_consistent, screen_rejects
+from dedup_assets.vision.consensus import _distinct_draws, best_homographies, most_consistent, screen_rejects
 from dedup_assets.vision.verify import OrbVerifier, load_verifier
 
 HOMOGRAPHY = np.array([[0.9, 0.05, 30.0], [-0.04, 1.1, 12.0], [1e-4, 0.0, 1.0]])
@@ -112,10 +112,98 @@ def test_screened_pairs_are_rejected_without_a_fit_and_the_rest_decided_as_befor
         assert decision.reason.startswith(f"{screen.inliers} inliers < 15")
 
 
+def projected(homography: np.ndarray, points: np.ndarray) -> np.ndarray:
+    mapped = np.c_[points, np.ones(len(points))] @ homography.T
+    return mapped[:, :2] / mapped[:, 2:]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_fit_on_the_device_finds_the_hidden_homography_and_its_inliers(seed):
+    """16 matches under one homography among 24 random ones: the fit keeps them (within
+    4 px), and its model is theirs, where they are and beyond (the frame's corners)."""
+    points_a, points_b = hidden_inliers(seed)
+    truly = np.linalg.norm(projected(HOMOGRAPHY, points_a) - points_b, axis=1) < 2.5
+    (homography, inlier), = best_homographies([points_a], [points_b])
+    assert inlier.shape == (40,) and inlier[truly].all() and inlier.sum() <= truly.sum() + 1
+    errors = np.linalg.norm(projected(homography, points_a[truly]) - points_b[truly], axis=1)
+    assert errors.mean() < 0.8
+    corners = np.float64([[0, 0], [500, 0], [500, 500], [0, 500]])
+    assert np.abs(projected(homography, corners) - projected(HOMOGRAPHY, corners)).max() < 5
+
+
+def test_the_fit_prefers_the_model_its_matches_fit_closely():
+    """40 matches within 0.3 px of one homography against 60 lying 3–3.9 px off another
+    (the first moved 12 px): counted within the fit's 4 px the loose ones win; MSAC's
+    truncated cost (within 3 px) picks the model the close ones fit, as USAC_MAGSAC does."""
+    rng = np.random.default_rng(5)
+    close_a = rng.uniform(0, 500, (40, 2))
+    close_b = projected(HOMOGRAPHY, close_a) + rng.normal(0, 0.15, (40, 2))
+    loose_a = rng.uniform(0, 500, (60, 2))
+    angle = rng.uniform(0, 2 * np.pi, 60)
+    loose_b = (projected(HOMOGRAPHY, loose_a) + [12.0, 0.0]
+               + rng.uniform(3.0, 3.9, (60, 1)) * np.c_[np.cos(angle), np.sin(angle)])
+    points_a, points_b = np.vstack([close_a, loose_a]), np.vstack([close_b, loose_b])
+    (homography, inlier), = best_homographies([points_a], [points_b])
+    assert inlier[:40].all() and not inlier[40:].any()
+    assert np.abs(projected(homography, close_a) - close_b).max() < 1.5
+
+
+def test_device_fits_keep_pairs_apart_and_leave_too_few_matches_unfitted():
+    pairs = [hidden_inliers(seed, inliers=12 + 4 * seed, outliers=10 + 5 * seed) for seed in range(5)]
+    three_a, three_b = hidden_inliers(0, inliers=3, outliers=0)
+    points_a, points_b = [three_a] + [a for a, _ in pairs], [three_b] + [b for _, b in pairs]
+    together = best_homographies(points_a, points_b)
+    alone = best_homographies(points_a, points_b, elements_per_pass=1)
+    assert together[0][0] is None and not together[0][1].any() and len(together[0][1]) == 3
+    for (h_together, in_together), (h_alone, in_alone), found in zip(together[1:], alone[1:], pairs):
+        np.testing.assert_array_equal(in_together, in_alone)
+        np.testing.assert_allclose(h_together, h_alone, rtol=1e-9, atol=1e-12)
+        assert in_together.shape == (len(found[0]),)
+
+
+def test_fits_on_the_device_are_decided_as_the_host_decides_them(samples, monkeypatch):
+    """ORB's slice with its fits found on the device (PyTorch's CPU here): no host fit,
+    every pair decided as USAC_MAGSAC's fits decide it, the pairs passing by inliers
+    measured for coverage and pixel agreement on the host."""
+    import dedup_assets.vision.verify as verify
+
+    names = ["astronaut", "astronaut_crop", "astronaut_left", "astronaut_right", "astronaut_faded", "coffee",
+             "coffee_captioned", "chelsea_captioned", "coffee_as_astronaut_colours"]
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    fits = []
+    original_fit = verify.fit_homography
+    monkeypatch.setattr(verify, "fit_homography", lambda *args, **kwargs: fits.append(1) or original_fit(*args, **kwargs))
+
+    def verified(on_device: bool):
+        verifier = OrbVerifier(device="cpu")
+        verifier.screen_device, verifier.fits_on_device = ("cpu", True) if on_device else (None, False)
+        prepared = {name: verifier.prepare(samples[name]) for name in names}
+        fits.clear()
+        return verifier.verify_many([(prepared[a], prepared[b]) for a, b in pairs]), len(fits)
+
+    host, host_fits = verified(False)
+    device, device_fits = verified(True)
+    policy = CascadePolicy()
+    decisions = [[decide(99, 99.0, 0.0, False, False, r, policy).is_duplicate for r in results]
+                 for results in (host, device)]
+    assert decisions[0] == decisions[1] and sum(decisions[0]) >= 4
+    assert host_fits > 0 and device_fits == 0
+    for on_host, on_device, duplicate in zip(host, device, decisions[1]):
+        if on_device.method == "device":
+            assert on_device.matches == on_host.matches
+            if duplicate:
+                assert abs(on_device.inliers - on_host.inliers) <= 0.1 * on_host.inliers
+                assert on_device.agreement > policy.min_agreement and on_device.min_coverage > policy.min_coverage
+    assert sum(r.method == "device" for r in device) >= 10
+
+
 def test_the_screen_runs_only_on_a_gpu_and_can_be_turned_off():
     assert OrbVerifier().screen_device is None and OrbVerifier(device="cpu").screen_device is None
     assert OrbVerifier(device="cuda").screen_device == "cuda"
     assert load_verifier("orb", device="cpu", screen_fits=True).screen_device is None
+    assert not load_verifier("orb", device="cpu").fits_on_device  # nor do fits leave the host
     if torch.cuda.is_available():
         assert load_verifier("orb", device="cuda").screen_device == "cuda"
+        assert load_verifier("orb", device="cuda").fits_on_device
+        assert not load_verifier("orb", device="cuda", device_fits=False).fits_on_device
         assert load_verifier("orb", device="cuda", screen_fits=False).screen_device is None

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
+from collections import OrderedDict
 from typing import Sequence
 
 
@@ -189,8 +191,47 @@ def _words(descriptors_a: np.ndarray, descriptors_b: np.ndarray) -> tuple[np.nda
             np.ascontiguousarray(descriptors_b, dtype=np.uint8).view(np.uint64))
 
 
+class ResidentDescriptors:
+    """Descriptor sets copied to a device once and kept there, the least recently used
+    given up first beyond `budget_bytes`. An image takes part in ~50 pairs of a batch, over
+    many passes of `two_nearest_many`; sent with each, its bytes were most of the host's
+    work per pass (a pass of 128 pairs holds ~128 distinct sets: copying them together
+    cost ~15 µs per pair, one host thread's ~64k pairs/s, docs/performance.md §7). Sets are
+    known by identity (a set held keeps its array alive, so the identity stays its own)."""
+
+    def __init__(self, device: str, budget_bytes: int):
+        self.device, self.budget_bytes = device, budget_bytes
+        self._held: OrderedDict[int, tuple[np.ndarray, object]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.held_bytes = 0
+        self.sent = 0  # sets copied to the device so far
+
+    def tensors(self, sets: Sequence[np.ndarray]) -> list:
+        """Each set (distinct arrays of uint8 rows) as a tensor on the device, the missing
+        ones sent together; the others kept while the budget allows."""
+        import torch
+
+        with self._lock:
+            missing = [d for d in sets if id(d) not in self._held]
+            if missing:
+                sent = torch.from_numpy(np.concatenate([np.ascontiguousarray(d, np.uint8) for d in missing]))
+                for descriptors, tensor in zip(missing, sent.to(self.device).split([len(d) for d in missing])):
+                    self._held[id(descriptors)] = (descriptors, tensor)
+                    self.held_bytes += descriptors.nbytes
+                self.sent += len(missing)
+            tensors = []
+            for descriptors in sets:
+                self._held.move_to_end(id(descriptors))
+                tensors.append(self._held[id(descriptors)][1])
+            while self.held_bytes > self.budget_bytes and len(self._held) > len(sets):  # this call's stay
+                _, (descriptors, _) = self._held.popitem(last=False)
+                self.held_bytes -= descriptors.nbytes
+            return tensors
+
+
 def two_nearest_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], device: str,
-                     pairs_per_pass: int = 128, kernel: str = "torch") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                     pairs_per_pass: int = 128, kernel: str = "torch",
+                     resident: ResidentDescriptors | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """`two_nearest` of many pairs of descriptor sets at once, with PyTorch on `device` (a
     GPU): each distance is popcount(a) + popcount(b) - 2·(a·b) over the descriptors' 256
     bits, the products of a pass of `pairs_per_pass` pairs on the device together. Exact:
@@ -198,13 +239,15 @@ def two_nearest_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], device: str
     `two_nearest`. kernel "torch": one batched matrix product and `topk`, the same nearest
     row wherever it is strictly nearest (a tie, first == second, is what no ratio test
     keeps); "triton": one fused kernel (`hamming_triton`), the same nearest row always.
-    Each b needs at least two rows."""
+    Each b needs at least two rows. `resident`: sets already on the device are not sent
+    again (without it each pass sends its sets)."""
     import torch
 
     if kernel not in ("torch", "triton"):
         raise ValueError(f"unknown kernel {kernel!r}: use torch or triton")
     exact = torch.float16 if str(device).startswith("cuda") else torch.float32  # CPUs lack fast float16 products
     shifts = torch.arange(8, dtype=torch.uint8, device=device)
+    resident = resident or ResidentDescriptors(device, 0)
     results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     with torch.inference_mode():
         for start in range(0, len(pairs), pairs_per_pass):
@@ -213,19 +256,16 @@ def two_nearest_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], device: str
             unique, set_a, set_b = _distinct_sets(chunk)
             index_a, index_b = torch.from_numpy(set_a).to(device), torch.from_numpy(set_b).to(device)
             lengths = torch.tensor([len(d) for d in unique], device=device)
+            held = resident.tensors(unique)
             if kernel == "triton":
                 from dedup_assets.vision.hamming_triton import two_nearest_pass
 
                 starts = torch.from_numpy(np.cumsum([0] + [len(d) for d in unique[:-1]])).to(device)
-                stacked = torch.from_numpy(np.concatenate(unique)).to(device)
-                nearest, first, second = two_nearest_pass(stacked, starts, lengths, index_a, index_b)
+                nearest, first, second = two_nearest_pass(torch.cat(held), starts, lengths, index_a, index_b)
             else:
-                rows = max(len(d) for d in unique)
-                packed = np.zeros((len(unique), rows, 32), np.uint8)
-                for k, descriptors in enumerate(unique):
-                    packed[k, :len(descriptors)] = descriptors
-                packed_t = torch.from_numpy(packed).to(device)
-                bits = ((packed_t[..., None] >> shifts) & 1).reshape(len(unique), rows, 256).to(exact)
+                packed = torch.nn.utils.rnn.pad_sequence(held, batch_first=True)  # zero rows after each set
+                rows = packed.shape[1]
+                bits = ((packed[..., None] >> shifts) & 1).reshape(len(unique), rows, 256).to(exact)
                 counts = bits.sum(-1)
                 # Padding rows lie farther than any real descriptor (at most 256 bits away).
                 counts[torch.arange(rows, device=device)[None] >= lengths[:, None]] = 1024

@@ -28,6 +28,9 @@ from dedup_assets.vision.embedders import WeightsUnavailableError, cuda_surely_a
 
 VERIFY_SIDE = 512  # images are matched at this longest side (320: 1.35x faster, worse: docs/performance.md)
 ORB_FEATURES = 1000  # keypoints per image for ORB (1500: same hard-set decisions, 1.7x the matching time)
+# ORB's descriptor sets kept on a GPU between passes of ratio tests: ~8,000 images' (32 KB each),
+# an image's pairs in a batch spread over several slices.
+RESIDENT_DESCRIPTORS_BYTES = 256 * 2**20
 _COVERAGE_CANVAS = 256
 _FEATURES_MAGIC = b"ORB1"
 _FEATURES_HEADER = struct.Struct("<4s4i")  # magic, height, width, keypoints, descriptors
@@ -458,6 +461,7 @@ class OrbVerifier(_MirrorAware):
         # On a GPU the ratio tests' search is one fused Triton kernel where Triton is
         # installed (PyTorch's CUDA wheels bring it), else a batched product and `topk`.
         self.ratio_kernel = "triton" if on_gpu and importlib.util.find_spec("triton") else "torch"
+        self.resident_descriptors = None  # descriptor sets kept on the device between passes (`match_many`)
 
     @property
     def batches_pairs(self) -> bool:
@@ -526,7 +530,7 @@ class OrbVerifier(_MirrorAware):
         """The ratio test's (rows of a, rows of b) of each described pair, all of them on
         the device (`two_nearest_many`), or in one compiled call on the CPU
         (`ratio_test_many`); None for a pair with too few keypoints."""
-        from dedup_assets.vision.hamming import ratio_test_many, two_nearest_many
+        from dedup_assets.vision.hamming import ResidentDescriptors, ratio_test_many, two_nearest_many
 
         matchable = [k for k, (a, b) in enumerate(pairs) if self._matchable(a, b)]
         matched: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(pairs)
@@ -535,15 +539,17 @@ class OrbVerifier(_MirrorAware):
             for k, found in zip(matchable, ratio_test_many(descriptors, self.ratio)):
                 matched[k] = found
             return matched
+        if self.resident_descriptors is None:
+            self.resident_descriptors = ResidentDescriptors(self.device, RESIDENT_DESCRIPTORS_BYTES)
         try:
-            found = two_nearest_many(descriptors, self.device, self.pairs_per_pass, self.ratio_kernel)
+            found = two_nearest_many(descriptors, self.device, self.pairs_per_pass, self.ratio_kernel, self.resident_descriptors)
         except Exception as error:  # noqa: BLE001 - a kernel that cannot compile here; the other gives the same matches
             if self.ratio_kernel != "triton":
                 raise
             warnings.warn(f"ORB's ratio tests: the Triton kernel failed on {self.device} ({type(error).__name__}: "
                           f"{error}); using PyTorch's batched search instead", RuntimeWarning, stacklevel=2)
             self.ratio_kernel = "torch"
-            found = two_nearest_many(descriptors, self.device, self.pairs_per_pass, self.ratio_kernel)
+            found = two_nearest_many(descriptors, self.device, self.pairs_per_pass, self.ratio_kernel, self.resident_descriptors)
         for k, (nearest, first, second) in zip(matchable, found):
             keep = first < self.ratio * second  # on the host, as `ratio_test_matches`
             matched[k] = (np.flatnonzero(keep), nearest[keep])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dedup_assets.vision.hamming import ratio_test, two_nearest, two_nearest_many
+from dedup_assets.vision.hamming import ResidentDescriptors, ratio_test, two_nearest, two_nearest_many
 
 
 def brute_force(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -53,6 +53,30 @@ def test_many_pairs_at_once_give_each_pairs_own_distances_and_nearest_rows():
         strictly = first < second  # a tie may name either row; no ratio test keeps it
         assert np.array_equal(nearest[strictly], expected_nearest[strictly])
     assert (found[pairs.index((0, 5))][1] < 30).all()
+
+
+def test_sets_kept_on_the_device_are_sent_once_and_searched_as_before():
+    """Kept between passes and calls (an image's pairs span many), each set is sent once;
+    with room for fewer, the least recently used are given up and sent again. The
+    results are those of sets sent with every pass (the same passes: a tie's row may
+    depend on a pass's padding)."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    sets = [rng.integers(0, 256, (n, 32), dtype=np.uint8) for n in (50, 80, 120, 30, 64, 99)]
+    pairs = [(sets[i], sets[j]) for i in range(len(sets)) for j in range(len(sets)) if i != j]
+    sent_each_pass = two_nearest_many(pairs, "cpu", pairs_per_pass=5)
+
+    def same(found) -> bool:
+        return all(np.array_equal(x, y) for got, expected in zip(found, sent_each_pass) for x, y in zip(got, expected))
+
+    resident = ResidentDescriptors("cpu", budget_bytes=2**20)
+    kept = two_nearest_many(pairs[:15], "cpu", 5, resident=resident) + two_nearest_many(pairs[15:], "cpu", 5,
+                                                                                         resident=resident)
+    assert same(kept) and resident.sent == len(sets)
+    sent_each_pass = two_nearest_many(pairs, "cpu", pairs_per_pass=2)
+    few = ResidentDescriptors("cpu", budget_bytes=2 * 120 * 32)
+    assert same(two_nearest_many(pairs, "cpu", 2, resident=few))
+    assert few.sent > len(sets) and few.held_bytes <= 4 * 120 * 32  # at most one pass's 4 sets
 
 
 def test_ties_report_the_shared_distance_twice():

@@ -185,6 +185,21 @@ def test_orbs_ratio_tests_fall_back_from_a_triton_kernel_that_cannot_run(orb, sa
     assert max(len(m[0]) for m in matched) > 100
 
 
+def test_orbs_ratio_tests_on_a_device_send_each_images_descriptors_once(samples):
+    """Slice after slice, an image's descriptors stay on the device: sent with its first
+    pair, not with each (the matches as the CPU's)."""
+    batched = OrbVerifier(device="cpu")
+    names = ["astronaut", "astronaut_crop", "astronaut_left", "coffee", "coffee_captioned"]
+    prepared = {name: batched.prepare(samples[name]) for name in names}
+    for image in prepared.values():
+        batched.describe(image)
+    pairs = [(prepared[a], prepared[b]) for i, a in enumerate(names) for b in names[i + 1:]]
+    matched = batched.match_many(pairs[:4]) + batched.match_many(pairs[4:])
+    assert batched.resident_descriptors.sent == len(names)
+    expected = [ratio_test_matches(a.features[1], b.features[1], batched.ratio) for a, b in pairs]
+    assert all(np.array_equal(m[0], e[0]) and np.array_equal(m[1], e[1]) for m, e in zip(matched, expected))
+
+
 def test_orb_batches_on_the_gpu_only_where_there_is_one():
     assert load_verifier("orb", device="cpu").device is None
     assert load_verifier("orb", device="auto").device == (None if not _cuda() else "cuda")

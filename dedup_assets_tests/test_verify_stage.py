@@ -322,6 +322,33 @@ def test_threads_asking_for_one_image_together_compute_it_once():
     assert calls == [7, 1, 2, 7]
 
 
+def test_only_images_neither_ready_nor_in_hand_are_handed_out_again():
+    """What `verify_pairs` describes ahead: not the images ready (they count as used, kept
+    longest) nor one a thread is preparing."""
+    import threading
+
+    from dedup_assets.verify_stage import OnceCache
+
+    preparing, release = threading.Event(), threading.Event()
+
+    def compute(key):
+        if key == 9:
+            preparing.set()
+            release.wait()
+        return key
+
+    cache = OnceCache(compute, size=3)
+    cache(1), cache(2), cache(3)
+    worker = threading.Thread(target=cache, args=(9,))
+    worker.start()
+    preparing.wait()
+    assert cache.missing([3, 1, 9, 4, 5]) == [4, 5]
+    release.set()
+    worker.join()
+    cache(6)  # evicts the least recently used: 2, not 1, which `missing` just used
+    assert 1 in cache and 2 not in cache and 9 in cache
+
+
 def test_a_failure_is_raised_and_not_kept():
     from dedup_assets.verify_stage import OnceCache
 

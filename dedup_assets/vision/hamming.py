@@ -197,7 +197,8 @@ class ResidentDescriptors:
     many passes of `two_nearest_many`; sent with each, its bytes were most of the host's
     work per pass (a pass of 128 pairs holds ~128 distinct sets: copying them together
     cost ~15 µs per pair, one host thread's ~64k pairs/s, docs/performance.md §7). Sets are
-    known by identity (a set held keeps its array alive, so the identity stays its own)."""
+    known by identity (a set held keeps its array alive, so the identity stays its own).
+    Sets sent together share their device memory until the last of them is given up."""
 
     def __init__(self, device: str, budget_bytes: int):
         self.device, self.budget_bytes = device, budget_bytes

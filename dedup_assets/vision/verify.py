@@ -46,7 +46,7 @@ class Verification:
     spread: float = 0.0  # area of the inliers' convex hull, as a share of the smaller image
     agreement: float = 0.0  # correlation of the two images' pixels where they overlap
     method: str = "features"  # or "dense": intensity alignment, when keypoints are too few;
-    # "screen": rejected by the device's screen of a slice's fits, never fitted (`screened_fits`);
+    # "screen": rejected by the device's screen of a slice's fits, never fitted (`decided_on_device`);
     # "device": a keypoint fit found on the device with a slice's others (`fits_on_device`)
     keypoints: int | None = None  # the fewer of the two images' keypoints (None: not counted)
 
@@ -306,7 +306,7 @@ class _MirrorAware:
         return self._with_fallbacks(a, b, self._match_prepared(a, b))
 
     batches_pairs = False  # True: verify_pairs hands it whole slices of pairs (`verify_many`)
-    # A device (a GPU) that screens a slice's fits together (`screened_fits`); None: every
+    # A device (a GPU) that screens a slice's fits together (`decided_on_device`); None: every
     # matched pair is fitted on the host.
     screen_device: str | None = None
     # With a screen device: the slice's homographies are found there too (a batched
@@ -320,7 +320,7 @@ class _MirrorAware:
         keypoints to match), through `map_` (a thread pool's map); with a screen device,
         pairs its screen rejects skip the fit, and with `fits_on_device` the others are
         fitted there too."""
-        on_device = self.screened_fits(pairs, matched) if self.screen_device else {}
+        on_device = self.decided_on_device(pairs, matched) if self.screen_device else {}
 
         def settled(job) -> Verification:
             k, ((a, b), found) = job
@@ -337,7 +337,7 @@ class _MirrorAware:
 
         return list(map_(settled, enumerate(zip(pairs, matched))))
 
-    def screened_fits(self, pairs: list[tuple[PreparedImage, PreparedImage]],
+    def decided_on_device(self, pairs: list[tuple[PreparedImage, PreparedImage]],
                       matched: list[tuple[np.ndarray, np.ndarray] | None]
                       ) -> dict[int, Verification | tuple[np.ndarray, np.ndarray]]:
         """The pairs (by position) decided on `screen_device` together: those no homography

@@ -64,6 +64,8 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
         raise ValueError("this pair needs geometric verification")
     if verification.mirrored and not policy.mirrored_is_duplicate:
         return Decision(False, "policy", "mirrored copy (mirrored_is_duplicate=false)")
+    # A keypoint fit found on the device says so: not the host's RANSAC's.
+    inliers = f"{verification.inliers} inliers" + (" (fitted on the device)" if verification.method == "device" else "")
     if verification.method == "dense":
         near_hash = hamming <= policy.candidate_hamming and color_distance <= policy.color_agreement
         needed = policy.min_dense_agreement_near_hash if near_hash else policy.min_dense_agreement
@@ -77,15 +79,14 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
         return Decision(False, "screen", f"{verification.inliers} inliers < {policy.min_inliers} "
                         "(the most one homography explains, screened on the device before any fit)")
     elif verification.inliers < policy.min_inliers:
-        return Decision(False, "verify", f"{verification.inliers} inliers < {policy.min_inliers}")
+        return Decision(False, "verify", f"{inliers} < {policy.min_inliers}")
     # Coverage first: a verifier compares the pixels only of a fit covering enough.
     if verification.min_coverage < policy.min_coverage:
-        return Decision(False, "verify", f"{verification.inliers} inliers but the shared region covers "
+        return Decision(False, "verify", f"{inliers} but the shared region covers "
                         f"{verification.coverage_a:.0%} / {verification.coverage_b:.0%} of the images")
     if verification.agreement < policy.min_agreement:
-        return Decision(False, "verify", f"{verification.inliers} inliers, but once aligned the pixels agree "
+        return Decision(False, "verify", f"{inliers}, but once aligned the pixels agree "
                         f"only {verification.agreement:.2f} (a shared caption or logo?)")
-    evidence = (f"dense alignment agrees {verification.agreement:.2f}" if verification.method == "dense"
-                else f"{verification.inliers} inliers")
+    evidence = f"dense alignment agrees {verification.agreement:.2f}" if verification.method == "dense" else inliers
     return Decision(True, "verify", f"{evidence}, shared region covers "
                     f"{verification.coverage_a:.0%} / {verification.coverage_b:.0%}")

@@ -190,6 +190,9 @@ def test_fits_on_the_device_are_decided_as_the_host_decides_them(samples, monkey
     assert host_fits > 0 and device_fits == 0
     for on_host, on_device, duplicate in zip(host, device, decisions[1]):
         if on_device.method == "device":
+            reason = decide(99, 99.0, 0.0, False, False, on_device, policy).reason
+            assert reason.startswith(f"{on_device.inliers} inliers (fitted on the device)")  # said in the gallery
+            assert "fitted on the device" not in decide(99, 99.0, 0.0, False, False, on_host, policy).reason
             assert on_device.matches == on_host.matches
             if duplicate:
                 assert abs(on_device.inliers - on_host.inliers) <= 0.1 * on_host.inliers

@@ -46,6 +46,9 @@ class VerifiedPairsConfig(dg.Config):
     # (coverage, pixel agreement); false: the pairs the screen leaves are fitted on the
     # host by USAC_MAGSAC, which bound verification there (docs/performance.md §7).
     device_fits: bool = True
+    # Where the screen and the device fits run: auto, the GPU verification uses (none on a
+    # CPU host); or a PyTorch device by name ("cpu": to check their decisions without a GPU).
+    screen_device: str = "auto"
     # Threads verifying pairs; 0: one per core, at most 4 (`verify_stage.VERIFY_THREADS_CAP`: beyond ~4 the
     # fits' Python, which holds the GIL, makes threads wait on each other: docs/performance.md §7).
     workers: int = 0
@@ -118,7 +121,7 @@ def verified_pairs(
                               checkpoint=config.verifier_checkpoint, side=config.verify_side,
                               min_inliers=config.min_inliers, orb_features=config.orb_features,
                               min_coverage=config.min_coverage, screen_fits=config.screen_fits,
-                              device_fits=config.device_fits)
+                              device_fits=config.device_fits, screen_device=config.screen_device)
     pairs, seconds = verify_pairs(candidates, features, layout, verifier, policy, config.workers,
                                   on_progress=log_progress(context.log, "verified"),
                                   keep_features=config.keep_features)

@@ -885,11 +885,13 @@ class LoFTRVerifier(_MirrorAware):
 def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool = False,
                   checkpoint: str | None = None, side: int = VERIFY_SIDE, min_inliers: int = 15,
                   orb_features: int = ORB_FEATURES, min_coverage: float = 0.0, screen_fits: bool = True,
-                  device_fits: bool = True) -> Verifier:
+                  device_fits: bool = True, screen_device: str = "auto") -> Verifier:
     """screen_fits: on a GPU, pairs no homography could pass are rejected there before the
     host's fits (`consensus`); False fits every matched pair on the host. device_fits: with
     the screen, every screened pair's homography is found there too, and the host measures
-    only those with enough inliers (`fits_on_device`)."""
+    only those with enough inliers (`fits_on_device`). screen_device: where the screen and
+    device fits run — "auto": the GPU the verifier uses, if any; a PyTorch device by name
+    ("cpu": to check their decisions on a host without a GPU, ~100 pairs/s)."""
     if name == "orb":
         # On a GPU its ratio tests run there (the same matches); PyTorch is imported only
         # where there may be one, and a GPU asked for by name must be there.
@@ -907,6 +909,8 @@ def load_verifier(name: str = "orb", device: str = "auto", allow_mirrored: bool 
     else:
         raise ValueError(f"unknown verifier {name!r}: use orb, torch-orb, aliked, lightglue or loftr")
     verifier.side, verifier.min_inliers, verifier.min_coverage = side, min_inliers, min_coverage
+    if screen_device != "auto":
+        verifier.screen_device = screen_device
     if not screen_fits:
         verifier.screen_device = None
     verifier.fits_on_device = device_fits and verifier.screen_device is not None

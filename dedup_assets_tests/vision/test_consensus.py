@@ -205,6 +205,10 @@ def test_the_screen_runs_only_on_a_gpu_and_can_be_turned_off():
     assert OrbVerifier(device="cuda").screen_device == "cuda"
     assert load_verifier("orb", device="cpu", screen_fits=True).screen_device is None
     assert not load_verifier("orb", device="cpu").fits_on_device  # nor do fits leave the host
+    checked_here = load_verifier("orb", device="cpu", screen_device="cpu")  # to check their decisions without a GPU
+    assert checked_here.screen_device == "cpu" and checked_here.fits_on_device and checked_here.device is None
+    assert not load_verifier("orb", device="cpu", screen_device="cpu", device_fits=False).fits_on_device
+    assert load_verifier("orb", device="cpu", screen_device="cpu", screen_fits=False).screen_device is None
     if torch.cuda.is_available():
         assert load_verifier("orb", device="cuda").screen_device == "cuda"
         assert load_verifier("orb", device="cuda").fits_on_device

@@ -252,9 +252,10 @@ def batch_verification(hashes, layout, folder: Path, vectors: np.ndarray, device
     stage's stored thumbnails and rows, the pipeline's embedding candidates (its own search,
     `embedding_pairs`: ~25 pairs per image on this look-alike set), the default verifier and
     threads (on a many-core host: describing and ORB's ratio tests on every core, a slice
-    ahead of the fits), or `verifier_name`'s (with `load_verifier`'s `options`). Its describing, matching and fitting overlap, which rates timed
-    apart cannot show. (seconds, images, pairs, verifying threads, describing threads);
-    every image's features described anew."""
+    ahead of the fits), or `verifier_name`'s (with `load_verifier`'s `options`). Its
+    describing, matching and fitting overlap, which rates timed apart cannot show.
+    (seconds, images, pairs, verifying threads, describing threads); every image's
+    features described anew."""
     import polars as pl
 
     from dedup_assets.verify_stage import describing_threads, embedding_pairs, verification_threads, verify_pairs
@@ -507,7 +508,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--glue-pairs", type=int, default=500, help="of those, matched by LightGlue (slow)")
-    parser.add_argument("--skip", default="", help="comma-separated: hash, aliked, lightglue, torch-orb, kernel, screen, search, reads")
+    parser.add_argument("--skip", default="", help="comma-separated: hash, aliked, lightglue, torch-orb, kernel, "
+                        "screen (the fits three ways), search, reads")
     parser.add_argument("--scaling", action="store_true",
                         help="also ORB verification and the hash stage at 1, 2, 4, ... threads/processes")
     parser.add_argument("--vectors", type=int, default=1_000_000, help="stored embeddings searched")
@@ -584,10 +586,10 @@ def main() -> None:
                 print(f"ORB's two-nearest search on {device}, {label}: {value:,.0f} pairs/s (1,000 x 1,000 "
                       "descriptors; torch: the baseline)", flush=True)
         if orb is not None and orb.fits_on_device:
-            verify_rates[f"ORB batched on {device}, fits screened there and the rest on the host (before device fits)"] = \
-                measured("ORB without device fits", lambda: verification_rates(
-                    load_verifier("orb", device, device_fits=False), thumbnails, pairs, threads, device,
-                    describers=describing_threads(orb, threads)))
+            label = f"ORB batched on {device}, fits screened there and the rest on the host (before device fits)"
+            verify_rates[label] = measured("ORB without device fits", lambda: verification_rates(
+                load_verifier("orb", device, device_fits=False), thumbnails, pairs, threads, device,
+                describers=describing_threads(orb, threads)))
         if orb is not None and orb.screen_device:
             verify_rates[f"ORB batched on {device} without the fit screen (before it)"] = measured(
                 "ORB without the screen", lambda: verification_rates(load_verifier("orb", device, screen_fits=False),
@@ -597,7 +599,8 @@ def main() -> None:
             "fits", lambda: fit_rates(thumbnails, pairs, device, threads))
         if fitting:
             rates, different = fitting["rates"], fitting["different"]
-            print(f"ORB's fits, {len(pairs):,} pairs: all on {threads} threads (baseline) {rates['host']:,.0f} pairs/s; "
+            print(f"ORB's fits, {len(pairs):,} pairs: all on {threads} threads (baseline) "
+                  f"{rates['host']:,.0f} pairs/s; "
                   f"screened on {device}, the rest on {threads} threads {rates['screen']:,.0f} pairs/s "
                   f"({fitting['screen rejected']:,} rejected there, {different['screen']} decisions different); "
                   f"fitted on {device}, measured on {threads} threads {rates['device']:,.0f} pairs/s "

@@ -542,14 +542,16 @@ class OrbVerifier(_MirrorAware):
         if self.resident_descriptors is None:
             self.resident_descriptors = ResidentDescriptors(self.device, RESIDENT_DESCRIPTORS_BYTES)
         try:
-            found = two_nearest_many(descriptors, self.device, self.pairs_per_pass, self.ratio_kernel, self.resident_descriptors)
+            found = two_nearest_many(descriptors, self.device, self.pairs_per_pass, self.ratio_kernel,
+                                     self.resident_descriptors)
         except Exception as error:  # noqa: BLE001 - a kernel that cannot compile here; the other gives the same matches
             if self.ratio_kernel != "triton":
                 raise
             warnings.warn(f"ORB's ratio tests: the Triton kernel failed on {self.device} ({type(error).__name__}: "
                           f"{error}); using PyTorch's batched search instead", RuntimeWarning, stacklevel=2)
             self.ratio_kernel = "torch"
-            found = two_nearest_many(descriptors, self.device, self.pairs_per_pass, self.ratio_kernel, self.resident_descriptors)
+            found = two_nearest_many(descriptors, self.device, self.pairs_per_pass, self.ratio_kernel,
+                                     self.resident_descriptors)
         for k, (nearest, first, second) in zip(matchable, found):
             keep = first < self.ratio * second  # on the host, as `ratio_test_matches`
             matched[k] = (np.flatnonzero(keep), nearest[keep])

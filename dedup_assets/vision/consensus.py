@@ -164,19 +164,27 @@ def _consensus_passes(points_a: Sequence[np.ndarray], points_b: Sequence[np.ndar
             # The strongest few, not the strongest alone: a sample of 4 true matches with
             # noise can explain fewer of them than a chance model explains outliers.
             kept = min(REFITTED, hypotheses)
-            found, strongest = inliers.sum(-1).topk(kept, dim=-1)
+
+            def scored(candidates, candidate_mask, scaled=None):
+                """(scores, refit weights) of models: their inlier counts and inliers alike; or
+                for `fitting`, MSAC's negated costs and each row's closeness."""
+                if not fitting:
+                    return candidate_mask.sum(-1), candidate_mask.to(a.dtype)
+                scaled = _scaled_errors(candidates, a, b, score_tolerance) if scaled is None else scaled
+                return -_truncated_costs(scaled, valid), _closeness(scaled, valid)
+
+            strongest = inliers.sum(-1).topk(kept, dim=-1).indices
+            scaled = None
             if fitting:
                 # Half the strongest by their counts, half by their costs: a count within
                 # the wide tolerance finds a model from noisy samples, a cost within the
                 # narrow one the model the matches fit closely.
-                costs = _truncated_costs(_scaled_errors(models, a, b, score_tolerance), valid)
-                strongest = torch.cat([strongest[:, :kept // 2], (-costs).topk(kept - kept // 2, dim=-1).indices], 1)
-            mask, models = inliers[pick, strongest], models[pick, strongest]
-            if fitting:
                 scaled = _scaled_errors(models, a, b, score_tolerance)
-                found, weights = -_truncated_costs(scaled, valid), _closeness(scaled, valid)
-            else:
-                weights = mask.to(a.dtype)
+                costs = _truncated_costs(scaled, valid)
+                strongest = torch.cat([strongest[:, :kept // 2], (-costs).topk(kept - kept // 2, dim=-1).indices], 1)
+                scaled = scaled[pick, strongest]
+            mask, models = inliers[pick, strongest], models[pick, strongest]
+            found, weights = scored(models, mask, scaled)
             pairs, kept = mask.shape[:2]
             for _ in range(refits):
                 # Fewer than 4 inliers leave no model to refit (NaN, then no inliers).
@@ -184,13 +192,8 @@ def _consensus_passes(points_a: Sequence[np.ndarray], points_b: Sequence[np.ndar
                                                weights.reshape(pairs * kept, -1), solver="svd")
                 refitted = refitted.reshape(pairs, kept, 3, 3)
                 mask_refit = _inliers(refitted, a, b, valid, tolerance)
-                if fitting:
-                    scaled = _scaled_errors(refitted, a, b, score_tolerance)
-                    refound, reweights = -_truncated_costs(scaled, valid), _closeness(scaled, valid)
-                    better = refound >= found
-                else:
-                    refound, reweights = mask_refit.sum(-1), mask_refit.to(a.dtype)
-                    better = refound > found
+                refound, reweights = scored(refitted, mask_refit)
+                better = refound >= found if fitting else refound > found
                 found = torch.where(better, refound, found)
                 mask = torch.where(better[..., None], mask_refit, mask)
                 weights = torch.where(better[..., None], reweights, weights)

@@ -64,18 +64,15 @@ def test_sets_kept_on_the_device_are_sent_once_and_searched_as_before():
     rng = np.random.default_rng(4)
     sets = [rng.integers(0, 256, (n, 32), dtype=np.uint8) for n in (50, 80, 120, 30, 64, 99)]
     pairs = [(sets[i], sets[j]) for i in range(len(sets)) for j in range(len(sets)) if i != j]
-    sent_each_pass = two_nearest_many(pairs, "cpu", pairs_per_pass=5)
-
-    def same(found) -> bool:
-        return all(np.array_equal(x, y) for got, expected in zip(found, sent_each_pass) for x, y in zip(got, expected))
+    def same(found, expected) -> bool:
+        return all(np.array_equal(x, y) for got, wanted in zip(found, expected) for x, y in zip(got, wanted))
 
     resident = ResidentDescriptors("cpu", budget_bytes=2**20)
     kept = two_nearest_many(pairs[:15], "cpu", 5, resident=resident) + two_nearest_many(pairs[15:], "cpu", 5,
                                                                                          resident=resident)
-    assert same(kept) and resident.sent == len(sets)
-    sent_each_pass = two_nearest_many(pairs, "cpu", pairs_per_pass=2)
+    assert same(kept, two_nearest_many(pairs, "cpu", pairs_per_pass=5)) and resident.sent == len(sets)
     few = ResidentDescriptors("cpu", budget_bytes=2 * 120 * 32)
-    assert same(two_nearest_many(pairs, "cpu", 2, resident=few))
+    assert same(two_nearest_many(pairs, "cpu", 2, resident=few), two_nearest_many(pairs, "cpu", pairs_per_pass=2))
     assert few.sent > len(sets) and few.held_bytes <= 4 * 120 * 32  # at most one pass's 4 sets
 
 

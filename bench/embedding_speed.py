@@ -1,7 +1,8 @@
 """CPU embedding throughput: the torch baseline beside channels-last, lower input sizes,
-ONNX Runtime, int8 and OpenVINO (float32, bfloat16), on the same thumbnails, in one run;
-plus how far each variant's vectors move from the baseline's (cosine), the first check
-before re-scoring F1.
+ONNX Runtime, int8 and OpenVINO (float32, bfloat16, and int8 quantised by NNCF where
+`nncf` is installed: not a dependency, the variant was not adopted), on the same
+thumbnails, in one run; plus how far each variant's vectors move from the baseline's
+(cosine), the first check before re-scoring F1.
 
     .venv/bin/python bench/embedding_speed.py [--count 256] [--threads 2] [--batch-size 8]
 """
@@ -13,6 +14,7 @@ import dataclasses
 import functools
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +34,22 @@ def thumbnails(count: int) -> list[np.ndarray]:
         build_demo_set(folder)
     paths = sorted((folder / "images").iterdir())
     return [decode_thumbnail(paths[i % len(paths)].read_bytes()).thumbnail for i in range(count)]
+
+
+def openvino_int8(twin, images: list[np.ndarray], folder: str) -> Path | None:
+    """NNCF's post-training quantisation of the ONNX export (its default preset, the
+    images as calibration), saved as OpenVINO IR; None where nncf is not installed."""
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError:
+        print("openvino int8 224 (NNCF): skipped, nncf is not installed (pip install nncf==3.4.0)")
+        return None
+    calibration = nncf.Dataset([twin.preprocess([image]) for image in images])
+    quantised = nncf.quantize(ov.Core().read_model(str(twin.path)), calibration, subset_size=len(images))
+    path = Path(folder) / "int8.xml"
+    ov.save_model(quantised, str(path))
+    return path
 
 
 def rate(embed, images, repeats: int) -> tuple[float, np.ndarray]:
@@ -74,6 +92,11 @@ def main() -> None:
         variants[f"openvino fp32 {size}"] = twin.embed
     variants["openvino bf16 224"] = dataclasses.replace(
         openvino[224], session=OpenVinoSession(openvino[224].path, args.threads, precision="bf16")).embed
+    scratch = tempfile.TemporaryDirectory()
+    int8 = openvino_int8(openvino[224], images, scratch.name)
+    if int8:
+        variants["openvino int8 224 (NNCF)"] = dataclasses.replace(
+            openvino[224], session=OpenVinoSession(int8, args.threads)).embed
 
     print(f"{args.count} thumbnails, {args.threads} threads, {args.batch_size} per pass, "
           "EfficientNet-Lite0 (shipped weights)")
@@ -85,6 +108,7 @@ def main() -> None:
             reference, base_speed = vectors, speed
         cosine = np.einsum("ij,ij->i", vectors, reference)
         print(f"{label:<34} {speed:9.1f} {speed / base_speed:7.2f} {cosine.min():12.3f} / {cosine.mean():.3f}")
+    scratch.cleanup()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import polars as pl
 
 from dedup_assets.vision.clustering import Image, fidelity, quality_score, star_clusters
+from dedup_assets.vision.color import SIGNATURE_SIZE, has_colour
 
 CLUSTER_SCHEMA = {
     "blob_name": pl.String, "cluster_id": pl.String, "representative": pl.String,
@@ -68,8 +69,9 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
 
     pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b (the latest decision on
         every pair stored so far, or only `touching_pairs`; non-duplicates may be left out)
-    images: blob_name, width, height, format, jpeg_quality, sharpness, bytes, last_modified
-        (at least those of `touched_names`; blobs without a row are left out)
+    images: blob_name, width, height, format, jpeg_quality, sharpness, bytes,
+        color_signature, last_modified (at least those of `touched_names`; blobs without a
+        row are left out)
     """
     now = now or datetime.now(timezone.utc)
     neighbours = _duplicate_graph(pairs)
@@ -83,14 +85,22 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
     known = set(images["blob_name"])
     members = _connected(set(batch_names) & known, neighbours) & known
     selected = images.filter(pl.col("blob_name").is_in(list(members))).sort("last_modified", "blob_name")
+    # Stored partitions read back give the signature as a list: one row of 48 per image.
+    signatures = selected["color_signature"].cast(pl.Array(pl.UInt8, SIGNATURE_SIZE)).to_numpy()
+    coloured = has_colour(signatures) if selected.height else []
     records = []
     scores = {}
-    for age, row in enumerate(selected.iter_rows(named=True)):
+    age, previous = -1, object()
+    for row, colour in zip(selected.drop("color_signature").iter_rows(named=True), coloured):
+        # Copies stored in the same second (a bulk upload) are as old as each other.
+        if row["last_modified"] != previous:
+            age, previous = age + 1, row["last_modified"]
         score = quality_score(row["width"], row["height"], row["format"], row["jpeg_quality"],
                               row["sharpness"], row["bytes"])
         scores[row["blob_name"]] = score
         records.append(Image(row["blob_name"], row["width"] * row["height"], fidelity(row["format"], row["jpeg_quality"]),
-                             score, age, row["blob_name"] in contained))
+                             score, age, row["blob_name"] in contained, bool(colour)))
+    by_name = {record.name: record for record in records}
     edges = [(a, b) for a in members for b in neighbours[a] if b in members and a < b]
     rows = []
     for representative, group in star_clusters(records, edges):
@@ -102,6 +112,8 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
             elif keep:
                 reason = f"kept: best of {len(group)} copies (quality {scores[name]:.2f})"
             else:
-                reason = f"duplicate of {representative} (quality {scores[name]:.2f} vs {scores[representative]:.2f})"
+                colourless = not by_name[name].has_colour and by_name[representative].has_colour
+                reason = (f"duplicate of {representative}{', which has colour' if colourless else ''} "
+                          f"(quality {scores[name]:.2f} vs {scores[representative]:.2f})")
             rows.append((name, cluster_id, representative, keep, len(group), scores[name], reason, now))
     return pl.DataFrame(rows, schema=CLUSTER_SCHEMA, orient="row").sort("cluster_id", "blob_name")

@@ -6,6 +6,9 @@ import numpy as np
 import polars as pl
 
 from dedup_assets.cluster_stage import cluster_batch, touched_names, touching_pairs
+from dedup_assets.demo_data import shipped_photos
+from dedup_assets.vision.color import color_signature
+from dedup_assets.vision.hashing import downsample
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -24,6 +27,7 @@ def images_frame(names: list[str], seed: int = 0) -> pl.DataFrame:
         "blob_name": names, "width": rng.integers(200, 2000, n), "height": rng.integers(200, 2000, n),
         "format": ["JPEG"] * n, "jpeg_quality": rng.integers(30, 100, n), "sharpness": rng.uniform(0, 500, n),
         "bytes": rng.integers(10_000, 900_000, n),
+        "color_signature": rng.integers(0, 256, (n, 48)).astype(np.uint8),
         "last_modified": [datetime(2025, 1, 1, tzinfo=timezone.utc)] * n,
     })
 
@@ -53,3 +57,33 @@ def test_clusters_from_touching_pairs_equal_clusters_from_every_pair():
     expected = cluster_batch(batch, pairs, images, now=NOW)
     assert cluster_batch(batch, component, images, now=NOW).equals(expected)
     assert set(expected["blob_name"]) == touched_names(batch, component)
+
+
+def test_the_colour_original_is_kept_over_a_finer_grayscale_copy():
+    photo = shipped_photos()["coffee"].convert("RGB")
+    gray = photo.convert("L")
+    older, newer = datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2025, 1, 1, tzinfo=timezone.utc)
+    images = pl.DataFrame({
+        "blob_name": ["coffee.jpg", "coffee_gray.png"], "width": [400, 400], "height": [300, 300],
+        "format": ["JPEG", "PNG"], "jpeg_quality": [75, None], "sharpness": [50.0, 50.0], "bytes": [40_000, 90_000],
+        "color_signature": np.stack([color_signature(downsample(np.asarray(image.convert("RGB"))))
+                                     for image in (photo, gray)]),
+        "last_modified": [older, newer],
+    }).with_columns(pl.col("color_signature").cast(pl.List(pl.UInt8)))  # as stored partitions read back
+    clusters = cluster_batch(["coffee_gray.png"], pairs_frame([("coffee.jpg", "coffee_gray.png", True)]), images, now=NOW)
+    kept = clusters.filter("is_representative")
+    assert kept["blob_name"].to_list() == ["coffee.jpg"]
+    dropped = clusters.filter(~pl.col("is_representative")).row(0, named=True)
+    assert dropped["reason"].startswith("duplicate of coffee.jpg, which has colour")
+    # The grayscale copy scores higher (lossless): the reason shows both scores.
+    assert dropped["quality_score"] > kept["quality_score"][0]
+
+
+def test_copies_stored_in_the_same_second_are_as_old_as_each_other():
+    stamp = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    images = images_frame(["a.jpg", "b.jpg"]).with_columns(
+        pl.Series("width", [1000, 1000]), pl.Series("height", [800, 800]), pl.Series("jpeg_quality", [90, 90]),
+        pl.Series("sharpness", [10.0, 400.0]), pl.Series("last_modified", [stamp, stamp]))
+    clusters = cluster_batch(["a.jpg"], pairs_frame([("a.jpg", "b.jpg", True)]), images, now=NOW)
+    # Not the first name: the sharper copy, as the age tie passes to the score.
+    assert clusters.filter("is_representative")["blob_name"].to_list() == ["b.jpg"]

@@ -10,7 +10,7 @@ from dedup_assets.corpus import latest_duplicate_pairs, read_rows
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource
 
-IMAGE_COLUMNS = ["blob_name", "width", "height", "format", "jpeg_quality", "sharpness", "bytes"]
+IMAGE_COLUMNS = ["blob_name", "width", "height", "format", "jpeg_quality", "sharpness", "bytes", "color_signature"]
 
 
 @dg.asset(
@@ -26,7 +26,7 @@ def clusters(
     storage: DedupStorageResource,
 ) -> dg.Output[pl.DataFrame]:
     """Duplicate groups touching this batch (star clustering: no transitive chaining) and
-    the best copy of each by resolution, compression, sharpness and age.
+    the best copy of each by resolution, colour, compression, sharpness and age.
 
     Groups can span batches, so each run writes every member of the groups it touched;
     the DuckDB view `clusters` keeps the latest row per blob (singletons included).

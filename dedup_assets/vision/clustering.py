@@ -46,16 +46,25 @@ class Image:
     quality: float
     age_rank: int  # 0 = oldest
     is_part_of_another: bool = False  # a crop: another copy contains all of it
+    has_colour: bool = True  # False: no colour anywhere (a grayscale copy, or a grayscale photo)
 
 
 def pick_representative(candidates: list[Image]) -> Image:
-    """Whole frame first, then resolution, then fidelity, then age, then the score."""
+    """Whole frame first, then resolution, then fidelity, then age, then colour, then the
+    score. Fidelity is compared only between copies that agree on colour: a grayscale
+    copy saved losslessly stores a grayscale image faithfully, not the colour photo, and
+    a colour edit of a grayscale photo is no more faithful for having colour; between
+    the two the older copy is kept."""
     pool = [c for c in candidates if not c.is_part_of_another] or candidates
     most_pixels = max(c.pixels for c in pool)
     pool = [c for c in pool if c.pixels >= RESOLUTION_TIE * most_pixels]
-    best_fidelity = max(c.fidelity for c in pool)
-    pool = [c for c in pool if c.fidelity >= best_fidelity - FIDELITY_TIE]
-    return min(pool, key=lambda c: (c.age_rank, -c.quality, c.name))
+    pool = [c for colour in (True, False) for c in _most_faithful([c for c in pool if c.has_colour == colour])]
+    return min(pool, key=lambda c: (c.age_rank, not c.has_colour, -c.quality, c.name))
+
+
+def _most_faithful(pool: list[Image]) -> list[Image]:
+    best_fidelity = max((c.fidelity for c in pool), default=0.0)
+    return [c for c in pool if c.fidelity >= best_fidelity - FIDELITY_TIE]
 
 
 def star_clusters(images: list[Image], duplicate_pairs: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:

@@ -7,6 +7,11 @@ import numpy as np
 
 GRID = 4
 SIGNATURE_SIZE = GRID * GRID * 3
+# Chroma (distance from neutral in the a*b* plane, 8-bit CIELAB units) from which a cell
+# of a signature has colour. A grayscale copy's cells are at 0 exactly (saved as PNG,
+# grayscale JPEG or RGB JPEG alike); a cell averages its colours, so a colour photo of
+# mostly dark sky (the Hubble deep field) has cells of only 2–4.
+COLOURLESS_CHROMA = 2.0
 
 
 def color_signature(rgb: np.ndarray) -> np.ndarray:
@@ -23,3 +28,12 @@ def color_signature(rgb: np.ndarray) -> np.ndarray:
 def color_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Mean absolute Lab difference per cell (0 = same colours; vectorised over rows)."""
     return np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1)
+
+
+def has_colour(signatures: np.ndarray) -> np.ndarray:
+    """(n, 48) signatures → whether each image has colour in any cell (a grayscale copy
+    of a colour photo has none)."""
+    cells = np.asarray(signatures, dtype=np.float32).reshape(-1, GRID * GRID, 3)
+    # OpenCV's 8-bit CIELAB stores a* and b* offset by 128.
+    chroma = np.hypot(cells[:, :, 1] - 128.0, cells[:, :, 2] - 128.0)
+    return chroma.max(axis=1) >= COLOURLESS_CHROMA

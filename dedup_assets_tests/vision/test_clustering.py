@@ -1,9 +1,9 @@
 from dedup_assets.vision.clustering import Image, fidelity, pick_representative, quality_score, star_clusters
 
 
-def image(name, pixels=1_000_000, quality=0.95, age=0, part=False):
+def image(name, pixels=1_000_000, quality=0.95, age=0, part=False, colour=True):
     return Image(name, pixels, quality, quality_score(pixels, 1, "JPEG", int(quality * 100), 100, pixels // 4),
-                 age, part)
+                 age, part, colour)
 
 
 def test_a_chain_does_not_merge_two_non_duplicates():
@@ -46,3 +46,25 @@ def test_the_representative_is_the_best_copy():
 def test_lossless_copies_of_a_jpeg_gain_nothing_over_it():
     assert fidelity("PNG", None) == fidelity("JPEG", 95)
     assert fidelity("WEBP", None) < fidelity("JPEG", 90)
+
+
+def test_fidelity_is_compared_only_between_copies_that_agree_on_colour():
+    # A grayscale copy saved at a higher quality is not a better copy of a colour photo.
+    original = image("original", quality=0.75, age=0)
+    grayscale = image("grayscale", quality=0.95, age=1, colour=False)
+    assert pick_representative([grayscale, original]).name == "original"
+    # Nor is a colour edit (a tint, a caption in colour) of a grayscale photo.
+    gray_original = image("gray original", quality=0.75, age=0, colour=False)
+    tinted = image("tinted", quality=0.95, age=1)
+    assert pick_representative([tinted, gray_original]).name == "gray original"
+    # Within each side fidelity still decides, whatever the other side holds: the
+    # lossless grayscale copy beats the older grayscale JPEG, as without the colour edit.
+    gray_resave = image("gray resave", quality=0.95, age=1, colour=False)
+    edit = image("colour edit", quality=0.95, age=2)
+    assert pick_representative([gray_original, gray_resave]).name == "gray resave"
+    assert pick_representative([gray_original, gray_resave, edit]).name == "gray resave"
+    # Copies as old as each other: the one with colour.
+    assert pick_representative([image("gray", quality=0.95, colour=False), image("colour", quality=0.75)]).name == "colour"
+    # Resolution still comes first.
+    large_gray = image("large gray", pixels=4_000_000, quality=0.95, age=1, colour=False)
+    assert pick_representative([original, large_gray]).name == "large gray"

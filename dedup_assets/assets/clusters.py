@@ -26,7 +26,8 @@ def clusters(
     storage: DedupStorageResource,
 ) -> dg.Output[pl.DataFrame]:
     """Duplicate groups touching this batch (star clustering: no transitive chaining) and
-    the best copy of each by resolution, colour, compression, sharpness and age.
+    the best copy of each: the whole frame, then resolution, compression (between copies
+    that agree on colour), age, colour and sharpness.
 
     Groups can span batches, so each run writes every member of the groups it touched;
     the DuckDB view `clusters` keeps the latest row per blob (singletons included).

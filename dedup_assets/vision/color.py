@@ -10,7 +10,7 @@ SIGNATURE_SIZE = GRID * GRID * 3
 # Chroma (distance from neutral in the a*b* plane, 8-bit CIELAB units) from which a cell
 # of a signature has colour. A grayscale copy's cells are at 0 exactly (saved as PNG,
 # grayscale JPEG or RGB JPEG alike); a cell averages its colours, so a colour photo of
-# mostly dark sky (the Hubble deep field) has cells of only 2–4.
+# mostly dark sky (the Hubble deep field) has cells of only 2.2–4, still above.
 COLOURLESS_CHROMA = 2.0
 
 

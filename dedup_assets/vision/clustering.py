@@ -21,14 +21,19 @@ RESOLUTION_TIE = 0.9  # pixel ratio
 FIDELITY_TIE = 0.03
 
 
+# As faithful as the best JPEGs, no more: a lossless copy of a JPEG adds nothing.
+LOSSLESS_FIDELITY = 0.95
+
+
 def fidelity(image_format: str, jpeg_quality: int | None) -> float:
     """How faithfully the file stores its pixels, on the JPEG quality scale (0-1)."""
     if image_format == "JPEG" and jpeg_quality:
         return jpeg_quality / 100
     if image_format in LOSSLESS:
-        # As faithful as the best JPEGs, no more: a lossless copy of a JPEG adds nothing.
-        return 0.95
-    return 0.8  # lossy formats whose quality setting is not readable (WebP, GIF, ...)
+        return LOSSLESS_FIDELITY
+    if image_format == "WEBP" and jpeg_quality:  # libwebp's setting, read from the file
+        return min(jpeg_quality / 100, LOSSLESS_FIDELITY)
+    return 0.8  # lossy formats whose quality is not readable (GIF, AVIF, an animated WebP, ...)
 
 
 def quality_score(width: int, height: int, image_format: str, jpeg_quality: int | None,

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from dedup_assets.vision.webp import estimate_webp_quality
+
 THUMBNAIL_SIDE = 256
 # Refuse images whose header declares more pixels than this before decoding them:
 # a decompression bomb must not take the worker's memory.
@@ -54,7 +56,9 @@ class DecodedImage:
     width: int  # original size, after EXIF orientation
     height: int
     format: str
-    jpeg_quality: int | None  # estimated from the quantisation tables; None if not JPEG
+    # Estimated on the JPEG scale: JPEG from its quantisation tables, WebP from its
+    # quantisers (100: lossless); None for other formats.
+    jpeg_quality: int | None
 
 
 def estimate_jpeg_quality(quantization: dict[int, list[int]] | None) -> int | None:
@@ -95,7 +99,11 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
             "(possible decompression bomb); not decoded"
         )
     image_format = image.format or "unknown"
-    quality = estimate_jpeg_quality(getattr(image, "quantization", None)) if image_format == "JPEG" else None
+    quality = None
+    if image_format == "JPEG":
+        quality = estimate_jpeg_quality(getattr(image, "quantization", None))
+    elif image_format == "WEBP":
+        quality = estimate_webp_quality(data)
     try:
         orientation = image.getexif().get(0x0112, 1)
         upright_w, upright_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)

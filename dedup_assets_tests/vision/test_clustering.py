@@ -45,7 +45,15 @@ def test_the_representative_is_the_best_copy():
 
 def test_lossless_copies_of_a_jpeg_gain_nothing_over_it():
     assert fidelity("PNG", None) == fidelity("JPEG", 95)
-    assert fidelity("WEBP", None) < fidelity("JPEG", 90)
+    assert fidelity("WEBP", 100) == fidelity("PNG", None)  # a lossless WebP
+    assert fidelity("WEBP", None) < fidelity("JPEG", 90)  # quality not readable (an animation)
+
+
+def test_a_coarser_webp_copy_is_not_kept_over_its_jpeg_original():
+    # Read from the file, not assumed: a CDN's WebP at quality 50 of a quality-75 JPEG.
+    original = Image("original.jpg", 1_000_000, fidelity("JPEG", 75), 0.0, age_rank=0)
+    webp_copy = Image("copy.webp", 1_000_000, fidelity("WEBP", 50), 0.0, age_rank=1)
+    assert pick_representative([webp_copy, original]).name == "original.jpg"
 
 
 def test_fidelity_is_compared_only_between_copies_that_agree_on_colour():

@@ -87,7 +87,7 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
     selected = images.filter(pl.col("blob_name").is_in(list(members))).sort("last_modified", "blob_name")
     # Stored partitions read back give the signature as a list: one row of 48 per image.
     signatures = selected["color_signature"].cast(pl.Array(pl.UInt8, SIGNATURE_SIZE)).to_numpy()
-    coloured = has_colour(signatures) if selected.height else []
+    coloured = has_colour(signatures)
     records = []
     scores = {}
     age, previous = -1, object()

@@ -92,9 +92,11 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
     scores = {}
     age, previous = -1, object()
     for row, colour in zip(selected.drop("color_signature").iter_rows(named=True), coloured):
-        # Copies stored in the same second (a bulk upload) are as old as each other.
-        if row["last_modified"] != previous:
-            age, previous = age + 1, row["last_modified"]
+        # Copies stored in the same second (a bulk upload) are as old as each other:
+        # Azure reports whole seconds, a local file's mtime its write order within one.
+        stored_second = row["last_modified"].replace(microsecond=0)
+        if stored_second != previous:
+            age, previous = age + 1, stored_second
         score = quality_score(row["width"], row["height"], row["format"], row["jpeg_quality"],
                               row["sharpness"], row["bytes"])
         scores[row["blob_name"]] = score

@@ -1,9 +1,10 @@
 """Duplicate groups touching a batch, from the components found by joins."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
+import pytest
 
 from dedup_assets.cluster_stage import cluster_batch, touched_names, touching_pairs
 from dedup_assets.demo_data import shipped_photos
@@ -79,11 +80,22 @@ def test_the_colour_original_is_kept_over_a_finer_grayscale_copy():
     assert dropped["quality_score"] > kept["quality_score"][0]
 
 
-def test_copies_stored_in_the_same_second_are_as_old_as_each_other():
-    stamp = datetime(2025, 1, 1, tzinfo=timezone.utc)
+@pytest.mark.parametrize("b_written_later", [timedelta(0), timedelta(milliseconds=90)])
+def test_copies_stored_in_the_same_second_are_as_old_as_each_other(b_written_later):
+    # Azure's Last-Modified has whole seconds; a local copy's mtime has its write order.
+    stamp = datetime(2025, 1, 1, 12, 0, 0, 400_000, tzinfo=timezone.utc)
     images = images_frame(["a.jpg", "b.jpg"]).with_columns(
         pl.Series("width", [1000, 1000]), pl.Series("height", [800, 800]), pl.Series("jpeg_quality", [90, 90]),
-        pl.Series("sharpness", [10.0, 400.0]), pl.Series("last_modified", [stamp, stamp]))
+        pl.Series("sharpness", [10.0, 400.0]), pl.Series("last_modified", [stamp, stamp + b_written_later]))
     clusters = cluster_batch(["a.jpg"], pairs_frame([("a.jpg", "b.jpg", True)]), images, now=NOW)
     # Not the first name: the sharper copy, as the age tie passes to the score.
     assert clusters.filter("is_representative")["blob_name"].to_list() == ["b.jpg"]
+
+
+def test_a_copy_stored_a_second_earlier_is_older():
+    stamp = datetime(2025, 1, 1, 12, 0, 0, 900_000, tzinfo=timezone.utc)
+    images = images_frame(["a.jpg", "b.jpg"]).with_columns(
+        pl.Series("width", [1000, 1000]), pl.Series("height", [800, 800]), pl.Series("jpeg_quality", [90, 90]),
+        pl.Series("sharpness", [10.0, 400.0]), pl.Series("last_modified", [stamp, stamp + timedelta(milliseconds=200)]))
+    clusters = cluster_batch(["b.jpg"], pairs_frame([("a.jpg", "b.jpg", True)]), images, now=NOW)
+    assert clusters.filter("is_representative")["blob_name"].to_list() == ["a.jpg"]

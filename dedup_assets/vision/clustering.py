@@ -29,11 +29,11 @@ def fidelity(image_format: str, jpeg_quality: int | None) -> float:
     """How faithfully the file stores its pixels, on the JPEG quality scale (0-1)."""
     if image_format == "JPEG" and jpeg_quality:
         return jpeg_quality / 100
+    if jpeg_quality:  # a WebP's setting read from the file, a palette's measured equivalent
+        return min(jpeg_quality / 100, LOSSLESS_FIDELITY)
     if image_format in LOSSLESS:
         return LOSSLESS_FIDELITY
-    if image_format == "WEBP" and jpeg_quality:  # libwebp's setting, read from the file
-        return min(jpeg_quality / 100, LOSSLESS_FIDELITY)
-    return 0.8  # lossy formats whose quality is not readable (GIF, AVIF, an animated WebP, ...)
+    return 0.8  # lossy formats whose quality is not readable (AVIF, an animated WebP, ...)
 
 
 def quality_score(width: int, height: int, image_format: str, jpeg_quality: int | None,

@@ -1,4 +1,6 @@
-from dedup_assets.vision.clustering import Image, fidelity, pick_representative, quality_score, star_clusters
+from dedup_assets.vision.clustering import (FIDELITY_TIE, Image, fidelity, pick_representative, quality_score,
+                                           star_clusters)
+from dedup_assets.vision.decode import PALETTE_QUALITY
 
 
 def image(name, pixels=1_000_000, quality=0.95, age=0, part=False, colour=True):
@@ -54,6 +56,18 @@ def test_a_coarser_webp_copy_is_not_kept_over_its_jpeg_original():
     original = Image("original.jpg", 1_000_000, fidelity("JPEG", 75), 0.0, age_rank=0)
     webp_copy = Image("copy.webp", 1_000_000, fidelity("WEBP", 50), 0.0, age_rank=1)
     assert pick_representative([webp_copy, original]).name == "original.jpg"
+
+
+def test_a_palette_copy_is_not_kept_over_its_truecolour_original():
+    # A "PNG-8" export of a photo is lossless only for the 256 colours it kept.
+    png8 = fidelity("PNG", PALETTE_QUALITY)
+    assert png8 < fidelity("PNG", None) - FIDELITY_TIE
+    original = Image("original.png", 1_000_000, fidelity("PNG", None), 0.0, age_rank=1)
+    assert pick_representative([Image("export.png", 1_000_000, png8, 0.0, age_rank=0), original]).name == "original.png"
+    # Beside a quality-90 JPEG original it ties on fidelity, so the older copy is kept.
+    jpeg = Image("original.jpg", 1_000_000, fidelity("JPEG", 90), 0.0, age_rank=0)
+    assert pick_representative([Image("export.gif", 1_000_000, fidelity("GIF", PALETTE_QUALITY), 0.0, age_rank=1),
+                                jpeg]).name == "original.jpg"
 
 
 def test_fidelity_is_compared_only_between_copies_that_agree_on_colour():

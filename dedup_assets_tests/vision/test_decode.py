@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from dedup_assets.demo_data import shipped_photos
-from dedup_assets.vision.decode import (MAX_PIXELS, THUMBNAIL_SIDE, DecodeError, decode_thumbnail,
-                                       opencv_single_threaded)
+from dedup_assets.vision.decode import (MAX_PIXELS, PALETTE_QUALITY, THUMBNAIL_SIDE, DecodeError,
+                                       decode_thumbnail, opencv_single_threaded)
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,16 @@ def encode(image, fmt="JPEG", **options) -> bytes:
 @pytest.mark.parametrize("quality", [30, 50, 75, 90, 95])
 def test_jpeg_quality_is_estimated_from_the_quantisation_tables(photo, quality):
     assert abs(decode_thumbnail(encode(photo, quality=quality)).jpeg_quality - quality) <= 2
+
+
+@pytest.mark.parametrize("fmt, convert, quality", [
+    ("PNG", lambda im: im, None),  # truecolour lossless: no estimate needed
+    ("PNG", lambda im: im.quantize(256), PALETTE_QUALITY),  # a "PNG-8" export of a photo
+    ("GIF", lambda im: im, PALETTE_QUALITY),
+    ("GIF", lambda im: im.convert("L"), 100),  # 256 grey levels hold a grayscale photo exactly
+])
+def test_a_palette_is_ranked_as_a_measured_jpeg_quality(photo, fmt, convert, quality):
+    assert decode_thumbnail(encode(convert(photo), fmt)).jpeg_quality == quality
 
 
 def test_thumbnail_is_small_and_original_size_is_kept(photo):

@@ -18,7 +18,7 @@ import polars as pl
 from dedup_assets.corpus import StoredVectors, embeddings_matrix, grouped, read_rows
 from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
-from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale, needs_verification
+from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale
 from dedup_assets.vision.color import color_distance
 from dedup_assets.vision.cores import usable_cores
 from dedup_assets.vision.decode import opencv_single_threaded
@@ -269,7 +269,8 @@ def verify_pairs(
     gray = np.array([is_grayscale(s) for s in signatures])
     thumbnails = features["thumbnail"].to_list()
 
-    to_verify = [i for i in range(len(a)) if needs_verification(hamming[i], colour[i], cosine[i], policy)]
+    # Near-identical pairs too: verification may find the detail their hashes cannot see.
+    to_verify = list(range(len(a)))
 
     # An image takes part in many pairs (pairs come sorted by blob_a): decode and
     # describe each once. Thumbnails are fetched a slice of pairs at a time, together
@@ -430,9 +431,10 @@ def verify_pairs(
     rows = []
     names_a, names_b, found_by = (candidates[column].to_list() for column in ("blob_a", "blob_b", "found_by"))
     for i in range(len(a)):
-        verification = verifications.get(i)
         decision = decide(int(hamming[i]), float(colour[i]), float(cosine[i]), bool(gray[a[i]]),
-                          bool(gray[b[i]]), verification, policy)
+                          bool(gray[b[i]]), verifications.get(i), policy)
+        # A pair the hashes settled keeps no verification scores (coverage would mark crops).
+        verification = verifications.get(i) if decision.stage != "hash" else None
         v = verification or Verification(0, 0, 0.0, 0.0)
         rows.append((names_a[i], names_b[i], found_by[i], int(hamming[i]), float(colour[i]), float(cosine[i]),
                      v.matches if verification else None, v.inliers if verification else None,

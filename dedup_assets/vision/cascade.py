@@ -1,6 +1,8 @@
 """The decision for one candidate pair, cheapest evidence first.
 
-1. Near-identical wavelet hashes with agreeing colours and embeddings: accepted.
+1. Near-identical wavelet hashes with agreeing colours and embeddings: accepted, unless
+   verification matched enough keypoints for its own verdict to stand, and rejects (a
+   64-bit hash sees only a page's layout: two different pages of text share it).
 2. Policies: grayscale copies (and mirrored copies, in the verifier) count as duplicates
    only when configured to.
 3. Everything else is verified geometrically: enough inliers under one homography; once
@@ -25,6 +27,10 @@ class CascadePolicy:
     accept_min_cosine: float = 0.85
     color_agreement: float = 12.0  # mean |ΔLab| per grid cell
     min_inliers: int = 15
+    # Verification overrules near-identical hashes only with this many ratio-test matches.
+    # Different pages of text: 117-163 matches, 7-16 inliers; the near-hash copies that
+    # verification rejects on the hard set (smooth or heavily recompressed): at most 27.
+    overrule_hash_matches: int = 60
     min_coverage: float = 0.55  # of each image, by the shared region
     min_agreement: float = 0.6  # pixel correlation over the overlap, once aligned
     # Without keypoints (smooth photos), only intensity alignment is left: demand more,
@@ -49,16 +55,22 @@ def is_grayscale(color_signature: np.ndarray, tolerance: int = 3) -> bool:
     return bool(np.all(np.abs(lab[:, 1:] - 128) <= tolerance))
 
 
-def needs_verification(hamming: int, color_distance: float, cosine: float, policy: CascadePolicy) -> bool:
-    return not (hamming <= policy.accept_hamming and color_distance <= policy.color_agreement
-                and cosine >= policy.accept_min_cosine)
+def near_identical(hamming: int, color_distance: float, cosine: float, policy: CascadePolicy) -> bool:
+    return (hamming <= policy.accept_hamming and color_distance <= policy.color_agreement
+            and cosine >= policy.accept_min_cosine)
+
+
+def verification_can_overrule(verification: Verification | None, policy: CascadePolicy) -> bool:
+    """Enough keypoints matched for verification to judge detail the hashes cannot see."""
+    return (verification is not None and verification.method != "dense"
+            and verification.matches >= policy.overrule_hash_matches)
 
 
 def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gray_b: bool,
            verification: Verification | None, policy: CascadePolicy) -> Decision:
     if gray_a != gray_b and not policy.grayscale_is_duplicate:
         return Decision(False, "policy", "grayscale copy of a colour image (grayscale_is_duplicate=false)")
-    if not needs_verification(hamming, color_distance, cosine, policy):
+    if near_identical(hamming, color_distance, cosine, policy) and not verification_can_overrule(verification, policy):
         return Decision(True, "hash", f"near-identical: hamming {hamming}, colour Δ {color_distance:.1f}, cosine {cosine:.2f}")
     if verification is None:
         raise ValueError("this pair needs geometric verification")

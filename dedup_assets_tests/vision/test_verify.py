@@ -1,11 +1,15 @@
 import io
+import random
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from dedup_assets.vision.cascade import CascadePolicy, decide
-from dedup_assets.vision.verify import (AlikedVerifier, LightGlueVerifier, OrbVerifier, fit_homography,
+from dedup_assets.vision.hashing import downsample, to_gray, wavelet_hash
+from dedup_assets.vision.verify import (AlikedVerifier, LightGlueVerifier, OrbVerifier, Verification, fit_homography,
                                        load_verifier, ransac_iterations, ratio_test_matches)
 from dedup_assets_tests.vision.conftest import thumbnail
 
@@ -63,6 +67,41 @@ def test_grayscale_copies_follow_the_policy(orb, samples):
 def test_near_identical_hashes_are_accepted_without_verification():
     decision = decide(2, 1.0, 0.97, False, False, None, POLICY)
     assert decision.is_duplicate and decision.stage == "hash"
+
+
+def text_page(seed: int) -> Image.Image:
+    """A report page: a title and paragraphs of text, the same layout whatever the words."""
+    words = "the of and data image storage batch cluster quality original copy pipeline model result".split()
+    rng = random.Random(seed)
+    page = Image.new("RGB", (1240, 1754), "white")
+    draw = ImageDraw.Draw(page)
+    draw.text((100, 80), "Quarterly report", fill="black", font_size=40)
+    y = 180
+    for _ in range(6):
+        for line in textwrap.wrap(" ".join(rng.choice(words) for _ in range(70)), 80):
+            draw.text((100, y), line, fill="black", font_size=22)
+            y += 30
+        y += 25
+    return page
+
+
+def test_pages_of_different_text_are_not_duplicates_though_their_hashes_agree(orb):
+    first, second = (thumbnail(text_page(seed)) for seed in (1, 2))
+    # A 64-bit hash of a page sees its layout: the two pages' are near-identical.
+    hamming = (wavelet_hash(to_gray(downsample(first))) ^ wavelet_hash(to_gray(downsample(second)))).bit_count()
+    assert hamming <= POLICY.accept_hamming
+    different = decide(hamming, 0.2, 0.98, False, False, orb.verify(first, second), POLICY)
+    assert not different.is_duplicate and different.stage == "verify", different.reason
+    # A copy of the same page saved again is still one.
+    resaved = thumbnail(text_page(1), quality=60)
+    same = decide(0, 0.2, 0.99, False, False, orb.verify(first, resaved), POLICY)
+    assert same.is_duplicate, same.reason
+
+
+def test_near_identical_copies_verification_cannot_confirm_stay_duplicates():
+    # Smooth or heavily recompressed copies: few keypoint matches settle nothing.
+    inconclusive = Verification(matches=13, inliers=12, coverage_a=0.0, coverage_b=0.0)
+    assert decide(0, 1.0, 0.86, False, False, inconclusive, POLICY).is_duplicate
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ class CascadePolicy:
     color_agreement: float = 12.0  # mean |ΔLab| per grid cell
     min_inliers: int = 15
     # Verification overrules near-identical hashes only with this many ratio-test matches.
-    # Different pages of text: 117-163 matches, 7-16 inliers; the near-hash copies that
+    # Different pages of text: 117-163 matches, 7-20 inliers; the near-hash copies that
     # verification rejects on the hard set (smooth or heavily recompressed): at most 27.
     overrule_hash_matches: int = 60
     min_coverage: float = 0.55  # of each image, by the shared region

@@ -70,8 +70,8 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
     pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b (the latest decision on
         every pair stored so far, or only `touching_pairs`; non-duplicates may be left out)
     images: blob_name, width, height, format, jpeg_quality, sharpness, bytes,
-        color_signature, last_modified (at least those of `touched_names`; blobs without a
-        row are left out)
+        color_signature, last_modified, optionally picture_width and picture_height (at
+        least those of `touched_names`; blobs without a row are left out)
     """
     now = now or datetime.now(timezone.utc)
     neighbours = _duplicate_graph(pairs)
@@ -97,10 +97,12 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
         stored_second = row["last_modified"].replace(microsecond=0)
         if stored_second != previous:
             age, previous = age + 1, stored_second
-        score = quality_score(row["width"], row["height"], row["format"], row["jpeg_quality"],
-                              row["sharpness"], row["bytes"])
+        # Bars around the picture (letterboxing, padding) add no resolution. Partitions
+        # stored before the picture's size was measured have none.
+        width, height = row.get("picture_width") or row["width"], row.get("picture_height") or row["height"]
+        score = quality_score(width, height, row["format"], row["jpeg_quality"], row["sharpness"], row["bytes"])
         scores[row["blob_name"]] = score
-        records.append(Image(row["blob_name"], row["width"] * row["height"], fidelity(row["format"], row["jpeg_quality"]),
+        records.append(Image(row["blob_name"], width * height, fidelity(row["format"], row["jpeg_quality"]),
                              score, age, row["blob_name"] in contained, bool(colour)))
     by_name = {record.name: record for record in records}
     edges = [(a, b) for a in members for b in neighbours[a] if b in members and a < b]

@@ -33,6 +33,9 @@ HASH_SCHEMA = {
     "format": pl.String,
     "width": pl.Int32,
     "height": pl.Int32,
+    # Inside uniform bars (letterboxing, padding); added later: null in older partitions.
+    "picture_width": pl.Int32,
+    "picture_height": pl.Int32,
     "bytes": pl.Int64,
     "jpeg_quality": pl.Int16,
     "sharpness": pl.Float32,
@@ -154,7 +157,8 @@ def hash_blobs(
                     uploads.add(thumbnail, outcome.thumbnail_jpeg)
                 rows.append((
                     names[index], etags[index], outcome.content_hash, outcome.format,
-                    outcome.width, outcome.height, outcome.bytes, outcome.jpeg_quality,
+                    outcome.width, outcome.height, outcome.picture_width, outcome.picture_height,
+                    outcome.bytes, outcome.jpeg_quality,
                     outcome.sharpness, outcome.wavelet_hash, outcome.color_signature, thumbnail,
                 ))
             if on_progress:

@@ -99,3 +99,19 @@ def test_a_copy_stored_a_second_earlier_is_older():
         pl.Series("sharpness", [10.0, 400.0]), pl.Series("last_modified", [stamp, stamp + timedelta(milliseconds=200)]))
     clusters = cluster_batch(["b.jpg"], pairs_frame([("a.jpg", "b.jpg", True)]), images, now=NOW)
     assert clusters.filter("is_representative")["blob_name"].to_list() == ["a.jpg"]
+
+
+def test_bars_around_a_padded_copy_add_no_resolution():
+    # A 600x400 photo padded to a 700x700 square: more pixels, the same picture.
+    images = images_frame(["photo.jpg", "square.jpg"]).with_columns(
+        pl.Series("width", [600, 700]), pl.Series("height", [400, 700]),
+        pl.Series("picture_width", [600, 600], dtype=pl.Int32), pl.Series("picture_height", [400, 400], dtype=pl.Int32),
+        pl.Series("jpeg_quality", [90, 90]), pl.Series("sharpness", [100.0, 100.0]),
+        pl.Series("last_modified", [datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2025, 1, 1, tzinfo=timezone.utc)]))
+    pairs = pairs_frame([("photo.jpg", "square.jpg", True)])
+    kept = cluster_batch(["square.jpg"], pairs, images, now=NOW).filter("is_representative")
+    assert kept["blob_name"].to_list() == ["photo.jpg"]
+    # Rows stored before the picture's size was measured rank by the file's size.
+    unmeasured = images.with_columns(pl.lit(None, pl.Int32).alias("picture_width"), pl.lit(None, pl.Int32).alias("picture_height"))
+    kept = cluster_batch(["square.jpg"], pairs, unmeasured, now=NOW).filter("is_representative")
+    assert kept["blob_name"].to_list() == ["square.jpg"]

@@ -37,6 +37,21 @@ def test_rows_of_named_blobs_come_from_every_batch(layout):
     assert nothing_stored.height == 0 and nothing_stored.columns == ["blob_name", "embedding"]
 
 
+def test_a_column_added_since_older_partitions_reads_as_null_there(layout):
+    older = pl.DataFrame({"blob_name": ["a", "b"], "width": [640, 800]})
+    newer = pl.DataFrame({"blob_name": ["c"], "width": [700], "picture_width": [512]})
+    for batch, frame in (("batch-000001", older), ("batch-000002", newer)):
+        layout.write_parquet(frame, layout.partition_path("wavelet_hashes", batch))
+    columns = ["blob_name", "width", "picture_width"]
+    assert read_rows(layout, "wavelet_hashes", columns, ["a", "c"]).rows() == [("a", 640, None), ("c", 700, 512)]
+    only_older = read_rows(layout, "wavelet_hashes", columns, ["b"])  # no file read stores it
+    assert only_older.columns == columns and only_older.rows() == [("b", 800, None)]
+    # Partition by partition (a remote data root's reads): the columns each file stores.
+    read = [frame.columns for _, frame in layout.iter_parquet(
+        [layout.partition_path("wavelet_hashes", batch) for batch in ("batch-000001", "batch-000002")], columns)]
+    assert read == [["blob_name", "width"], columns]
+
+
 def test_grouped_frames_keep_every_row_in_order_in_groups_of_at_least_the_size():
     frames = [pl.DataFrame({"n": list(range(start, start + size)), "signature": [[start % 256] * 3] * size},
                            schema={"n": pl.Int64, "signature": pl.Array(pl.UInt8, 3)})

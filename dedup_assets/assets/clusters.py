@@ -10,7 +10,8 @@ from dedup_assets.corpus import latest_duplicate_pairs, read_rows
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource
 
-IMAGE_COLUMNS = ["blob_name", "width", "height", "format", "jpeg_quality", "sharpness", "bytes", "color_signature"]
+IMAGE_COLUMNS = ["blob_name", "width", "height", "picture_width", "picture_height", "format", "jpeg_quality",
+                 "sharpness", "bytes", "color_signature"]
 
 
 @dg.asset(
@@ -26,8 +27,8 @@ def clusters(
     storage: DedupStorageResource,
 ) -> dg.Output[pl.DataFrame]:
     """Duplicate groups touching this batch (star clustering: no transitive chaining) and
-    the best copy of each: the whole frame, then resolution, compression (between copies
-    that agree on colour), age, colour and sharpness.
+    the best copy of each: the whole frame, then resolution (of the picture inside any
+    bars), compression (between copies that agree on colour), age, colour and sharpness.
 
     Groups can span batches, so each run writes every member of the groups it touched;
     the DuckDB view `clusters` keeps the latest row per blob (singletons included).

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dedup_assets.vision.borders import picture_box
 from dedup_assets.vision.color import color_signature
 from dedup_assets.vision.decode import decode_thumbnail, encode_jpeg
 from dedup_assets.vision.hashing import downsample, to_gray, wavelet_hash
@@ -19,6 +20,10 @@ class ImageFeatures:
     format: str
     width: int
     height: int
+    # The picture inside uniform bars (letterboxing, padding to a square), in the file's
+    # pixels; width and height when it has none. Everything below is measured on it.
+    picture_width: int
+    picture_height: int
     bytes: int
     jpeg_quality: int | None
     sharpness: float
@@ -34,17 +39,23 @@ def content_hash(data: bytes) -> str:
 def extract_features(data: bytes) -> ImageFeatures:
     """Decode once at thumbnail size; raises `DecodeError` with a readable reason."""
     decoded = decode_thumbnail(data)
-    gray = to_gray(decoded.thumbnail)
-    small = downsample(decoded.thumbnail)
+    box = picture_box(decoded.thumbnail)
+    thumbnail = decoded.thumbnail[box.top:box.bottom, box.left:box.right]
+    scale_y = decoded.height / decoded.thumbnail.shape[0]
+    scale_x = decoded.width / decoded.thumbnail.shape[1]
+    gray = to_gray(thumbnail)
+    small = downsample(thumbnail)
     return ImageFeatures(
         content_hash=content_hash(data),
         format=decoded.format,
         width=decoded.width,
         height=decoded.height,
+        picture_width=min(decoded.width, round(thumbnail.shape[1] * scale_x)),
+        picture_height=min(decoded.height, round(thumbnail.shape[0] * scale_y)),
         bytes=len(data),
         jpeg_quality=decoded.jpeg_quality,
         sharpness=sharpness(gray),
         wavelet_hash=wavelet_hash(to_gray(small)),
         color_signature=color_signature(small),
-        thumbnail_jpeg=encode_jpeg(decoded.thumbnail),
+        thumbnail_jpeg=encode_jpeg(thumbnail),
     )

@@ -1,0 +1,77 @@
+"""Uniform borders added around a picture: letterboxing, a photo padded to a square.
+
+Such a copy holds the same picture inside bars of one colour. Matched whole, its extra
+frame makes the original look like a crop of it (and the padded copy the "whole frame",
+with more pixels); its hash and embedding shift with the bars. Found here, the bars are
+cut away before anything is measured, so every later stage sees the picture.
+
+Only bars on two opposite sides, of one colour and about the same width, count: a
+photo's own flat sky or wall sits on one side, where cutting it would change the photo.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+# Per channel, 0-255: JPEG ringing where a bar meets the picture, a re-encoded bar's noise.
+BAR_TOLERANCE = 12
+# A line is part of a bar when this share of its pixels is within the tolerance (a few
+# stray pixels of a ringing edge or a watermark's corner do not end it).
+BAR_LINE_SHARE = 0.995
+MIN_BAR = 0.02  # of the side: thinner lines are an edge's artefact, not padding
+BAR_WIDTH_TOLERANCE = 0.01  # of the side (+2 px): how far two opposite bars may differ
+MIN_PICTURE = 0.25  # of the side left between the bars, or nothing is cut
+
+
+class Box(NamedTuple):
+    """The picture inside its bars, in pixel rows and columns: [top, bottom) × [left, right)."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+
+def picture_box(rgb: np.ndarray) -> Box:
+    """Where the picture lies inside uniform bars on opposite sides (the whole image when
+    there are none)."""
+    height, width = rgb.shape[:2]
+    top, bottom = _opposite_bars(rgb)
+    left, right = _opposite_bars(rgb.transpose(1, 0, 2))
+    return Box(top, height - bottom, left, width - right)
+
+
+def _opposite_bars(lines: np.ndarray) -> tuple[int, int]:
+    """Widths of the bars at the first and last of `lines` (rows of an H×W×3 image),
+    both 0 unless they are a pair."""
+    size = lines.shape[0]
+    first, first_colour = _bar(lines)
+    if first < MIN_BAR * size:  # most photos stop here, after one line
+        return 0, 0
+    last, last_colour = _bar(lines[::-1])
+    if (last < MIN_BAR * size or abs(first - last) > BAR_WIDTH_TOLERANCE * size + 2
+            or np.abs(first_colour - last_colour).max() > BAR_TOLERANCE
+            or size - first - last < MIN_PICTURE * size):
+        return 0, 0
+    return first, last
+
+
+def _bar(lines: np.ndarray) -> tuple[int, np.ndarray]:
+    """How many lines from the first are of the first line's colour, and that colour."""
+    spread = lines[0, ::max(1, lines.shape[1] // 16)].astype(np.int16)  # a photo's first line differs at once
+    if (spread.max(axis=0) - spread.min(axis=0)).max() > 2 * BAR_TOLERANCE:
+        return 0, np.zeros(3)
+    colour = np.array(cv2.mean(np.ascontiguousarray(lines[:1]))[:3])
+    low = np.clip(colour - BAR_TOLERANCE, 0, 255).astype(np.uint8)
+    high = np.clip(colour + BAR_TOLERANCE, 0, 255).astype(np.uint8)
+    count, step = 0, 1  # the first line alone: most photos end their "bar" there
+    while count < lines.shape[0]:
+        block = np.ascontiguousarray(lines[count:count + step])
+        within = cv2.inRange(block, low, high).mean(axis=1) >= 255 * BAR_LINE_SHARE
+        if not within.all():
+            return count + int(np.argmin(within)), colour
+        count, step = count + len(block), 8  # then a few lines at a time: bars are dozens wide
+    return count, colour

@@ -40,6 +40,15 @@ def _duplicate_graph(pairs: pl.DataFrame) -> dict[str, set[str]]:
     return neighbours
 
 
+def _mean_cosines(duplicates: pl.DataFrame) -> dict[str, float]:
+    """Each image's mean embedding cosine to the copies it is a verified duplicate of."""
+    if "cosine" not in duplicates.columns or duplicates.height == 0:
+        return {}
+    ends = pl.concat([duplicates.select(pl.col("blob_a").alias("blob_name"), "cosine"),
+                      duplicates.select(pl.col("blob_b").alias("blob_name"), "cosine")])
+    return dict(ends.group_by("blob_name").agg(pl.col("cosine").mean()).rows())
+
+
 def touching_pairs(batch_names: list[str], pairs: pl.DataFrame) -> pl.DataFrame:
     """The duplicate pairs of every component of the duplicate graph that touches the
     batch: all `cluster_batch` needs. Found by repeated joins on the columnar frame, one
@@ -67,8 +76,9 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
                   now: datetime | None = None) -> pl.DataFrame:
     """Clusters of every component of the duplicate graph that touches `batch_names`.
 
-    pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b (the latest decision on
-        every pair stored so far, or only `touching_pairs`; non-duplicates may be left out)
+    pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b, optionally cosine (the
+        latest decision on every pair stored so far, or only `touching_pairs`;
+        non-duplicates may be left out)
     images: blob_name, width, height, format, jpeg_quality, sharpness, bytes,
         color_signature, last_modified, optionally picture_width and picture_height (at
         least those of `touched_names`; blobs without a row are left out)
@@ -82,6 +92,7 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
             contained.add(a)
         if coverage_b is not None and coverage_b >= _CONTAINED and coverage_a <= _PARTIAL:
             contained.add(b)
+    centrality = _mean_cosines(duplicates)
     known = set(images["blob_name"])
     members = _connected(set(batch_names) & known, neighbours) & known
     selected = images.filter(pl.col("blob_name").is_in(list(members))).sort("last_modified", "blob_name")
@@ -103,7 +114,8 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
         score = quality_score(width, height, row["format"], row["jpeg_quality"], row["sharpness"], row["bytes"])
         scores[row["blob_name"]] = score
         records.append(Image(row["blob_name"], width * height, fidelity(row["format"], row["jpeg_quality"]),
-                             score, age, row["blob_name"] in contained, bool(colour)))
+                             score, age, row["blob_name"] in contained, bool(colour),
+                             centrality.get(row["blob_name"], 0.0), row["bytes"] or 0, row["sharpness"] or 0.0))
     by_name = {record.name: record for record in records}
     edges = [(a, b) for a in members for b in neighbours[a] if b in members and a < b]
     rows = []

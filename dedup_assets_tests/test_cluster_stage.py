@@ -115,3 +115,18 @@ def test_bars_around_a_padded_copy_add_no_resolution():
     unmeasured = images.with_columns(pl.lit(None, pl.Int32).alias("picture_width"), pl.lit(None, pl.Int32).alias("picture_height"))
     kept = cluster_batch(["square.jpg"], pairs, unmeasured, now=NOW).filter("is_representative")
     assert kept["blob_name"].to_list() == ["square.jpg"]
+
+
+def test_copies_stored_together_keep_the_one_the_others_resemble_most():
+    # A bulk upload: every copy stored in the same second. The original's embedding is the
+    # closest to each edit; the caption's and the tint's are farther from each other.
+    stamp = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    names = ["captioned.jpg", "original.jpg", "tinted.jpg"]
+    images = images_frame(names).with_columns(
+        pl.Series("width", [1000] * 3), pl.Series("height", [800] * 3), pl.Series("jpeg_quality", [90] * 3),
+        pl.Series("sharpness", [300.0, 100.0, 150.0]), pl.Series("last_modified", [stamp] * 3))
+    pairs = pairs_frame([("captioned.jpg", "original.jpg", True), ("original.jpg", "tinted.jpg", True),
+                         ("captioned.jpg", "tinted.jpg", True)]).with_columns(
+        pl.Series("cosine", [0.93, 0.94, 0.81], dtype=pl.Float32))
+    kept = cluster_batch(["tinted.jpg"], pairs, images, now=NOW).filter("is_representative")
+    assert kept["blob_name"].to_list() == ["original.jpg"]

@@ -28,7 +28,8 @@ def clusters(
 ) -> dg.Output[pl.DataFrame]:
     """Duplicate groups touching this batch (star clustering: no transitive chaining) and
     the best copy of each: the whole frame, then resolution (of the picture inside any
-    bars), compression (between copies that agree on colour), age, colour and sharpness.
+    bars), compression (between copies that agree on colour), age, colour, resemblance to
+    the other copies, the quality score and the file's size.
 
     Groups can span batches, so each run writes every member of the groups it touched;
     the DuckDB view `clusters` keeps the latest row per blob (singletons included).
@@ -38,7 +39,7 @@ def clusters(
     # Only what the groups touching this batch need: duplicate pairs (not every pair
     # ever verified) and the images of those groups (not the whole corpus).
     batch_names = wavelet_hashes["blob_name"].to_list()
-    pairs = touching_pairs(batch_names, latest_duplicate_pairs(layout, ["coverage_a", "coverage_b"]))
+    pairs = touching_pairs(batch_names, latest_duplicate_pairs(layout, ["coverage_a", "coverage_b", "cosine"]))
     touched = touched_names(batch_names, pairs)
     images = read_rows(layout, "wavelet_hashes", IMAGE_COLUMNS, touched).join(
         read_rows(layout, "blob_inventory", ["blob_name", "last_modified"], touched).unique("blob_name", keep="last"),

@@ -19,6 +19,12 @@ LOSSLESS = {"PNG", "TIFF", "BMP", "PPM"}
 # edits such as overlays, rotation or heavy compression add high frequencies of their own.
 RESOLUTION_TIE = 0.9  # pixel ratio
 FIDELITY_TIE = 0.03
+# Mean cosines this close are copies equally like the rest of the group.
+CENTRALITY_DIGITS = 2
+# Sharpness within this ratio is the same detail: the same pixels measure up to ~2.8x
+# apart by decode path (a JPEG's thumbnail is DCT-reduced to 400 px, its PNG's resized to
+# 256); a blur takes 3x and more away.
+SHARPNESS_TIE = 1 / 3
 
 
 # As faithful as the best JPEGs, no more: a lossless copy of a JPEG adds nothing.
@@ -52,19 +58,35 @@ class Image:
     age_rank: int  # 0 = oldest
     is_part_of_another: bool = False  # a crop: another copy contains all of it
     has_colour: bool = True  # False: no colour anywhere (a grayscale copy, or a grayscale photo)
+    # Mean embedding cosine to the copies it is a verified duplicate of: each edit of one
+    # original moves away from it, so the original is the one the others resemble most.
+    centrality: float = 0.0
+    bytes: int = 0
+    sharpness: float = 0.0
 
 
 def pick_representative(candidates: list[Image]) -> Image:
-    """Whole frame first, then resolution, then fidelity, then age, then colour, then the
-    score. Fidelity is compared only between copies that agree on colour: a grayscale
-    copy saved losslessly stores a grayscale image faithfully, not the colour photo, and
-    a colour edit of a grayscale photo is no more faithful for having colour; between
-    the two the older copy is kept."""
+    """Whole frame first, then resolution, then fidelity, then age, then the copy the
+    others resemble most, then colour, then sharpness (a blur), then the most faithful,
+    the most pixels and the smallest file (a PNG of a JPEG holds nothing more). Fidelity is
+    compared only between copies that agree on colour: a grayscale copy saved losslessly
+    stores a grayscale image faithfully, not the colour photo, and a colour edit of a
+    grayscale photo is no more faithful for having colour; between the two the older copy
+    is kept. Copies stored together (a bulk upload: no age to go by) are told apart by
+    resemblance first: a caption, a tint or a grayscale copy is a step away from the
+    original, two edits two steps from each other; of two copies alone, colour decides."""
     pool = [c for c in candidates if not c.is_part_of_another] or candidates
     most_pixels = max(c.pixels for c in pool)
     pool = [c for c in pool if c.pixels >= RESOLUTION_TIE * most_pixels]
     pool = [c for colour in (True, False) for c in _most_faithful([c for c in pool if c.has_colour == colour])]
-    return min(pool, key=lambda c: (c.age_rank, not c.has_colour, -c.quality, c.name))
+    oldest = min(c.age_rank for c in pool)
+    pool = [c for c in pool if c.age_rank == oldest]
+    most_central = max(round(c.centrality, CENTRALITY_DIGITS) for c in pool)
+    pool = [c for c in pool if round(c.centrality, CENTRALITY_DIGITS) == most_central]
+    pool = [c for c in pool if c.has_colour] or pool
+    sharpest = max(c.sharpness for c in pool)
+    pool = [c for c in pool if c.sharpness >= SHARPNESS_TIE * sharpest]
+    return min(pool, key=lambda c: (-c.fidelity, -c.pixels, c.bytes, c.name))
 
 
 def _most_faithful(pool: list[Image]) -> list[Image]:

@@ -90,3 +90,35 @@ def test_fidelity_is_compared_only_between_copies_that_agree_on_colour():
     # Resolution still comes first.
     large_gray = image("large gray", pixels=4_000_000, quality=0.95, age=1, colour=False)
     assert pick_representative([original, large_gray]).name == "large gray"
+
+
+def stored_together(name, centrality, colour=True, sharpness=100.0, fidelity_=0.95, size=100_000):
+    """A copy uploaded with the others in one go: no age to tell them apart."""
+    return Image(name, 1_000_000, fidelity_, 0.0, 0, False, colour, centrality, size, sharpness)
+
+
+def test_of_copies_stored_together_the_one_the_others_resemble_most_is_kept():
+    # Each edit is a step from the original, two edits two steps from each other.
+    original = stored_together("original", 0.92, sharpness=100.0)
+    brightened = stored_together("brightened", 0.86, sharpness=225.0)  # more contrast reads sharper
+    captioned = stored_together("captioned", 0.84)
+    assert pick_representative([brightened, captioned, original]).name == "original"
+    # A grayscale photo is not outranked by its copy with a coloured caption.
+    gray_photo = stored_together("gray photo", 0.90, colour=False)
+    coloured_caption = stored_together("coloured caption", 0.83)
+    assert pick_representative([coloured_caption, gray_photo]).name == "gray photo"
+    # Resembling each other equally (two copies alone), colour decides as before.
+    assert pick_representative([stored_together("gray copy", 0.9, colour=False),
+                                stored_together("colour", 0.9)]).name == "colour"
+
+
+def test_of_equal_copies_a_blur_loses_and_the_smaller_file_of_one_picture_is_kept():
+    sharp, blurred = stored_together("sharp", 0.9, sharpness=120.0), stored_together("blurred", 0.9, sharpness=12.0, size=40_000)
+    assert pick_representative([blurred, sharp]).name == "sharp"
+    # A PNG of a JPEG: the same picture (its sharpness differs only by decode path), 4x the bytes.
+    jpeg = stored_together("photo.jpg", 0.9, sharpness=31.5, fidelity_=fidelity("JPEG", 95), size=82_518)
+    png = stored_together("photo.png", 0.9, sharpness=55.0, fidelity_=fidelity("PNG", None), size=513_607)
+    assert pick_representative([png, jpeg]).name == "photo.jpg"
+    # Equally faithful within the tie, the finer setting first: a q95 original over its q93 re-save.
+    resave = stored_together("resave", 0.9, fidelity_=fidelity("JPEG", 93), size=90_000)
+    assert pick_representative([resave, stored_together("q95", 0.9, fidelity_=fidelity("JPEG", 95))]).name == "q95"

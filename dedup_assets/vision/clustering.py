@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 LOSSLESS = {"PNG", "TIFF", "BMP", "PPM"}
 # Copies within these margins count as equally good on that criterion, and the next one
-# decides; in the end the older copy is kept (the original usually existed first, and a
-# re-save, format change or overlay adds nothing). Sharpness only breaks exact ties:
-# edits such as overlays, rotation or heavy compression add high frequencies of their own.
+# decides; then the older copy is kept (the original usually existed first, and a
+# re-save, format change or overlay adds nothing). Sharpness comes late and only as a
+# wide window: overlays, rotation, heavy compression and more contrast all read sharper.
 RESOLUTION_TIE = 0.9  # pixel ratio
 FIDELITY_TIE = 0.03
 # Mean cosines this close are copies equally like the rest of the group.
@@ -54,7 +54,7 @@ class Image:
     name: str
     pixels: int
     fidelity: float
-    quality: float
+    quality: float  # the score reported beside the choice
     age_rank: int  # 0 = oldest
     is_part_of_another: bool = False  # a crop: another copy contains all of it
     has_colour: bool = True  # False: no colour anywhere (a grayscale copy, or a grayscale photo)

@@ -19,8 +19,9 @@ LOSSLESS = {"PNG", "TIFF", "BMP", "PPM"}
 # wide window: overlays, rotation, heavy compression and more contrast all read sharper.
 RESOLUTION_TIE = 0.9  # pixel ratio
 FIDELITY_TIE = 0.03
-# Mean cosines this close are copies equally like the rest of the group.
-CENTRALITY_DIGITS = 2
+# Mean cosines this close are copies equally like the rest of the group (a PNG of a JPEG
+# and the JPEG sit ~0.002 apart; a caption or a tint 0.02-0.1 below the original).
+CENTRALITY_TIE = 0.01
 # Sharpness within this ratio is the same detail: the same pixels measure up to ~2.8x
 # apart by decode path (a JPEG's thumbnail is DCT-reduced to 400 px, its PNG's resized to
 # 256); a blur takes 3x and more away.
@@ -81,8 +82,8 @@ def pick_representative(candidates: list[Image]) -> Image:
     pool = [c for colour in (True, False) for c in _most_faithful([c for c in pool if c.has_colour == colour])]
     oldest = min(c.age_rank for c in pool)
     pool = [c for c in pool if c.age_rank == oldest]
-    most_central = max(round(c.centrality, CENTRALITY_DIGITS) for c in pool)
-    pool = [c for c in pool if round(c.centrality, CENTRALITY_DIGITS) == most_central]
+    most_central = max(c.centrality for c in pool)
+    pool = [c for c in pool if c.centrality >= most_central - CENTRALITY_TIE]
     pool = [c for c in pool if c.has_colour] or pool
     sharpest = max(c.sharpness for c in pool)
     pool = [c for c in pool if c.sharpness >= SHARPNESS_TIE * sharpest]

@@ -1,6 +1,7 @@
 import io
 import warnings
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -8,6 +9,7 @@ from PIL import Image
 from dedup_assets.demo_data import shipped_photos
 from dedup_assets.vision.decode import (MAX_PIXELS, PALETTE_QUALITY, THUMBNAIL_SIDE, DecodeError,
                                        decode_thumbnail, opencv_single_threaded)
+from dedup_assets.vision.quality import sharpness
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,16 @@ def test_thumbnail_is_small_and_original_size_is_kept(photo):
     assert (decoded.width, decoded.height) == (1200, 1200)
     assert THUMBNAIL_SIDE <= max(decoded.thumbnail.shape[:2]) < 2 * THUMBNAIL_SIDE
     assert decoded.format == "JPEG"
+
+
+def test_a_png_copy_of_a_jpeg_is_reduced_as_the_jpeg_is(photo):
+    # Same pixels, same thumbnail: its sharpness and embedding then rank it as the JPEG.
+    jpeg = encode(photo.resize((800, 800)), quality=95)
+    png = encode(Image.open(io.BytesIO(jpeg)), "PNG")
+    from_jpeg, from_png = decode_thumbnail(jpeg).thumbnail, decode_thumbnail(png).thumbnail
+    assert from_jpeg.shape == from_png.shape == (400, 400, 3)
+    gray = [cv2.cvtColor(t, cv2.COLOR_RGB2GRAY) for t in (from_jpeg, from_png)]
+    assert sharpness(gray[1]) == pytest.approx(sharpness(gray[0]), rel=0.05)
 
 
 def test_exif_orientation_is_applied(photo):

@@ -22,9 +22,8 @@ FIDELITY_TIE = 0.03
 # Mean cosines this close are copies equally like the rest of the group (a PNG of a JPEG
 # and the JPEG sit ~0.002 apart; a caption or a tint 0.02-0.1 below the original).
 CENTRALITY_TIE = 0.01
-# Sharpness within this ratio is the same detail: the same pixels measure up to ~2.8x
-# apart by decode path (a JPEG's thumbnail is DCT-reduced to 400 px, its PNG's resized to
-# 256); a blur takes 3x and more away.
+# Sharpness within this ratio is the same detail: more contrast, a caption or JPEG's
+# ringing read up to ~2-3x sharper; a blur takes 3x and more away.
 SHARPNESS_TIE = 1 / 3
 
 

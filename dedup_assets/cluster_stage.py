@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from dedup_assets.vision.clustering import Image, fidelity, quality_score, star_clusters
+from dedup_assets.vision.clustering import CENTRALITY_TIE, Image, fidelity, quality_score, star_clusters
 from dedup_assets.vision.color import SIGNATURE_SIZE, has_colour
 
 CLUSTER_SCHEMA = {
@@ -47,6 +47,16 @@ def _mean_cosines(duplicates: pl.DataFrame) -> dict[str, float]:
     ends = pl.concat([duplicates.select(pl.col("blob_a").alias("blob_name"), "cosine"),
                       duplicates.select(pl.col("blob_b").alias("blob_name"), "cosine")])
     return dict(ends.group_by("blob_name").agg(pl.col("cosine").mean()).rows())
+
+
+def _why_kept(kept: Image, dropped: Image) -> str:
+    """What a score alone would not show: the kept copy's colour, or, stored together, that
+    the other copies resemble it more."""
+    if kept.has_colour and not dropped.has_colour:
+        return ", which has colour"
+    if kept.age_rank == dropped.age_rank and kept.centrality > dropped.centrality + CENTRALITY_TIE:
+        return ", which the other copies resemble most"
+    return ""
 
 
 def touching_pairs(batch_names: list[str], pairs: pl.DataFrame) -> pl.DataFrame:
@@ -128,8 +138,7 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
             elif keep:
                 reason = f"kept: best of {len(group)} copies (quality {scores[name]:.2f})"
             else:
-                colourless = not by_name[name].has_colour and by_name[representative].has_colour
-                reason = (f"duplicate of {representative}{', which has colour' if colourless else ''} "
+                reason = (f"duplicate of {representative}{_why_kept(by_name[representative], by_name[name])} "
                           f"(quality {scores[name]:.2f} vs {scores[representative]:.2f})")
             rows.append((name, cluster_id, representative, keep, len(group), scores[name], reason, now))
     return pl.DataFrame(rows, schema=CLUSTER_SCHEMA, orient="row").sort("cluster_id", "blob_name")

@@ -128,5 +128,8 @@ def test_copies_stored_together_keep_the_one_the_others_resemble_most():
     pairs = pairs_frame([("captioned.jpg", "original.jpg", True), ("original.jpg", "tinted.jpg", True),
                          ("captioned.jpg", "tinted.jpg", True)]).with_columns(
         pl.Series("cosine", [0.93, 0.94, 0.81], dtype=pl.Float32))
-    kept = cluster_batch(["tinted.jpg"], pairs, images, now=NOW).filter("is_representative")
-    assert kept["blob_name"].to_list() == ["original.jpg"]
+    clusters = cluster_batch(["tinted.jpg"], pairs, images, now=NOW)
+    assert clusters.filter("is_representative")["blob_name"].to_list() == ["original.jpg"]
+    # The captioned copy scores higher (sharper): the reason says why it goes.
+    dropped = clusters.filter(pl.col("blob_name") == "captioned.jpg").row(0, named=True)
+    assert dropped["reason"].startswith("duplicate of original.jpg, which the other copies resemble most")

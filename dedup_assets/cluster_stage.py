@@ -110,7 +110,6 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
     signatures = selected["color_signature"].cast(pl.Array(pl.UInt8, SIGNATURE_SIZE)).to_numpy()
     coloured = has_colour(signatures)
     records = []
-    scores = {}
     age, previous = -1, object()
     for row, colour in zip(selected.drop("color_signature").iter_rows(named=True), coloured):
         # Copies stored in the same second (a bulk upload) are as old as each other:
@@ -122,7 +121,6 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
         # stored before the picture's size was measured have none.
         width, height = row.get("picture_width") or row["width"], row.get("picture_height") or row["height"]
         score = quality_score(width, height, row["format"], row["jpeg_quality"], row["sharpness"], row["bytes"])
-        scores[row["blob_name"]] = score
         records.append(Image(row["blob_name"], width * height, fidelity(row["format"], row["jpeg_quality"]),
                              score, age, row["blob_name"] in contained, bool(colour),
                              centrality.get(row["blob_name"], 0.0), row["bytes"] or 0, row["sharpness"] or 0.0))
@@ -136,9 +134,9 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
             if len(group) == 1:
                 reason = "unique"
             elif keep:
-                reason = f"kept: best of {len(group)} copies (quality {scores[name]:.2f})"
+                reason = f"kept: best of {len(group)} copies (quality {by_name[name].quality:.2f})"
             else:
                 reason = (f"duplicate of {representative}{_why_kept(by_name[representative], by_name[name])} "
-                          f"(quality {scores[name]:.2f} vs {scores[representative]:.2f})")
-            rows.append((name, cluster_id, representative, keep, len(group), scores[name], reason, now))
+                          f"(quality {by_name[name].quality:.2f} vs {by_name[representative].quality:.2f})")
+            rows.append((name, cluster_id, representative, keep, len(group), by_name[name].quality, reason, now))
     return pl.DataFrame(rows, schema=CLUSTER_SCHEMA, orient="row").sort("cluster_id", "blob_name")

@@ -74,10 +74,12 @@ def synthetic_corpus(layout, count: int, dim: int = 1280, seed: int = 5) -> None
             "last_modified": [datetime(2026, 1, 1, tzinfo=timezone.utc)] * n, "content_md5": [None] * n,
         }, schema=MANIFEST_SCHEMA).with_columns(pl.lit(key).alias("batch"))
         layout.write_parquet(inventory, layout.partition_path("blob_inventory", key))
-        layout.write_parquet(synthetic_pairs(rng, names, key), layout.partition_path("verified_pairs", key))
+        layout.write_parquet(synthetic_pairs(rng, names, hashes["content_hash"].to_list(), key),
+                             layout.partition_path("verified_pairs", key))
 
 
-def synthetic_pairs(rng, names: list[str], key: str, per_image: int = 25, duplicate_share: float = 0.02):
+def synthetic_pairs(rng, names: list[str], contents: list[str], key: str, per_image: int = 25,
+                    duplicate_share: float = 0.02):
     """What verification stores for a batch: ~25 verified pairs per image (as measured on
     look-alike images), a few percent of them duplicates, with every column."""
     from dedup_assets.verify_stage import VERIFIED_SCHEMA
@@ -94,6 +96,7 @@ def synthetic_pairs(rng, names: list[str], key: str, per_image: int = 25, duplic
         "inlier_spread": rng.random(count), "agreement": rng.random(count), "mirrored": [False] * count,
         "is_duplicate": duplicate, "decided_by": ["verify"] * count,
         "reason": np.where(duplicate, "80 inliers, shared region covers 90% / 85%", "4 inliers < 15"),
+        "content_a": [contents[i] for i in a], "content_b": [contents[i] for i in b],
     }, schema=VERIFIED_SCHEMA).with_columns(pl.lit(key).alias("batch"))
 
 

@@ -125,6 +125,15 @@ def _step_errors(result) -> list[tuple[str, str]]:
     return errors
 
 
+SUMMARY_NAMES = 5
+
+
+def _listed(names: list[str], shown: int = SUMMARY_NAMES) -> str:
+    """A few names, and how many more (a picture stored 400 times is one line, not 400 names)."""
+    more = f" and {len(names) - shown} more" if len(names) > shown + 1 else ""
+    return ", ".join(names[:shown] if more else names) + more
+
+
 def _print_summary(layout) -> None:
     from dedup_assets.catalog import query
 
@@ -145,7 +154,7 @@ def _print_summary(layout) -> None:
                                 "from clusters where cluster_size > 1 group by cluster_id "
                                 "order by count(*) desc, cluster_id limit 5")
         for cluster_id, members in largest:
-            print(f"  {cluster_id}: keep {members[0]}; drop {', '.join(members[1:])}")
+            print(f"  {cluster_id}: keep {members[0]}; drop {_listed(members[1:])}")
     print(f"\n  gallery:  {(layout.review_dir / 'index.html').as_uri()}")
     print(f"  manifest: {layout.review_dir / 'keep_drop_manifest.csv'} (and .parquet)")
     print(f'  try:      duckdb {layout.catalog_path} "select * from keep_drop_manifest where action = \'drop\'"')

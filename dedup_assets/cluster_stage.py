@@ -32,21 +32,32 @@ def _connected(start: set[str], neighbours: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-def _duplicate_graph(pairs: pl.DataFrame) -> dict[str, set[str]]:
+def with_nodes(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Pairs with node_a, node_b: what each end stands for in the duplicate graph, its
+    content (a decision holds for every byte-identical copy), or, for pairs stored before
+    contents were (null there), its name."""
+    if "content_a" not in pairs.columns:
+        return pairs.with_columns(pl.col("blob_a").alias("node_a"), pl.col("blob_b").alias("node_b"))
+    return pairs.with_columns(pl.coalesce("content_a", "blob_a").alias("node_a"),
+                              pl.coalesce("content_b", "blob_b").alias("node_b"))
+
+
+def _duplicate_graph(duplicates: pl.DataFrame) -> dict[str, set[str]]:
     neighbours: dict[str, set[str]] = defaultdict(set)
-    for a, b in pairs.filter(pl.col("is_duplicate")).select("blob_a", "blob_b").rows():
-        neighbours[a].add(b)
-        neighbours[b].add(a)
+    for a, b in duplicates.select("node_a", "node_b").rows():
+        if a != b:
+            neighbours[a].add(b)
+            neighbours[b].add(a)
     return neighbours
 
 
 def _mean_cosines(duplicates: pl.DataFrame) -> dict[str, float]:
-    """Each image's mean embedding cosine to the copies it is a verified duplicate of."""
+    """Each node's mean embedding cosine to the copies it is a verified duplicate of."""
     if "cosine" not in duplicates.columns or duplicates.height == 0:
         return {}
-    ends = pl.concat([duplicates.select(pl.col("blob_a").alias("blob_name"), "cosine"),
-                      duplicates.select(pl.col("blob_b").alias("blob_name"), "cosine")])
-    return dict(ends.group_by("blob_name").agg(pl.col("cosine").mean()).rows())
+    ends = pl.concat([duplicates.select(pl.col("node_a").alias("node"), "cosine"),
+                      duplicates.select(pl.col("node_b").alias("node"), "cosine")])
+    return dict(ends.group_by("node").agg(pl.col("cosine").mean()).rows())
 
 
 def _why_kept(kept: Image, dropped: Image) -> str:
@@ -59,53 +70,59 @@ def _why_kept(kept: Image, dropped: Image) -> str:
     return ""
 
 
-def touching_pairs(batch_names: list[str], pairs: pl.DataFrame) -> pl.DataFrame:
+def touching_pairs(batch_nodes: list[str], pairs: pl.DataFrame) -> pl.DataFrame:
     """The duplicate pairs of every component of the duplicate graph that touches the
-    batch: all `cluster_batch` needs. Found by repeated joins on the columnar frame, one
-    ring of the components at a time: a Python graph of every duplicate pair in the
-    corpus (hundreds of thousands at millions of images) is never built."""
-    duplicates = pairs.filter(pl.col("is_duplicate"))
-    reached = pl.Series("name", batch_names, dtype=pl.String).unique()
+    batch's nodes (its contents, `with_nodes`), with node_a, node_b: all `cluster_batch`
+    needs. Found by repeated joins on the columnar frame, one ring of the components at a
+    time: a Python graph of every duplicate pair in the corpus (hundreds of thousands at
+    millions of images) is never built."""
+    duplicates = with_nodes(pairs.filter(pl.col("is_duplicate")))
+    reached = pl.Series("node", batch_nodes, dtype=pl.String).unique()
     frontier = reached
     while frontier.len():
-        ring = duplicates.filter(pl.col("blob_a").is_in(frontier) | pl.col("blob_b").is_in(frontier))
-        ends = pl.concat([ring["blob_a"], ring["blob_b"]]).rename("name").unique()
+        ring = duplicates.filter(pl.col("node_a").is_in(frontier) | pl.col("node_b").is_in(frontier))
+        ends = pl.concat([ring["node_a"], ring["node_b"]]).rename("node").unique()
         frontier = ends.filter(~ends.is_in(reached))
         reached = pl.concat([reached, frontier])
     # Both ends of a pair lie in the same component: one end reached means both were.
-    return duplicates.filter(pl.col("blob_a").is_in(reached))
+    return duplicates.filter(pl.col("node_a").is_in(reached))
 
 
-def touched_names(batch_names: list[str], component_pairs: pl.DataFrame) -> set[str]:
-    """The batch and every blob of the components touching it (`touching_pairs`): the
-    only images `cluster_batch` needs (read those, not the whole corpus)."""
-    return set(batch_names) | set(component_pairs["blob_a"]) | set(component_pairs["blob_b"])
+def touched_nodes(batch_nodes: list[str], component_pairs: pl.DataFrame) -> set[str]:
+    """The batch's nodes and every node of the components touching them (`touching_pairs`):
+    the images of these contents are the only ones `cluster_batch` needs."""
+    return set(batch_nodes) | set(component_pairs["node_a"]) | set(component_pairs["node_b"])
 
 
 def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFrame,
                   now: datetime | None = None) -> pl.DataFrame:
     """Clusters of every component of the duplicate graph that touches `batch_names`.
 
-    pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b, optionally cosine (the
-        latest decision on every pair stored so far, or only `touching_pairs`;
-        non-duplicates may be left out)
+    pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b, optionally cosine and
+        content_a, content_b (the latest decision on every pair stored so far, or only
+        `touching_pairs`; non-duplicates may be left out)
     images: blob_name, width, height, format, jpeg_quality, sharpness, bytes,
-        color_signature, last_modified, optionally picture_width and picture_height (at
-        least those of `touched_names`; blobs without a row are left out)
+        color_signature, last_modified, optionally content_hash, picture_width and
+        picture_height (at least every copy of `touched_nodes`; blobs without a row are
+        left out). Copies with one content_hash are one node of the graph: always
+        grouped together, and a pair verified for one holds for each.
     """
     now = now or datetime.now(timezone.utc)
-    neighbours = _duplicate_graph(pairs)
+    duplicates = with_nodes(pairs.filter(pl.col("is_duplicate")))
+    neighbours = _duplicate_graph(duplicates)
     contained: set[str] = set()
-    duplicates = pairs.filter(pl.col("is_duplicate"))
-    for a, b, coverage_a, coverage_b in duplicates.select("blob_a", "blob_b", "coverage_a", "coverage_b").rows():
+    for a, b, coverage_a, coverage_b in duplicates.select("node_a", "node_b", "coverage_a", "coverage_b").rows():
         if coverage_a is not None and coverage_a >= _CONTAINED and coverage_b <= _PARTIAL:
             contained.add(a)
         if coverage_b is not None and coverage_b >= _CONTAINED and coverage_a <= _PARTIAL:
             contained.add(b)
     centrality = _mean_cosines(duplicates)
-    known = set(images["blob_name"])
-    members = _connected(set(batch_names) & known, neighbours) & known
-    selected = images.filter(pl.col("blob_name").is_in(list(members))).sort("last_modified", "blob_name")
+    names = images["blob_name"]
+    nodes = images["content_hash"].fill_null(names) if "content_hash" in images.columns else names
+    node_of = dict(zip(names.to_list(), nodes.to_list()))
+    known = set(node_of.values())
+    members = _connected({node_of[name] for name in batch_names if name in node_of}, neighbours) & known
+    selected = images.filter(nodes.is_in(list(members))).sort("last_modified", "blob_name")
     # Stored partitions read back give the signature as a list: one row of 48 per image.
     signatures = selected["color_signature"].cast(pl.Array(pl.UInt8, SIGNATURE_SIZE)).to_numpy()
     coloured = has_colour(signatures)
@@ -121,13 +138,14 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
         # stored before the picture's size was measured have none.
         width, height = row.get("picture_width") or row["width"], row.get("picture_height") or row["height"]
         score = quality_score(width, height, row["format"], row["jpeg_quality"], row["sharpness"], row["bytes"])
+        node = node_of[row["blob_name"]]
         records.append(Image(row["blob_name"], width * height, fidelity(row["format"], row["jpeg_quality"]),
-                             score, age, row["blob_name"] in contained, bool(colour),
-                             centrality.get(row["blob_name"], 0.0), row["bytes"] or 0, row["sharpness"] or 0.0))
+                             score, age, node in contained, bool(colour), centrality.get(node, 0.0),
+                             row["bytes"] or 0, row["sharpness"] or 0.0))
     by_name = {record.name: record for record in records}
     edges = [(a, b) for a in members for b in neighbours[a] if b in members and a < b]
     rows = []
-    for representative, group in star_clusters(records, edges):
+    for representative, group in star_clusters(records, edges, node_of):
         cluster_id = hashlib.sha1(representative.encode()).hexdigest()[:16]
         for name in group:
             keep = name == representative
@@ -135,6 +153,8 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
                 reason = "unique"
             elif keep:
                 reason = f"kept: best of {len(group)} copies (quality {by_name[name].quality:.2f})"
+            elif node_of[name] == node_of[representative]:
+                reason = f"byte-identical copy of {representative}"
             else:
                 reason = (f"duplicate of {representative}{_why_kept(by_name[representative], by_name[name])} "
                           f"(quality {by_name[name].quality:.2f} vs {by_name[representative].quality:.2f})")

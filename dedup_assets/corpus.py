@@ -41,7 +41,11 @@ class StoredVectors:
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, device: str | None = None) -> "StoredVectors":
-        """A stored partition's (blob_name, embedding) rows; on `device` (a PyTorch device) if given."""
+        """A stored partition's (blob_name, embedding) rows; on `device` (a PyTorch device) if given.
+        With a content_hash column, one row per content: byte-identical copies (a logo stored
+        a thousand times) would otherwise fill every query's nearest neighbours."""
+        if "content_hash" in frame.columns:
+            frame = frame.unique(subset="content_hash", keep="first", maintain_order=True)
         vectors = embeddings_matrix(frame, dtype=np.float16)
         if device is not None:
             import torch
@@ -110,8 +114,8 @@ class ResidentEmbeddings:
                      if versions.get(path) == held[0] and budget_bytes > 0}
         room = budget_bytes - self.held_bytes
         paths = sorted(versions)
-        read = layout.iter_parquet([path for path in paths if path not in self.held], ["blob_name", "embedding"],
-                                   PARTITIONS_AT_ONCE)
+        read = layout.iter_parquet([path for path in paths if path not in self.held],
+                                   ["blob_name", "content_hash", "embedding"], PARTITIONS_AT_ONCE)
         self.last_reads = 0
         for path in paths:
             if path in self.held:
@@ -158,10 +162,12 @@ PICK_MEMORY_LIMIT = "256MB"
 
 
 def picked_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str],
-                files_at_once: int = FILES_PER_PICK) -> Iterator[pl.DataFrame]:
-    """Selected columns of the stored rows of these blobs, a group of partitions at a
-    time, in partition order (a blob stored by several batches: its latest row last)."""
-    wanted = pl.DataFrame({"blob_name": list(names)}, schema={"blob_name": pl.String})
+                files_at_once: int = FILES_PER_PICK, key: str = "blob_name") -> Iterator[pl.DataFrame]:
+    """Selected columns of the stored rows of these blobs (or of the rows whose `key`
+    column holds one of `names`: every stored copy of some contents), a group of
+    partitions at a time, in partition order (a blob stored by several batches: its
+    latest row last)."""
+    wanted = pl.DataFrame({key: list(names)}, schema={key: pl.String})
     files = _partition_files(layout, asset_name)
     if wanted.height == 0 or not files:
         return
@@ -169,7 +175,7 @@ def picked_rows(layout: StorageLayout, asset_name: str, columns: list[str], name
         # One partition at a time, the wanted rows picked while reading (the other rows'
         # embeddings are never decoded): 6,500 rows out of 1M stored, 2.7 s instead of 15 s.
         yield from partitions(layout, asset_name, columns,
-                              where=pl.col("blob_name").is_in(wanted["blob_name"].implode()))
+                              where=pl.col(key).is_in(wanted[key].implode()))
         return
     # On disk, one DuckDB semi-join per group of files: 48,000 rows out of 1M stored
     # embeddings in 4.1 s, against 11.0 s partition by partition with polars.
@@ -178,23 +184,26 @@ def picked_rows(layout: StorageLayout, asset_name: str, columns: list[str], name
         for start in range(0, len(files), files_at_once):
             # Only the columns these files store: one added to the asset later is missing
             # from partitions written before (`read_rows` gives it as null).
-            yield con.execute("""
+            yield con.execute(f"""
                 select columns(c -> list_contains($columns, c))
                 from read_parquet($files, filename = true, file_row_number = true, union_by_name = true)
-                semi join wanted using (blob_name)
+                semi join wanted using ("{key}")
                 order by filename, file_row_number""",
                 {"files": files[start:start + files_at_once], "columns": columns}).pl()
 
 
-def read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str]) -> pl.DataFrame:
-    """Selected columns of the stored rows of these blobs only: empty, with those columns,
-    if none are stored (a batch without candidate pairs joins and dedupes it by name).
-    A column no partition read stores (added to the asset since) comes back null."""
-    return _with_columns(_read_rows(layout, asset_name, columns, names), columns)
+def read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str],
+              key: str = "blob_name") -> pl.DataFrame:
+    """Selected columns of the stored rows of these blobs only (or of the rows whose `key`
+    holds one of `names`): empty, with those columns, if none are stored (a batch without
+    candidate pairs joins and dedupes it by name). A column no partition read stores
+    (added to the asset since) comes back null."""
+    return _with_columns(_read_rows(layout, asset_name, columns, names, key), columns)
 
 
-def _read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str]) -> pl.DataFrame:
-    picked = list(picked_rows(layout, asset_name, columns, names))
+def _read_rows(layout: StorageLayout, asset_name: str, columns: list[str], names: Iterable[str],
+               key: str = "blob_name") -> pl.DataFrame:
+    picked = list(picked_rows(layout, asset_name, columns, names, key=key))
     if frames := [frame for frame in picked if frame.height]:
         return pl.concat(frames, how="diagonal_relaxed")
     if picked:
@@ -225,10 +234,41 @@ def latest_duplicate_pairs(layout: StorageLayout, columns: list[str]) -> pl.Data
     pairs in ~5 s (16-17 s with the stored rows materialised once, 29.9 s reading them
     one at a time with polars)."""
     files = layout.local_copies(layout.asset_dir("verified_pairs"))
+    asked = list(dict.fromkeys(["blob_a", "blob_b", "is_duplicate", *columns]))
     if not files:
-        return pl.DataFrame()
-    wanted = ", ".join(f'"{column}"' for column in dict.fromkeys(["blob_a", "blob_b", "is_duplicate", *columns]))
-    sql = f"""
+        return pl.DataFrame(schema={column: pl.Boolean if column == "is_duplicate" else pl.String for column in asked})
+    with bounded_memory(duckdb.connect(), layout, DUPLICATE_SCAN_MEMORY_LIMIT, reads_remote=False) as con:
+        # A column added to the asset later (content_a, content_b) is in no partition
+        # written before: read as null.
+        stored = {row[0] for row in con.execute(
+            "describe select * from read_parquet($files, union_by_name = true)", {"files": files}).fetchall()}
+        con.execute("set preserve_insertion_order = false")  # a set of pairs: no order to keep
+        return _with_columns(con.execute(_latest_duplicates_sql([c for c in asked if c in stored]),
+                                         {"files": files}).pl(), asked)
+
+
+def with_current_contents(pairs: pl.DataFrame, layout: StorageLayout) -> pl.DataFrame:
+    """Pairs (with content_a, content_b) whose contents were not stored with them (written
+    before they were) given each end's content as its blob holds it now."""
+    unknown = pairs.filter(pl.col("content_a").is_null() | pl.col("content_b").is_null())
+    if unknown.height == 0:
+        return pairs
+    current = read_rows(layout, "wavelet_hashes", ["blob_name", "content_hash"],
+                        set(unknown["blob_a"]) | set(unknown["blob_b"])).unique("blob_name", keep="last")
+    for end in ("a", "b"):
+        pairs = (pairs.join(current.rename({"blob_name": f"blob_{end}", "content_hash": "current"}),
+                            on=f"blob_{end}", how="left", maintain_order="left")
+                 .with_columns(pl.coalesce(pl.col(f"content_{end}").cast(pl.String), "current").alias(f"content_{end}"))
+                 .drop("current"))
+    return pairs
+
+
+# `pairs` is read twice, streaming: materialised once (DuckDB's default for a CTE named
+# twice) every stored pair went through the 128 MB buffer and spilled. Local files
+# (copies, when the data root is remote): DuckDB reads them directly.
+def _latest_duplicates_sql(columns: list[str]) -> str:
+    wanted = ", ".join(f'"{column}"' for column in columns)
+    return f"""
         with pairs as not materialized (
             select {wanted}, filename, file_row_number
             from read_parquet($files, filename = true, file_row_number = true, union_by_name = true)),
@@ -238,12 +278,6 @@ def latest_duplicate_pairs(layout: StorageLayout, columns: list[str]) -> pl.Data
             qualify row_number() over (partition by blob_a, blob_b
                                        order by filename desc, file_row_number desc) = 1)
         select * from latest where is_duplicate"""
-    # `pairs` is read twice, streaming: materialised once (DuckDB's default for a CTE
-    # named twice) every stored pair went through the 128 MB buffer and spilled.
-    # Local files (copies, when the data root is remote): DuckDB reads them directly.
-    with bounded_memory(duckdb.connect(), layout, DUPLICATE_SCAN_MEMORY_LIMIT, reads_remote=False) as con:
-        con.execute("set preserve_insertion_order = false")  # a set of pairs: no order to keep
-        return con.execute(sql, {"files": files}).pl()
 
 
 def embeddings_matrix(frame: pl.DataFrame | pl.Series, dim: int | None = None,

@@ -41,6 +41,8 @@ VERIFIED_SCHEMA = {
     "hamming": pl.Int32, "color_distance": pl.Float32, "cosine": pl.Float32,
     "matches": pl.Int32, "inliers": pl.Int32, "coverage_a": pl.Float32, "coverage_b": pl.Float32,
     "inlier_spread": pl.Float32, "agreement": pl.Float32, "mirrored": pl.Boolean, "is_duplicate": pl.Boolean, "decided_by": pl.String, "reason": pl.String,
+    # What was compared: the pair's decision holds for every byte-identical copy of either.
+    "content_a": pl.String, "content_b": pl.String,
 }
 
 
@@ -81,6 +83,27 @@ def named_pairs(found: pl.DataFrame) -> pl.DataFrame:
             .group_by(pl.min_horizontal("name_1", "name_2").alias("blob_a"),
                       pl.max_horizontal("name_1", "name_2").alias("blob_b"))
             .agg(pl.col("cosine").max())
+            .sort("blob_a", "blob_b"))
+
+
+def one_pair_per_content(found: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
+    """Candidates (blob_a, blob_b, source, cosine: a pair both searches found comes twice)
+    as one row per pair of contents, with found_by and content_a, content_b (`features`:
+    blob_name, content_hash). Byte-identical copies are one image: a pair between two is
+    dropped, and of the pairs joining the same two contents (the searches may each have
+    met another copy) one is verified, for all of them."""
+    content = features.select("blob_name", "content_hash")
+    key_a, key_b = pl.coalesce("content_a", "blob_a"), pl.coalesce("content_b", "blob_b")
+    return (found
+            .join(content.rename({"blob_name": "blob_a", "content_hash": "content_a"}), on="blob_a", how="left")
+            .join(content.rename({"blob_name": "blob_b", "content_hash": "content_b"}), on="blob_b", how="left")
+            .filter(key_a != key_b)
+            .sort("blob_a", "blob_b")
+            .group_by(pl.min_horizontal(key_a, key_b).alias("low"), pl.max_horizontal(key_a, key_b).alias("high"),
+                      maintain_order=True)
+            .agg(pl.col("blob_a", "blob_b", "content_a", "content_b").first(),
+                 pl.col("source").unique().sort().str.join("+").alias("found_by"), pl.col("cosine").max())
+            .select("blob_a", "blob_b", "found_by", "cosine", "content_a", "content_b")
             .sort("blob_a", "blob_b"))
 
 
@@ -430,6 +453,8 @@ def verify_pairs(
 
     rows = []
     names_a, names_b, found_by = (candidates[column].to_list() for column in ("blob_a", "blob_b", "found_by"))
+    contents_a, contents_b = (candidates[column].to_list() if column in candidates.columns else [None] * len(a)
+                              for column in ("content_a", "content_b"))
     for i in range(len(a)):
         decision = decide(int(hamming[i]), float(colour[i]), float(cosine[i]), bool(gray[a[i]]),
                           bool(gray[b[i]]), verifications.get(i), policy)
@@ -439,5 +464,6 @@ def verify_pairs(
         rows.append((names_a[i], names_b[i], found_by[i], int(hamming[i]), float(colour[i]), float(cosine[i]),
                      v.matches if verification else None, v.inliers if verification else None,
                      v.coverage_a if verification else None, v.coverage_b if verification else None,
-                     v.spread if verification else None, v.agreement if verification else None, v.mirrored, decision.is_duplicate, decision.stage, decision.reason))
+                     v.spread if verification else None, v.agreement if verification else None, v.mirrored,
+                     decision.is_duplicate, decision.stage, decision.reason, contents_a[i], contents_b[i]))
     return pl.DataFrame(rows, schema=VERIFIED_SCHEMA, orient="row"), time.perf_counter() - started

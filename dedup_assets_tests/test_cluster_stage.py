@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dedup_assets.cluster_stage import cluster_batch, touched_names, touching_pairs
+from dedup_assets.cluster_stage import cluster_batch, touched_nodes, touching_pairs
 from dedup_assets.demo_data import shipped_photos
 from dedup_assets.vision.color import color_signature
 from dedup_assets.vision.hashing import downsample
@@ -41,7 +41,7 @@ def test_only_the_components_touching_the_batch_are_kept():
     ])
     found = touching_pairs(["a", "new"], pairs)
     assert sorted(found.select("blob_a", "blob_b").rows()) == [("a", "b"), ("b", "c"), ("d", "c")]
-    assert touched_names(["a", "new"], found) == {"a", "b", "c", "d", "new"}
+    assert touched_nodes(["a", "new"], found) == {"a", "b", "c", "d", "new"}
     assert touching_pairs(["zzz"], pairs).height == 0
 
 
@@ -57,7 +57,7 @@ def test_clusters_from_touching_pairs_equal_clusters_from_every_pair():
     assert component.height < pairs.filter("is_duplicate").height  # the test means something
     expected = cluster_batch(batch, pairs, images, now=NOW)
     assert cluster_batch(batch, component, images, now=NOW).equals(expected)
-    assert set(expected["blob_name"]) == touched_names(batch, component)
+    assert set(expected["blob_name"]) == touched_nodes(batch, component)
 
 
 def test_the_colour_original_is_kept_over_a_finer_grayscale_copy():
@@ -133,3 +133,20 @@ def test_copies_stored_together_keep_the_one_the_others_resemble_most():
     # The captioned copy scores higher (sharper): the reason says why it goes.
     dropped = clusters.filter(pl.col("blob_name") == "captioned.jpg").row(0, named=True)
     assert dropped["reason"].startswith("duplicate of original.jpg, which the other copies resemble most")
+
+
+def test_a_copy_takes_the_pairs_verified_for_its_content_even_when_that_copy_is_gone():
+    # "first.jpg" was verified against "small.jpg"; it has since been deleted (no row), and
+    # "second.jpg" holds the same bytes: it takes first.jpg's place in the group.
+    pairs = pairs_frame([("first.jpg", "small.jpg", True)]).with_columns(
+        pl.lit("content-1").alias("content_a"), pl.lit("content-2").alias("content_b"))
+    images = images_frame(["second.jpg", "third.jpg", "small.jpg"]).with_columns(
+        pl.Series("content_hash", ["content-1", "content-1", "content-2"]),
+        pl.Series("width", [2000, 2000, 300]), pl.Series("height", [1500, 1500, 200]))
+    component = touching_pairs(["content-1"], pairs)
+    assert touched_nodes(["content-1"], component) == {"content-1", "content-2"}
+    clusters = cluster_batch(["third.jpg"], component, images, now=NOW)
+    assert clusters["representative"].unique().to_list() == ["second.jpg"]
+    reasons = dict(clusters.select("blob_name", "reason").rows())
+    assert reasons["third.jpg"] == "byte-identical copy of second.jpg"
+    assert reasons["small.jpg"].startswith("duplicate of second.jpg")

@@ -4,7 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dedup_assets.corpus import ResidentEmbeddings, embeddings_matrix, grouped, latest_duplicate_pairs, read_rows
+from dedup_assets.corpus import (ResidentEmbeddings, embeddings_matrix, grouped, latest_duplicate_pairs, read_rows,
+                                 with_current_contents)
 
 
 def store_pairs(layout, batch, rows):
@@ -21,6 +22,22 @@ def test_only_the_latest_decision_on_each_duplicate_pair_is_held(layout):
     assert sorted(held.select("blob_a", "blob_b", "coverage_a").rows()) == [
         ("a", "c", 0.6000000238418579), ("c", "d", 0.699999988079071), ("x", "y", 0.5)]
     assert latest_duplicate_pairs(layout.__class__(layout.home / "empty"), []).height == 0
+
+
+def test_pairs_stored_before_contents_were_take_each_blobs_current_content(layout):
+    store_pairs(layout, "batch-000001", [("a", "b", True, 0.9)])  # no content columns: an older data root
+    newer = pl.DataFrame({"blob_a": ["a"], "blob_b": ["c"], "is_duplicate": [True], "coverage_a": [0.8],
+                          "content_a": ["content-of-a"], "content_b": ["content-of-c"]})
+    layout.write_parquet(newer, layout.partition_path("verified_pairs", "batch-000002"))
+    hashes = pl.DataFrame({"blob_name": ["a", "b", "c"], "content_hash": ["content-of-a", "content-of-b", "x"]})
+    layout.write_parquet(hashes, layout.partition_path("wavelet_hashes", "batch-000001"))
+
+    held = latest_duplicate_pairs(layout, ["content_a", "content_b"]).sort("blob_b")
+    assert held.rows() == [("a", "b", True, None, None), ("a", "c", True, "content-of-a", "content-of-c")]
+    filled = with_current_contents(held, layout)
+    # Stored contents stay (what was compared); missing ones are read from the blobs' rows.
+    assert filled.select("content_a", "content_b").rows() == [("content-of-a", "content-of-b"),
+                                                               ("content-of-a", "content-of-c")]
 
 
 def test_rows_of_named_blobs_come_from_every_batch(layout):

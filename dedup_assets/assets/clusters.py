@@ -5,12 +5,12 @@ import polars as pl
 
 from dedup_assets.assets.reporting import markdown_preview, timing
 from dedup_assets.plots import cluster_size_histogram, markdown_image
-from dedup_assets.cluster_stage import cluster_batch, touched_names, touching_pairs
-from dedup_assets.corpus import latest_duplicate_pairs, read_rows
+from dedup_assets.cluster_stage import cluster_batch, touched_nodes, touching_pairs
+from dedup_assets.corpus import latest_duplicate_pairs, read_rows, with_current_contents
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource
 
-IMAGE_COLUMNS = ["blob_name", "width", "height", "picture_width", "picture_height", "format", "jpeg_quality",
+IMAGE_COLUMNS = ["blob_name", "content_hash", "width", "height", "picture_width", "picture_height", "format", "jpeg_quality",
                  "sharpness", "bytes", "color_signature"]
 
 
@@ -38,9 +38,15 @@ def clusters(
     layout = storage.layout
     # Only what the groups touching this batch need: duplicate pairs (not every pair
     # ever verified) and the images of those groups (not the whole corpus).
+    # Byte-identical copies are one node of the graph, their content: found by content.
     batch_names = wavelet_hashes["blob_name"].to_list()
-    pairs = touching_pairs(batch_names, latest_duplicate_pairs(layout, ["coverage_a", "coverage_b", "cosine"]))
-    touched = touched_names(batch_names, pairs)
+    batch_contents = wavelet_hashes["content_hash"].unique().to_list()
+    stored = latest_duplicate_pairs(layout, ["coverage_a", "coverage_b", "cosine", "content_a", "content_b"])
+    pairs = touching_pairs(batch_contents, with_current_contents(stored, layout))
+    contents = touched_nodes(batch_contents, pairs)
+    # Every copy of those contents (the latest row of each: a blob rewritten since may hold another).
+    touched = set(batch_names) | set(read_rows(layout, "wavelet_hashes", ["blob_name"], contents,
+                                               key="content_hash")["blob_name"])
     images = read_rows(layout, "wavelet_hashes", IMAGE_COLUMNS, touched).join(
         read_rows(layout, "blob_inventory", ["blob_name", "last_modified"], touched).unique("blob_name", keep="last"),
         on="blob_name", how="left",

@@ -29,14 +29,26 @@ def _signatures(column: pl.Series) -> np.ndarray:
 
 def candidate_pairs(batch: pl.DataFrame, corpus: pl.DataFrame, radius: int, max_color: float) -> pl.DataFrame:
     """Near-hash pairs between a batch and the whole corpus (itself included), whose
-    colour signatures agree. Each unordered pair once, as blob_a < blob_b."""
+    colour signatures agree. Each unordered pair once, as blob_a < blob_b.
+
+    With content hashes given, one copy of each content takes part on either side and
+    byte-identical copies never pair: they are one image (`clusters` groups them by
+    content), and a picture stored N times would otherwise give N(N-1)/2 pairs."""
+    by_content = "content_hash" in batch.columns and "content_hash" in corpus.columns
+    if by_content:
+        batch, corpus = (frame.unique(subset="content_hash", keep="first", maintain_order=True)
+                         for frame in (batch, corpus))
     found = hamming_pairs(batch["wavelet_hash"].to_numpy(), corpus["wavelet_hash"].to_numpy(), radius)
-    names_a = batch["blob_name"].to_numpy()[found.query]
-    names_b = corpus["blob_name"].to_numpy()[found.reference]
-    signatures_a = _signatures(batch["color_signature"].gather(found.query))
-    signatures_b = _signatures(corpus["color_signature"].gather(found.reference))
+    query, reference, score = found.query, found.reference, found.score
+    if by_content:
+        distinct = batch["content_hash"].to_numpy()[query] != corpus["content_hash"].to_numpy()[reference]
+        query, reference, score = query[distinct], reference[distinct], score[distinct]
+    names_a = batch["blob_name"].to_numpy()[query]
+    names_b = corpus["blob_name"].to_numpy()[reference]
+    signatures_a = _signatures(batch["color_signature"].gather(query))
+    signatures_b = _signatures(corpus["color_signature"].gather(reference))
     pairs = pl.DataFrame({
-        "name_1": names_a, "name_2": names_b, "hamming": found.score,
+        "name_1": names_a, "name_2": names_b, "hamming": score,
         "color_distance": color_distance(signatures_a, signatures_b).astype(np.float32),
     }, schema={"name_1": pl.String, "name_2": pl.String, "hamming": pl.Int32, "color_distance": pl.Float32})
     return (
@@ -87,7 +99,8 @@ def color_candidates(
         wavelet_hashes,
         # ~100 stored partitions searched at once: once per partition, polars' and faiss's
         # per-call costs took 12.6 s over 1M stored hashes, 6.6 s grouped.
-        grouped(partitions(storage.layout, "wavelet_hashes", ["blob_name", "wavelet_hash", "color_signature"]),
+        grouped(partitions(storage.layout, "wavelet_hashes",
+                           ["blob_name", "content_hash", "wavelet_hash", "color_signature"]),
                 STORED_ROWS_PER_SEARCH),
         config.hamming_radius, config.max_color_distance)
     context.log.info(f"{pairs.height} colour-agreeing near-hash pairs against {corpus_images} stored images")

@@ -12,7 +12,7 @@ from dedup_assets.memory import release_freed_memory
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.placement import GPU_POOL, gpu_step_tags
 from dedup_assets.resources import DedupStorageResource
-from dedup_assets.verify_stage import verify_pairs, with_hash_pairs_cosines
+from dedup_assets.verify_stage import one_pair_per_content, verify_pairs, with_hash_pairs_cosines
 from dedup_assets.vision.cascade import CascadePolicy
 from dedup_assets.vision.verify import ORB_FEATURES, VERIFY_SIDE, load_verifier
 
@@ -87,31 +87,29 @@ def verified_pairs(
     layout = storage.layout
     # Stored embeddings are streamed a partition at a time (memory does not grow with the
     # corpus), or, in a large corpus, their compressed codes.
-    from_embeddings, searched = cross_batch_pairs(embeddings, layout, context.partition_key, config.min_similarity,
+    # One copy of each content searches: byte-identical copies are one image to `clusters`.
+    from_embeddings, searched = cross_batch_pairs(embeddings.unique(subset="content_hash", keep="first",
+                                                                    maintain_order=True), layout, context.partition_key, config.min_similarity,
                                                   config.neighbours, config.index_from, config.index_spec,
                                                   config.index_probes, config.resident_embeddings_mb * 2**20)
-    candidates = (
-        pl.concat([
-            color_candidates.select("blob_a", "blob_b", pl.lit("hash").alias("source"),
-                                    pl.lit(None, pl.Float32).alias("cosine")),
-            from_embeddings.select("blob_a", "blob_b", pl.lit("embedding").alias("source"), "cosine"),
-        ])
-        .group_by("blob_a", "blob_b")
-        .agg(pl.col("source").unique().sort().str.join("+").alias("found_by"), pl.col("cosine").max())
-        .sort("blob_a", "blob_b")
-    )
+    candidates = pl.concat([
+        color_candidates.select("blob_a", "blob_b", pl.lit("hash").alias("source"),
+                                pl.lit(None, pl.Float32).alias("cosine")),
+        from_embeddings.select("blob_a", "blob_b", pl.lit("embedding").alias("source"), "cosine"),
+    ])
     involved = set(candidates["blob_a"]) | set(candidates["blob_b"])
     embedded = read_rows(layout, "embeddings", ["blob_name"], involved)["blob_name"]
     features = (
-        read_rows(layout, "wavelet_hashes", ["blob_name", "wavelet_hash", "color_signature", "thumbnail"], involved)
+        read_rows(layout, "wavelet_hashes",
+                  ["blob_name", "content_hash", "wavelet_hash", "color_signature", "thumbnail"], involved)
         .unique(subset="blob_name", keep="last")
         .filter(pl.col("blob_name").is_in(embedded.implode()))
     )
     # A concurrent run may have hashed its batch but not embedded it yet: such a pair
     # waits for that batch's own run, which searches it against this one.
     ready = candidates["blob_a"].is_in(features["blob_name"]) & candidates["blob_b"].is_in(features["blob_name"])
-    deferred = int((~ready).sum())
-    candidates = with_hash_pairs_cosines(candidates.filter(ready), layout)
+    deferred = int(candidates.filter(~ready).select("blob_a", "blob_b").n_unique()) if candidates.height else 0
+    candidates = with_hash_pairs_cosines(one_pair_per_content(candidates.filter(ready), features), layout)
     policy = CascadePolicy(accept_hamming=config.accept_hamming, min_inliers=config.min_inliers,
                            min_coverage=config.min_coverage, min_agreement=config.min_agreement,
                            candidate_hamming=config.candidate_hamming,

@@ -96,8 +96,17 @@ def _most_faithful(pool: list[Image]) -> list[Image]:
     return [c for c in pool if c.fidelity >= best_fidelity - FIDELITY_TIE]
 
 
-def star_clusters(images: list[Image], duplicate_pairs: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """Groups as (representative, members including it); singletons included."""
+def star_clusters(images: list[Image], duplicate_pairs: list[tuple[str, str]],
+                  node_of: dict[str, str] | None = None) -> list[tuple[str, list[str]]]:
+    """Groups as (representative, members including it); singletons included.
+
+    node_of: each image's node, where pairs join nodes rather than images: byte-identical
+    copies share their content's node, so a pair verified for one copy holds for every
+    copy, and copies of one content always share a group. Default: each image its own."""
+    node_of = node_of or {}
+    nodes: dict[str, list[str]] = defaultdict(list)
+    for image in sorted(images, key=lambda image: image.name):
+        nodes[node_of.get(image.name, image.name)].append(image.name)
     neighbours: dict[str, set[str]] = defaultdict(set)
     for a, b in duplicate_pairs:
         if a != b:
@@ -105,20 +114,22 @@ def star_clusters(images: list[Image], duplicate_pairs: list[tuple[str, str]]) -
             neighbours[b].add(a)
     by_name = {image.name: image for image in images}
     groups: list[tuple[str, list[str]]] = []
-    for component in _components(by_name, neighbours):
-        remaining = set(component)
+    for component in _components(nodes, neighbours):
+        remaining = {name for node in component for name in nodes[node]}
         while remaining:
             representative = pick_representative([by_name[n] for n in sorted(remaining)]).name
-            members = [representative] + sorted(neighbours[representative] & remaining - {representative})
+            home = node_of.get(representative, representative)
+            joined = (name for node in [home, *neighbours[home]] for name in nodes.get(node, ()))
+            members = [representative] + sorted({name for name in joined if name in remaining} - {representative})
             groups.append((representative, members))
             remaining -= set(members)
     return groups
 
 
-def _components(by_name, neighbours) -> list[list[str]]:
+def _components(nodes: dict[str, list[str]], neighbours: dict[str, set[str]]) -> list[list[str]]:
     seen: set[str] = set()
     components = []
-    for start in sorted(by_name):
+    for start in sorted(nodes):
         if start in seen:
             continue
         stack, component = [start], []
@@ -127,7 +138,7 @@ def _components(by_name, neighbours) -> list[list[str]]:
             node = stack.pop()
             component.append(node)
             for other in neighbours[node]:
-                if other not in seen and other in by_name:
+                if other not in seen and other in nodes:
                     seen.add(other)
                     stack.append(other)
         components.append(component)

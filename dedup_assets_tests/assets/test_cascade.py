@@ -142,3 +142,42 @@ def test_a_batch_without_candidate_pairs_ends_as_one_singleton_per_image(instanc
     (batch,) = run_batch(instance, alone_resources, layout, folder)
     assert pl.read_parquet(layout.partition_path("verified_pairs", batch)).height == 0
     assert query(layout, "select blob_name, cluster_size from clusters") == [("chelsea.jpg", 1)]
+
+
+def test_byte_identical_copies_are_one_image_across_batches(instance, resources, layout, tmp_path, photos):
+    import shutil
+
+    from dedup_assets.resources import ImageSourceResource
+
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    save(photos["astronaut"], folder / "astronaut.jpg", 95, age=0)
+    save(photos["astronaut"], folder / "astronaut_q40.jpg", 40, age=5)
+    save(photos["chelsea"], folder / "chelsea.jpg", 92, age=6)
+    for i, source in enumerate(["astronaut.jpg"] * 4 + ["astronaut_q40.jpg"]):
+        shutil.copy(folder / source, folder / f"copy_{i}_of_{source}")
+        os.utime(folder / f"copy_{i}_of_{source}", (1_700_000_010 + i, 1_700_000_010 + i))
+    copies_resources = {**resources, "image_source": ImageSourceResource(uri=str(folder))}
+    (first,) = run_batch(instance, copies_resources, layout, folder)
+    shutil.copy(folder / "astronaut.jpg", folder / "later_copy_of_astronaut.jpg")
+    (second,) = run_batch(instance, copies_resources, layout, folder)
+
+    hashes = pl.concat([pl.read_parquet(layout.partition_path("wavelet_hashes", key)) for key in (first, second)])
+    content = dict(hashes.select("blob_name", "content_hash").rows())
+    for key in (first, second):
+        pairs = pl.read_parquet(layout.partition_path("verified_pairs", key))
+        # No pair between copies of one content, and one verified pair per two contents.
+        assert pairs.filter(pl.col("content_a") == pl.col("content_b")).height == 0
+        ends = pairs.select(pl.min_horizontal("content_a", "content_b").alias("low"),
+                            pl.max_horizontal("content_a", "content_b").alias("high"))
+        assert ends.n_unique() == pairs.height
+        assert [content[name] for name in pairs["blob_a"]] == pairs["content_a"].to_list()
+    first_pairs = pl.read_parquet(layout.partition_path("verified_pairs", first))
+    assert first_pairs.filter("is_duplicate").height == 1  # the two astronaut contents, once
+
+    rows = {r[0]: r[1:] for r in query(layout, "select blob_name, representative, reason from clusters")}
+    astronauts = [name for name in rows if "astronaut" in name]
+    assert len(astronauts) == 8 and {rows[name][0] for name in astronauts} == {"astronaut.jpg"}
+    assert rows["later_copy_of_astronaut.jpg"][1] == "byte-identical copy of astronaut.jpg"
+    assert rows["copy_4_of_astronaut_q40.jpg"][1].startswith("duplicate of astronaut.jpg (")
+    assert rows["chelsea.jpg"] == ("chelsea.jpg", "unique")

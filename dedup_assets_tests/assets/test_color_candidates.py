@@ -37,3 +37,18 @@ def test_no_stored_partition_gives_no_pairs():
     pairs, searched = corpus_candidate_pairs(batch, iter([]), radius=3, max_color=12.0)
     assert (pairs.height, searched) == (0, 0)
     assert pairs.schema == candidate_pairs(batch, batch, 3, 12.0).schema
+
+
+def test_byte_identical_copies_never_pair_and_a_near_copy_pairs_with_one_of_them():
+    contents = {"new/copy_1": "c", "new/copy_2": "c", "new/near": "n", "old/copy_3": "c", "old/copy_4": "c"}
+
+    def with_contents(frame):
+        return frame.with_columns(pl.col("blob_name").replace_strict(contents).alias("content_hash"))
+
+    batch = with_contents(hashes(["new/copy_1", "new/copy_2", "new/near"], [0b1111, 0b1111, 0b0111], [100] * 3))
+    stored = with_contents(hashes(["old/copy_3", "old/copy_4"], [0b1111, 0b1111], [100, 100]))
+    pairs, _ = corpus_candidate_pairs(batch, iter([stored, batch]), radius=3, max_color=12.0)
+    assert [(a, b) for a, b, *_ in pairs.rows()] == [("new/copy_1", "new/near"), ("new/near", "old/copy_3")]
+    # Without contents each copy pairs with every other it is searched against: 3 + 3 x 2.
+    assert corpus_candidate_pairs(batch.drop("content_hash"), iter([stored.drop("content_hash"), batch]),
+                                  radius=3, max_color=12.0)[0].height == 9

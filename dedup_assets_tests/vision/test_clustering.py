@@ -122,3 +122,13 @@ def test_of_equal_copies_a_blur_loses_and_the_smaller_file_of_one_picture_is_kep
     # Equally faithful within the tie, the finer setting first: a q95 original over its q93 re-save.
     resave = stored_together("resave", 0.9, fidelity_=fidelity("JPEG", 93), size=90_000)
     assert pick_representative([resave, stored_together("q95", 0.9, fidelity_=fidelity("JPEG", 95))]).name == "q95"
+
+
+def test_byte_identical_copies_are_one_node_of_the_graph():
+    # C1, C2, C3 hold one content; only C1 was verified against B, and B against X, not X against C.
+    images = [image("C2", age=0), image("C1", age=1), image("C3", age=2), image("B", pixels=500_000, age=3),
+              image("X", pixels=500_000, age=4)]
+    node_of = {"C1": "c", "C2": "c", "C3": "c", "B": "b", "X": "x"}
+    groups = dict(star_clusters(images, [("c", "b"), ("b", "x")], node_of))
+    # The oldest copy is kept; every copy of its content, and what its content was verified against, join it.
+    assert groups == {"C2": ["C2", "B", "C1", "C3"], "X": ["X"]}

@@ -38,27 +38,49 @@ class StoredVectors:
 
     names: pl.Series
     vectors: Any  # (n, d) float16: np.ndarray, or torch.Tensor on a device
+    contents: np.ndarray | None = None  # a 64-bit hash of each row's content_hash, where stored
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, device: str | None = None) -> "StoredVectors":
         """A stored partition's (blob_name, embedding) rows; on `device` (a PyTorch device) if given.
         With a content_hash column, one row per content: byte-identical copies (a logo stored
         a thousand times) would otherwise fill every query's nearest neighbours."""
+        contents = None
         if "content_hash" in frame.columns:
             frame = frame.unique(subset="content_hash", keep="first", maintain_order=True)
+            contents = frame["content_hash"].hash().to_numpy()
         vectors = embeddings_matrix(frame, dtype=np.float16)
         if device is not None:
             import torch
 
             vectors = torch.from_numpy(vectors).to(device)
-        return cls(frame["blob_name"], vectors)
+        return cls(frame["blob_name"], vectors, contents)
+
+    def without(self, seen: set[int]) -> "StoredVectors":
+        """These rows but those whose content is in `seen` (met in an earlier partition),
+        and their contents added to it."""
+        if self.contents is None:
+            return self
+        hashes = self.contents.tolist()
+        keep = np.fromiter((h not in seen for h in hashes), bool, len(hashes))
+        seen.update(hashes)
+        if keep.all():
+            return self
+        if isinstance(self.vectors, np.ndarray):
+            vectors = self.vectors[keep]
+        else:
+            import torch
+
+            vectors = self.vectors[torch.from_numpy(keep).to(self.vectors.device)]
+        return StoredVectors(self.names.filter(pl.Series(keep)), vectors, self.contents[keep])
 
     def __len__(self) -> int:
         return len(self.names)
 
     @property
     def nbytes(self) -> int:
-        return self.names.estimated_size() + self.vectors.nbytes
+        contents = 0 if self.contents is None else self.contents.nbytes
+        return self.names.estimated_size() + self.vectors.nbytes + contents
 
     @staticmethod
     def joined(parts: list["StoredVectors"]) -> "StoredVectors":
@@ -71,7 +93,9 @@ class StoredVectors:
             import torch
 
             vectors = torch.cat([part.vectors for part in parts])
-        return StoredVectors(pl.concat([part.names for part in parts]), vectors)
+        contents = (None if any(part.contents is None for part in parts)
+                    else np.concatenate([part.contents for part in parts]))
+        return StoredVectors(pl.concat([part.names for part in parts]), vectors, contents)
 
 
 class ResidentEmbeddings:

@@ -172,36 +172,44 @@ def indexed_embedding_pairs(batch: pl.DataFrame, index: EmbeddingIndex, layout: 
     """As `verify_stage.embedding_pairs`, with the stored corpus searched through the
     compressed index: the batch against itself exactly, against the rest of the store
     by the codes' ranking; every candidate's cosine exact; up to k neighbours per image
-    at or above `min_similarity`."""
+    at or above `min_similarity`: one per stored content (byte-identical copies would
+    otherwise fill the k), none of the query's own."""
     queries = embeddings_matrix(batch)
     within = streamed_neighbours(queries, [queries], min_similarity, k + 1)  # +1: itself
     candidates = index.candidates(batch, partition_key, k).join(
         batch.select(pl.col("blob_name").alias("query")).with_row_index("a"), on="query")
+    contents = batch["content_hash"]
     scored_stored = []
     # The candidates' stored embeddings a group of partitions at a time: a batch's 256k
     # candidates (up to 1,000 × 8 × 32) held at once would be ~1.3 GB as float32.
-    for frame in picked_rows(layout, "embeddings", ["blob_name", "embedding"], candidates["stored"].unique()):
+    for frame in picked_rows(layout, "embeddings", ["blob_name", "content_hash", "embedding"],
+                             candidates["stored"].unique()):
         rows = candidates.join(frame.select(pl.col("blob_name").alias("stored")).with_row_index("b"), on="stored")
         cosine = pair_inner_products(queries, rows["a"].to_numpy().astype(np.int64),
                                      rows["b"].to_numpy().astype(np.int64),
                                      others=embeddings_matrix(frame, queries.shape[1]))
-        scored_stored.append(pl.DataFrame({"query": rows["query"], "other": rows["stored"], "cosine": cosine},
-                                          schema=_SCORED))
+        stored_contents = frame["content_hash"] if "content_hash" in frame.columns else frame["blob_name"]
+        scored_stored.append(pl.DataFrame({"query": rows["query"], "other": rows["stored"], "cosine": cosine,
+                                           "query_content": contents.gather(rows["a"]),
+                                           "content": stored_contents.gather(rows["b"])}, schema=_SCORED))
     names = batch["blob_name"]
     scored = pl.concat([
         pl.DataFrame({"query": names.gather(within.query), "other": names.gather(within.reference),
-                      "cosine": within.score}, schema=_SCORED),
+                      "cosine": within.score, "query_content": contents.gather(within.query),
+                      "content": contents.gather(within.reference)}, schema=_SCORED),
         *scored_stored,
     ])
     return named_pairs(scored
-                       .filter((pl.col("cosine") >= min_similarity) & (pl.col("query") != pl.col("other")))
+                       .filter((pl.col("cosine") >= min_similarity) & (pl.col("query") != pl.col("other"))
+                               & (pl.col("query_content") != pl.col("content")))
                        .sort("cosine", descending=True)
-                       .unique(subset=["query", "other"], keep="first", maintain_order=True)
+                       .unique(subset=["query", "content"], keep="first", maintain_order=True)
                        .group_by("query", maintain_order=True).head(k)
                        .select(pl.col("query").alias("name_1"), pl.col("other").alias("name_2"), "cosine"))
 
 
-_SCORED = {"query": pl.String, "other": pl.String, "cosine": pl.Float32}
+_SCORED = {"query": pl.String, "other": pl.String, "cosine": pl.Float32, "query_content": pl.String,
+           "content": pl.String}
 
 
 def cross_batch_pairs(batch: pl.DataFrame, layout: StorageLayout, partition_key: str | None,

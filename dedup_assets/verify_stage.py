@@ -60,7 +60,11 @@ def embedding_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame | StoredV
     def chunks():
         # Searched a few partitions at a time: with each 1,000-row partition alone, the
         # per-chunk work (k-best heaps, partial sorts) made the search 1.3-1.6x slower.
-        stored = (part if isinstance(part, StoredVectors) else StoredVectors.from_frame(part) for part in corpus)
+        # One row per content over the whole store: copies in many partitions (a logo
+        # in every batch) would fill the k neighbours.
+        seen: set[int] = set()
+        stored = ((part if isinstance(part, StoredVectors) else StoredVectors.from_frame(part)).without(seen)
+                  for part in corpus)
         for group in grouped(stored, REFERENCE_BLOCK, StoredVectors.joined):
             names.append(group.names)
             yield group.vectors  # float16: widened by the search, on the GPU if there

@@ -170,3 +170,29 @@ def test_stored_embeddings_held_between_batches_give_the_exact_search_the_same_p
     assert cross_batch_pairs(following, layout, "batch-000006", 0.5, 8, index_from=1000, spec=SPEC,
                              resident_bytes=2**30)[1] == "index"
     assert not resident_embeddings.held and resident_embeddings.held_bytes == 0
+
+
+@pytest.mark.parametrize("search", ["index", "exact"])
+def test_copies_of_one_content_take_one_of_the_k_neighbours(corpus, search):
+    layout, _, _ = corpus
+    if search == "index":
+        EmbeddingIndex(layout, "test", SPEC, probes=8).train_from_store(4000, sample_size=3000)
+    logo = next(partitions(layout, "embeddings", ["embedding"]))["embedding"][0]  # s0-0's vector
+    for p in range(4):  # 40 byte-identical copies over four later batches: more than k
+        key = f"batch-00001{p}"
+        frame = pl.DataFrame({"blob_name": [f"logo-{p}-{i}" for i in range(10)], "content_hash": ["logo"] * 10,
+                              "model": ["test"] * 10, "embedding": [logo] * 10})
+        layout.write_parquet(frame.with_columns(pl.lit(key).alias("batch")), layout.partition_path("embeddings", key))
+    vector = np.frombuffer(logo, "<f2").astype(np.float32) + 0.01
+    batch = store(layout, "batch-000020", ["near-logo"], [vector / np.linalg.norm(vector)])
+    resident_embeddings.forget()
+    got, how = cross_batch_pairs(batch, layout, "batch-000020", 0.5, 8, index_from=1000 if search == "index" else 0,
+                                 spec=SPEC, probes=8, resident_bytes=2**30)
+    assert how == search
+    again, _ = cross_batch_pairs(batch, layout, "batch-000020", 0.5, 8, index_from=1000 if search == "index" else 0,
+                                 spec=SPEC, probes=8, resident_bytes=2**30)  # exact: from the held partitions
+    assert again.equals(got)
+    others = [b if a == "near-logo" else a for a, b in got.select("blob_a", "blob_b").iter_rows()]
+    assert sum(name.startswith("logo-") for name in others) == 1
+    # The rest of the k: other contents (the exact search counts the query itself among them).
+    assert "s0-0" in others and len(others) == (8 if search == "index" else 7)

@@ -10,8 +10,8 @@ from dedup_assets.corpus import latest_duplicate_pairs, read_rows, with_current_
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import DedupStorageResource
 
-IMAGE_COLUMNS = ["blob_name", "content_hash", "width", "height", "picture_width", "picture_height", "format", "jpeg_quality",
-                 "sharpness", "bytes", "color_signature"]
+IMAGE_COLUMNS = ["blob_name", "content_hash", "width", "height", "picture_width", "picture_height", "format",
+                 "jpeg_quality", "sharpness", "bytes", "color_signature"]
 
 
 @dg.asset(

@@ -88,8 +88,8 @@ def verified_pairs(
     # Stored embeddings are streamed a partition at a time (memory does not grow with the
     # corpus), or, in a large corpus, their compressed codes.
     # One copy of each content searches: byte-identical copies are one image to `clusters`.
-    from_embeddings, searched = cross_batch_pairs(embeddings.unique(subset="content_hash", keep="first",
-                                                                    maintain_order=True), layout, context.partition_key, config.min_similarity,
+    searching = embeddings.unique(subset="content_hash", keep="first", maintain_order=True)
+    from_embeddings, searched = cross_batch_pairs(searching, layout, context.partition_key, config.min_similarity,
                                                   config.neighbours, config.index_from, config.index_spec,
                                                   config.index_probes, config.resident_embeddings_mb * 2**20)
     candidates = pl.concat([

@@ -58,7 +58,8 @@ def synthetic_corpus(layout, count: int, dim: int = 1280, seed: int = 5) -> None
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         hashes = pl.DataFrame({
             "blob_name": names, "etag": ["e"] * n, "content_hash": [f"{start + i:064x}" for i in range(n)],
-            "format": ["JPEG"] * n, "width": [1200] * n, "height": [900] * n, "bytes": [200_000] * n,
+            "format": ["JPEG"] * n, "width": [1200] * n, "height": [900] * n,
+            "picture_width": [1200] * n, "picture_height": [900] * n, "bytes": [200_000] * n,
             "jpeg_quality": [90] * n, "sharpness": [100.0] * n,
             "wavelet_hash": rng.integers(0, 2**63, n, dtype=np.uint64),
             "color_signature": [[250, 0, 250] * 16] * n, "thumbnail": ["missing.jpg"] * n,

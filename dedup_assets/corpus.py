@@ -47,7 +47,9 @@ class StoredVectors:
         a thousand times) would otherwise fill every query's nearest neighbours."""
         contents = None
         if "content_hash" in frame.columns:
-            frame = frame.unique(subset="content_hash", keep="first", maintain_order=True)
+            first = frame["content_hash"].is_first_distinct()
+            if not first.all():  # filtered only then: a copy of every stored embedding per search otherwise
+                frame = frame.filter(first)
             contents = frame["content_hash"].hash().to_numpy()
         vectors = embeddings_matrix(frame, dtype=np.float16)
         if device is not None:

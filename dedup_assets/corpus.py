@@ -42,15 +42,9 @@ class StoredVectors:
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, device: str | None = None) -> "StoredVectors":
-        """A stored partition's (blob_name, embedding) rows; on `device` (a PyTorch device) if given.
-        With a content_hash column, one row per content: byte-identical copies (a logo stored
-        a thousand times) would otherwise fill every query's nearest neighbours."""
-        contents = None
-        if "content_hash" in frame.columns:
-            first = frame["content_hash"].is_first_distinct()
-            if not first.all():  # filtered only then: a copy of every stored embedding per search otherwise
-                frame = frame.filter(first)
-            contents = frame["content_hash"].hash().to_numpy()
+        """A stored partition's (blob_name, embedding) rows, and their contents where a
+        content_hash column is given (`without`); on `device` (a PyTorch device) if given."""
+        contents = frame["content_hash"].hash().to_numpy() if "content_hash" in frame.columns else None
         vectors = embeddings_matrix(frame, dtype=np.float16)
         if device is not None:
             import torch
@@ -59,14 +53,17 @@ class StoredVectors:
         return cls(frame["blob_name"], vectors, contents)
 
     def without(self, seen: set[int]) -> "StoredVectors":
-        """These rows but those whose content is in `seen` (met in an earlier partition),
-        and their contents added to it."""
+        """One row per content: these rows but those whose content is in `seen` (met in an
+        earlier row), each kept content added to it. Byte-identical copies (a logo stored a
+        thousand times) would otherwise fill every query's nearest neighbours."""
         if self.contents is None:
             return self
-        hashes = self.contents.tolist()
-        keep = np.fromiter((h not in seen for h in hashes), bool, len(hashes))
-        seen.update(hashes)
-        if keep.all():
+        keep = np.zeros(len(self.contents), bool)
+        for row, content in enumerate(self.contents.tolist()):
+            if content not in seen:
+                seen.add(content)
+                keep[row] = True
+        if keep.all():  # filtered only then: no copy of every stored vector per search
             return self
         if isinstance(self.vectors, np.ndarray):
             vectors = self.vectors[keep]

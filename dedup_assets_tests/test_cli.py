@@ -35,3 +35,11 @@ def test_parser_knows_the_documented_commands():
     parser = build_parser()
     for command in (["run"], ["demo-data"], ["catalog"], ["ui"], ["evaluate", "--images", "x", "--truth", "y"]):
         assert parser.parse_args(command).func
+
+
+def test_a_large_group_is_summarised_as_a_few_names_and_a_count():
+    from dedup_assets.cli import _listed
+
+    names = [f"copy_{i:03d}.jpg" for i in range(400)]
+    assert _listed(names) == "copy_000.jpg, copy_001.jpg, copy_002.jpg, copy_003.jpg, copy_004.jpg and 395 more"
+    assert _listed(names[:6]) == ", ".join(names[:6])  # "and 1 more" would save nothing

@@ -89,8 +89,18 @@ def instance():
 @pytest.fixture
 def instance_with_ref():
     """A temporary on-disk instance, for contexts (schedules) that need an instance ref."""
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
     with dg.instance_for_test() as instance:
         yield instance
+        # A schedule context reopens this instance from its ref, and that copy makes its own
+        # state storage Dagster's current one until the context is closed. Left open, the copy
+        # outlives the test; whenever it is freed it resets the current storage to this
+        # instance's, long gone, and a later test's Definitions fail with "Attempted to resolve
+        # undefined DagsterInstance weakref". Close contexts: `with`.
+        assert DefsStateStorage.get() is instance.defs_state_storage, (
+            "a test left a Dagster context open on this instance: use `with build_schedule_context(...)`"
+        )
 
 
 @pytest.fixture(scope="session")

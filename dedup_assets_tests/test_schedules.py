@@ -33,8 +33,8 @@ def test_schedule_requests_missing_failed_and_stale_batches_only(instance_with_r
     assert not result.success
     assert partitions_needing_work(instance, KEYS) == batches
 
-    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW)
-    assert sorted(r.partition_key for r in backfill_schedule(context)) == batches
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW) as context:
+        assert sorted(r.partition_key for r in backfill_schedule(context)) == batches
 
 
 def test_schedule_skips_batches_with_a_run_in_flight(instance_with_ref, resources, layout):
@@ -45,5 +45,6 @@ def test_schedule_skips_batches_with_a_run_in_flight(instance_with_ref, resource
 
     job = defs.resolve_job_def("dedup_job")
     instance.create_run_for_job(job, tags={"dagster/partition": batches[0]}, status=dg.DagsterRunStatus.STARTED)
-    requests = backfill_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW))
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW) as context:
+        requests = backfill_schedule(context)
     assert [r.partition_key for r in requests] == batches[1:]

@@ -18,8 +18,8 @@ import polars as pl
 from dedup_assets.corpus import StoredVectors, embeddings_matrix, grouped, read_rows
 from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
-from dedup_assets.vision.cascade import CascadePolicy, decide, is_grayscale
-from dedup_assets.vision.color import color_distance
+from dedup_assets.vision.cascade import CascadePolicy, decide
+from dedup_assets.vision.color import color_distance, has_colour
 from dedup_assets.vision.cores import usable_cores
 from dedup_assets.vision.decode import opencv_single_threaded
 from dedup_assets.vision.search import PAIRS_PER_BLOCK, REFERENCE_BLOCK, streamed_neighbours
@@ -293,7 +293,7 @@ def verify_pairs(
     hamming = np.bitwise_count(np.bitwise_xor(hashes[a], hashes[b])).astype(np.int32)
     colour = color_distance(signatures[a], signatures[b]).astype(np.float32)
     cosine = candidates["cosine"].to_numpy()
-    gray = np.array([is_grayscale(s) for s in signatures])
+    gray = ~has_colour(signatures)  # the same test `clusters` uses to prefer a colour copy
     thumbnails = features["thumbnail"].to_list()
 
     # Near-identical pairs too: verification may find the detail their hashes cannot see.

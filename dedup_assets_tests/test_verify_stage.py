@@ -144,6 +144,24 @@ def test_a_later_batch_reuses_the_stored_features_and_decides_the_same(stored_im
     assert duplicates == [("astronaut.jpg", "astronaut_crop.jpg")]
 
 
+def test_a_faintly_coloured_photo_and_its_grayscale_copy_follow_the_grayscale_policy(stored_images):
+    layout, features, candidates = stored_images
+    # Every cell of the photo 2.8 from neutral (a*, b* = 130): faint colour, as a photo of
+    # mostly night sky has, which `clusters` counts as colour too. Its crop is grayscale.
+    faint = np.full(SIGNATURE_SIZE, 128, np.uint8)
+    faint[1::3] = faint[2::3] = 130
+    signatures = [faint if name == "astronaut.jpg" else row
+                  for name, row in zip(features["blob_name"], features["color_signature"].to_numpy())]
+    features = features.with_columns(pl.Series("color_signature", np.stack(signatures),
+                                               dtype=pl.Array(pl.UInt8, SIGNATURE_SIZE)))
+    pair = candidates.filter((pl.col("blob_a") == "astronaut.jpg") & (pl.col("blob_b") == "astronaut_crop.jpg"))
+
+    kept, _ = verify_pairs(pair, features, layout, OrbVerifier(), CascadePolicy())
+    assert kept["is_duplicate"].to_list() == [True]
+    refused, _ = verify_pairs(pair, features, layout, OrbVerifier(), CascadePolicy(grayscale_is_duplicate=False))
+    assert refused.select("is_duplicate", "decided_by").rows() == [(False, "policy")]
+
+
 def test_features_stored_as_npz_are_read_then_rewritten_in_the_current_layout(stored_images, caplog):
     layout, features, candidates = stored_images
     pairs, _ = verify_pairs(candidates, features, layout, CountingOrb(), CascadePolicy())

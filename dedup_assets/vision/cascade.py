@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from dedup_assets.vision.verify import Verification
 
 
@@ -47,12 +45,6 @@ class Decision:
     is_duplicate: bool
     stage: str  # which stage decided: hash, policy, verify, screen (verification's, on a GPU)
     reason: str
-
-
-def is_grayscale(color_signature: np.ndarray, tolerance: int = 3) -> bool:
-    """True when every cell's a* and b* sit at neutral (128 in 8-bit CIELAB)."""
-    lab = np.asarray(color_signature, dtype=np.int16).reshape(-1, 3)
-    return bool(np.all(np.abs(lab[:, 1:] - 128) <= tolerance))
 
 
 def near_identical(hamming: int, color_distance: float, cosine: float, policy: CascadePolicy) -> bool:

@@ -22,6 +22,7 @@ from dedup_assets.vision.cascade import CascadePolicy, decide
 from dedup_assets.vision.color import color_distance, has_colour
 from dedup_assets.vision.cores import usable_cores
 from dedup_assets.vision.decode import opencv_single_threaded
+from dedup_assets.vision.hashing import is_informative
 from dedup_assets.vision.search import PAIRS_PER_BLOCK, REFERENCE_BLOCK, streamed_neighbours
 from dedup_assets.vision.verify import PreparedImage, Verification, Verifier
 
@@ -294,6 +295,7 @@ def verify_pairs(
     colour = color_distance(signatures[a], signatures[b]).astype(np.float32)
     cosine = candidates["cosine"].to_numpy()
     gray = ~has_colour(signatures)  # the same test `clusters` uses to prefer a colour copy
+    informative = is_informative(hashes)
     thumbnails = features["thumbnail"].to_list()
 
     # Near-identical pairs too: verification may find the detail their hashes cannot see.
@@ -461,7 +463,8 @@ def verify_pairs(
                               for column in ("content_a", "content_b"))
     for i in range(len(a)):
         decision = decide(int(hamming[i]), float(colour[i]), float(cosine[i]), bool(gray[a[i]]),
-                          bool(gray[b[i]]), verifications.get(i), policy)
+                          bool(gray[b[i]]), verifications.get(i), policy,
+                          hashes_informative=bool(informative[a[i]] and informative[b[i]]))
         # A pair the hashes settled keeps no verification scores (coverage would mark crops).
         verification = verifications.get(i) if decision.stage != "hash" else None
         v = verification or Verification(0, 0, 0.0, 0.0)

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import polars as pl
 import pytest
+from PIL import Image, ImageDraw
 
 from dedup_assets.corpus import StoredVectors
 from dedup_assets.demo_data import recolor, shipped_photos
@@ -14,6 +15,7 @@ from dedup_assets.verify_stage import (FeatureStore, embedding_pairs, pair_cosin
                                        with_hash_pairs_cosines)
 from dedup_assets.vision.cascade import CascadePolicy
 from dedup_assets.vision.color import SIGNATURE_SIZE
+from dedup_assets.vision.features import extract_features
 from dedup_assets.vision.verify import AlikedVerifier, OrbVerifier
 
 
@@ -160,6 +162,45 @@ def test_a_faintly_coloured_photo_and_its_grayscale_copy_follow_the_grayscale_po
     assert kept["is_duplicate"].to_list() == [True]
     refused, _ = verify_pairs(pair, features, layout, OrbVerifier(), CascadePolicy(grayscale_is_duplicate=False))
     assert refused.select("is_duplicate", "decided_by").rows() == [(False, "policy")]
+
+
+def product_shot(photo: Image.Image, side: int = 600) -> Image.Image:
+    """An object photographed on white: off centre, under half the frame."""
+    shot = Image.new("RGB", (side, side), "white")
+    size = int(side * 0.45)
+    mask = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(mask).ellipse((0, 0, size - 1, size - 1), fill=255)
+    shot.paste(photo.convert("RGB").resize((size, size)), ((side - size) // 2 + 70, (side - size) // 2 - 40), mask)
+    return shot
+
+
+def test_two_products_on_white_are_not_near_identical_though_both_hash_to_zero(tmp_path):
+    photos = shipped_photos()
+    shots = {"clock.jpg": (product_shot(photos["clock"]), 90), "mug.jpg": (product_shot(photos["coffee"]), 90),
+             "mug_resaved.jpg": (product_shot(photos["coffee"]), 60)}
+    layout = StorageLayout(tmp_path / "home")
+    rows = []
+    for name, (shot, quality) in shots.items():
+        buffer = io.BytesIO()
+        shot.save(buffer, format="JPEG", quality=quality)
+        found = extract_features(buffer.getvalue())
+        thumbnail = layout.thumbnail_key(found.content_hash)
+        layout.write_bytes(layout.data_path(thumbnail), found.thumbnail_jpeg)
+        rows.append((name, found.wavelet_hash, found.color_signature, thumbnail))
+    features = pl.DataFrame(rows, schema={"blob_name": pl.String, "wavelet_hash": pl.UInt64,
+                                          "color_signature": pl.Array(pl.UInt8, SIGNATURE_SIZE),
+                                          "thumbnail": pl.String}, orient="row")
+    # More than half of each frame is white: the median split sets no bit at all.
+    assert features["wavelet_hash"].to_list() == [0, 0, 0]
+    candidates = pl.DataFrame([("clock.jpg", "mug.jpg"), ("mug.jpg", "mug_resaved.jpg")],
+                              schema=["blob_a", "blob_b"], orient="row").with_columns(
+        found_by=pl.lit("hash"), cosine=pl.lit(0.9, pl.Float32))  # as alike as product shots' embeddings get
+
+    pairs, _ = verify_pairs(candidates, features, layout, OrbVerifier(), CascadePolicy())
+    different, same = pairs.rows(named=True)
+    assert different["color_distance"] <= CascadePolicy().color_agreement  # the colours agree too
+    assert not different["is_duplicate"] and different["decided_by"] == "verify", different["reason"]
+    assert same["is_duplicate"], same["reason"]
 
 
 def test_features_stored_as_npz_are_read_then_rewritten_in_the_current_layout(stored_images, caplog):

@@ -2,7 +2,8 @@
 
 1. Near-identical wavelet hashes with agreeing colours and embeddings: accepted, unless
    verification matched enough keypoints for its own verdict to stand, and rejects (a
-   64-bit hash sees only a page's layout: two different pages of text share it).
+   64-bit hash sees only a page's layout: two different pages of text share it). Only
+   hashes that say something count: two different products on white both hash to 0.
 2. Policies: grayscale copies (and mirrored copies, in the verifier) count as duplicates
    only when configured to.
 3. Everything else is verified geometrically: enough inliers under one homography; once
@@ -47,8 +48,9 @@ class Decision:
     reason: str
 
 
-def near_identical(hamming: int, color_distance: float, cosine: float, policy: CascadePolicy) -> bool:
-    return (hamming <= policy.accept_hamming and color_distance <= policy.color_agreement
+def near_identical(hamming: int, color_distance: float, cosine: float, policy: CascadePolicy,
+                   hashes_informative: bool = True) -> bool:
+    return (hashes_informative and hamming <= policy.accept_hamming and color_distance <= policy.color_agreement
             and cosine >= policy.accept_min_cosine)
 
 
@@ -59,10 +61,13 @@ def verification_can_overrule(verification: Verification | None, policy: Cascade
 
 
 def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gray_b: bool,
-           verification: Verification | None, policy: CascadePolicy) -> Decision:
+           verification: Verification | None, policy: CascadePolicy, hashes_informative: bool = True) -> Decision:
+    """hashes_informative: both hashes split their cells nearly evenly
+    (`hashing.is_informative`); else their agreement is no evidence of one picture."""
     if gray_a != gray_b and not policy.grayscale_is_duplicate:
         return Decision(False, "policy", "grayscale copy of a colour image (grayscale_is_duplicate=false)")
-    if near_identical(hamming, color_distance, cosine, policy) and not verification_can_overrule(verification, policy):
+    if (near_identical(hamming, color_distance, cosine, policy, hashes_informative)
+            and not verification_can_overrule(verification, policy)):
         return Decision(True, "hash", f"near-identical: hamming {hamming}, colour Δ {color_distance:.1f}, cosine {cosine:.2f}")
     if verification is None:
         raise ValueError("this pair needs geometric verification")
@@ -71,7 +76,8 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
     # A keypoint fit found on the device says so: not the host's RANSAC's.
     inliers = f"{verification.inliers} inliers" + (" (fitted on the device)" if verification.method == "device" else "")
     if verification.method == "dense":
-        near_hash = hamming <= policy.candidate_hamming and color_distance <= policy.color_agreement
+        near_hash = (hashes_informative and hamming <= policy.candidate_hamming
+                     and color_distance <= policy.color_agreement)
         needed = policy.min_dense_agreement_near_hash if near_hash else policy.min_dense_agreement
         if verification.agreement < needed:
             return Decision(False, "verify", "too few keypoints, and dense alignment agrees only "

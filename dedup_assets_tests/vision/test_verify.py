@@ -69,6 +69,18 @@ def test_near_identical_hashes_are_accepted_without_verification():
     assert decision.is_duplicate and decision.stage == "hash"
 
 
+def test_hashes_that_say_little_are_no_evidence_of_one_picture():
+    # Two objects on white: more than half of each frame is white, and both hash to 0.
+    inconclusive = Verification(matches=27, inliers=13, coverage_a=0.0, coverage_b=0.0)
+    assert decide(0, 5.0, 0.9, False, False, inconclusive, POLICY).is_duplicate
+    refused = decide(0, 5.0, 0.9, False, False, inconclusive, POLICY, hashes_informative=False)
+    assert not refused.is_duplicate and refused.stage == "verify"
+    # Smooth objects align densely: without telling hashes, the stricter bar.
+    dense = Verification(0, 0, 1.0, 1.0, agreement=0.97, method="dense")
+    assert decide(0, 5.0, 0.5, False, False, dense, POLICY).is_duplicate
+    assert not decide(0, 5.0, 0.5, False, False, dense, POLICY, hashes_informative=False).is_duplicate
+
+
 def text_page(seed: int) -> Image.Image:
     """A report page: a title and paragraphs of text, the same layout whatever the words."""
     words = "the of and data image storage batch cluster quality original copy pipeline model result".split()

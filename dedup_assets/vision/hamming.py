@@ -15,6 +15,7 @@ import os
 import platform
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 
@@ -40,6 +41,8 @@ import numba  # noqa: E402  (after the features are chosen)
 import numpy as np  # noqa: E402
 from numba.core import types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
+
+from dedup_assets.vision.cores import usable_cores  # noqa: E402
 
 _NO_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
 _INDEX_BITS = np.uint64(32)
@@ -279,3 +282,92 @@ def two_nearest_many(pairs: Sequence[tuple[np.ndarray, np.ndarray]], device: str
                 n = len(a)
                 results.append((nearest[k, :n], first[k, :n], second[k, :n]))
     return results
+
+
+# Stored hashes compared with every query at once: 16 KB of hashes stay in L1 while each
+# query's distances are counted (vectorised), then only the few within the radius are ranked.
+_HASH_BLOCK = 2048
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def _nearest_hashes(query_hashes, query_colours, query_keys, hashes, colours, keys, radius, max_colour, limit,
+                    found, found_scores, found_keys, found_hamming, found_colour):
+    """For each query, the `limit` stored rows of least score among those within `radius`
+    bits whose colour distance (mean |Δ| per byte) is at most `max_colour`, skipping rows
+    of the query's own key; the score is hamming / (radius + 1) + colour / max_colour, ties
+    to the lower key. Results go into the (queries, limit) arrays, -1 where fewer."""
+    colour_bytes = query_colours.shape[1]
+    colour_scale = 1.0 / max(max_colour, 1e-9)
+    distances = np.empty(_HASH_BLOCK, np.uint64)
+    counts = np.zeros(len(query_hashes), np.int64)
+    worst = np.zeros(len(query_hashes), np.int64)  # the slot to replace once full
+    for start in range(0, len(hashes), _HASH_BLOCK):
+        stop = min(start + _HASH_BLOCK, len(hashes))
+        for q in range(len(query_hashes)):
+            word = query_hashes[q]
+            for j in range(stop - start):
+                distances[j] = _popcount(word ^ hashes[start + j])
+            for j in range(stop - start):
+                if distances[j] > radius:
+                    continue
+                r = start + j
+                if keys[r] == query_keys[q]:
+                    continue
+                total = 0
+                for c in range(colour_bytes):
+                    total += abs(np.int64(query_colours[q, c]) - np.int64(colours[r, c]))
+                colour = np.float32(total / colour_bytes)
+                if colour > max_colour:
+                    continue
+                score = distances[j] / (radius + 1.0) + colour * colour_scale
+                if counts[q] < limit:
+                    slot = counts[q]
+                    counts[q] += 1
+                elif score < found_scores[q, worst[q]] or (
+                        score == found_scores[q, worst[q]] and keys[r] < found_keys[q, worst[q]]):
+                    slot = worst[q]
+                else:
+                    continue
+                found[q, slot], found_scores[q, slot], found_keys[q, slot] = r, score, keys[r]
+                found_hamming[q, slot], found_colour[q, slot] = distances[j], colour
+                if counts[q] == limit:
+                    w = 0
+                    for s in range(1, limit):
+                        if found_scores[q, s] > found_scores[q, w] or (
+                                found_scores[q, s] == found_scores[q, w] and found_keys[q, s] > found_keys[q, w]):
+                            w = s
+                    worst[q] = w
+
+
+def nearest_hashes(query_hashes: np.ndarray, query_colours: np.ndarray, query_keys: np.ndarray,
+                   hashes: np.ndarray, colours: np.ndarray, keys: np.ndarray,
+                   radius: int, max_colour: float, limit: int, threads: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(query, row, hamming, colour distance) of each query's `limit` nearest stored
+    64-bit hashes within `radius` bits and `max_colour` (see `_nearest_hashes`). Keys are
+    int64 codes ordered as the names they stand for: equal keys never pair, and ties go
+    to the lower key. Memory: `limit` results per query, however many rows match.
+    threads: the queries split among them (0: one per usable core)."""
+    n = len(query_hashes)
+    found = np.full((n, limit), -1, np.int64)
+    scores = np.zeros((n, limit), np.float64)
+    found_keys = np.zeros((n, limit), np.int64)
+    hamming = np.zeros((n, limit), np.int32)
+    colour = np.zeros((n, limit), np.float32)
+    if n and len(hashes) and limit > 0:
+        query_hashes, query_colours, query_keys = (np.ascontiguousarray(query_hashes, np.uint64),
+                                                   np.ascontiguousarray(query_colours, np.uint8),
+                                                   np.ascontiguousarray(query_keys, np.int64))
+        stored = (np.ascontiguousarray(hashes, np.uint64), np.ascontiguousarray(colours, np.uint8),
+                  np.ascontiguousarray(keys, np.int64))
+
+        def search(part: slice) -> None:  # each thread fills its own queries' rows
+            _nearest_hashes(query_hashes[part], query_colours[part], query_keys[part], *stored,
+                            np.uint64(radius), np.float32(max_colour), limit,
+                            found[part], scores[part], found_keys[part], hamming[part], colour[part])
+
+        bounds = np.linspace(0, n, min(threads or usable_cores(), n) + 1).astype(int)
+        with ThreadPoolExecutor(len(bounds) - 1) as pool:
+            list(pool.map(search, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+    query, slot = np.nonzero(found >= 0)
+    return query.astype(np.int64), found[query, slot], hamming[query, slot], colour[query, slot]

@@ -1,7 +1,8 @@
-"""Candidate search with faiss: Hamming radius over wavelet hashes, cosine over embeddings.
+"""Candidate search over embeddings with faiss (exact or through a compressed index),
+on the CPU or a GPU; the near-hash search is `hamming.nearest_hashes`.
 
-Both take a query set and a reference set (the new batch, and every stored image), and
-return pairs as index arrays into them; no all-pairs Python loop anywhere.
+A search takes a query set and a reference set (the new batch, and every stored image),
+and returns pairs as index arrays into them; no all-pairs Python loop anywhere.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Iterable
 import faiss
 import numpy as np
 
-from dedup_assets.vision.hashing import HASH_BITS, hash_to_bytes
 
 
 @dataclass(frozen=True)
@@ -41,18 +41,6 @@ def held_vectors_device() -> str | None:
     search runs there through PyTorch (they then cross to it once, not once per batch),
     else in the host's memory (None; faiss-gpu takes host arrays)."""
     return "cuda" if not _gpu_available() and _torch_cuda_available() else None
-
-
-def hamming_pairs(query_hashes: np.ndarray, reference_hashes: np.ndarray, radius: int) -> PairIndices:
-    """Every (query, reference) pair whose 64-bit hashes differ in at most `radius` bits."""
-    if len(query_hashes) == 0 or len(reference_hashes) == 0:
-        return PairIndices(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
-    index = faiss.IndexBinaryFlat(HASH_BITS)
-    index.add(hash_to_bytes(reference_hashes))
-    # faiss keeps distances strictly below the radius.
-    limits, distances, neighbours = index.range_search(hash_to_bytes(query_hashes), radius + 1)
-    query = np.repeat(np.arange(len(query_hashes), dtype=np.int64), np.diff(limits).astype(np.int64))
-    return PairIndices(query, neighbours.astype(np.int64), distances.astype(np.int32))
 
 
 # Stored rows searched together (a few partitions): per-chunk work done once per chunk.

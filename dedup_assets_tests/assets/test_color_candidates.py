@@ -2,6 +2,7 @@
 
 import numpy as np
 import polars as pl
+import pytest
 
 from dedup_assets.assets.color_candidates import candidate_pairs, corpus_candidate_pairs
 from dedup_assets.vision.color import SIGNATURE_SIZE
@@ -40,6 +41,7 @@ def test_no_stored_partition_gives_no_pairs():
 
 
 def test_byte_identical_copies_never_pair_and_a_near_copy_pairs_with_one_of_them():
+    # One of them even across partitions: the lowest name; `clusters` joins the rest by content.
     contents = {"new/copy_1": "c", "new/copy_2": "c", "new/near": "n", "old/copy_3": "c", "old/copy_4": "c"}
 
     def with_contents(frame):
@@ -48,7 +50,45 @@ def test_byte_identical_copies_never_pair_and_a_near_copy_pairs_with_one_of_them
     batch = with_contents(hashes(["new/copy_1", "new/copy_2", "new/near"], [0b1111, 0b1111, 0b0111], [100] * 3))
     stored = with_contents(hashes(["old/copy_3", "old/copy_4"], [0b1111, 0b1111], [100, 100]))
     pairs, _ = corpus_candidate_pairs(batch, iter([stored, batch]), radius=3, max_color=12.0)
-    assert [(a, b) for a, b, *_ in pairs.rows()] == [("new/copy_1", "new/near"), ("new/near", "old/copy_3")]
+    assert [(a, b) for a, b, *_ in pairs.rows()] == [("new/copy_1", "new/near")]
     # Without contents each copy pairs with every other it is searched against: 3 + 3 x 2.
     assert corpus_candidate_pairs(batch.drop("content_hash"), iter([stored.drop("content_hash"), batch]),
                                   radius=3, max_color=12.0)[0].height == 9
+
+
+def test_each_image_pairs_only_with_its_nearest_few_by_hash_and_colour_together():
+    # Products on white: every hash 0, colours a little apart; one photo saved twice.
+    colours = [100, 104, 108, 112, 116, 120, 124, 128]
+    batch = hashes([f"new/product_{c}" for c in colours] + ["new/product_100_resaved"], [0] * 9, colours + [100])
+    stored = hashes(["old/near_hash", "old/far_colour"], [0b1, 0], [100, 200])
+    pairs, _ = corpus_candidate_pairs(batch, iter([stored, batch]), radius=3, max_color=12.0, neighbours=2)
+    partners = pairs.group_by("blob_a").agg("blob_b").rows()
+    by_image = {}
+    for a, bs in partners:
+        for b in bs:
+            by_image.setdefault(a, set()).add(b)
+            by_image.setdefault(b, set()).add(a)
+    # Ranked by hamming / (radius + 1) + colour / max_color: the copy saved again (0 bits,
+    # colour 0) first, then the stored one a bit away (0.25) before a product 4 apart (1/3).
+    assert by_image["new/product_100"] >= {"new/product_100_resaved", "old/near_hash"}
+    assert "old/far_colour" not in by_image  # 100 apart in colour: not a candidate at all
+    # Two per image asked, and a pair may be one image's choice and not the other's.
+    assert pairs.height <= 2 * batch.height
+    assert max(len(partners) for partners in by_image.values()) < batch.height - 2
+    # Unbounded, every product pairs with every product within 12 of its colour.
+    assert corpus_candidate_pairs(batch, iter([stored, batch]), radius=3, max_color=12.0,
+                                  neighbours=100)[0].height > 3 * pairs.height // 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_nearest_per_image_do_not_depend_on_how_partitions_arrive(seed):
+    rng = np.random.default_rng(seed)
+    count = 120
+    names = [f"img_{i:03d}" for i in rng.permutation(count)]
+    values = rng.choice(np.array([0, 1, 3, 0xFF, 1 << 40], np.uint64), count)  # many ties
+    frame = hashes(names, values.tolist(), rng.integers(100, 106, count).tolist())
+    batch = frame[:30]
+    whole = candidate_pairs(batch, frame, 3, 12.0, neighbours=5)
+    bounds = sorted(rng.choice(np.arange(1, count), 4, replace=False).tolist())
+    parts = [frame[a:b] for a, b in zip([0, *bounds], [*bounds, count])]
+    assert corpus_candidate_pairs(batch, iter(parts), 3, 12.0, neighbours=5)[0].rows() == whole.rows()

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from dedup_assets.vision.hamming import ResidentDescriptors, ratio_test, two_nearest, two_nearest_many
+from dedup_assets.vision.hamming import (ResidentDescriptors, nearest_hashes, ratio_test, two_nearest,
+                                         two_nearest_many)
 
 
 def brute_force(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -165,3 +166,44 @@ def test_an_unknown_kernel_is_refused():
     sets = np.zeros((2, 32), np.uint8), np.zeros((2, 32), np.uint8)
     with pytest.raises(ValueError, match="unknown kernel 'cuda'"):
         two_nearest_many([sets], "cpu", kernel="cuda")
+
+
+def nearest_by_brute_force(query_hashes, query_colours, query_keys, hashes, colours, keys, radius, max_colour, limit):
+    expected = set()
+    for q in range(len(query_hashes)):
+        ranked = []
+        for r in range(len(hashes)):
+            distance = int(query_hashes[q] ^ hashes[r]).bit_count()
+            colour = np.float32(np.abs(query_colours[q].astype(int) - colours[r].astype(int)).mean())
+            if distance <= radius and colour <= max_colour and keys[r] != query_keys[q]:
+                ranked.append((distance / (radius + 1) + float(colour) / max_colour, keys[r], r, distance, colour))
+        expected |= {(q, r, d, float(c)) for _, _, r, d, c in sorted(ranked)[:limit]}
+    return expected
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("limit", [1, 4, 50])
+def test_nearest_hashes_are_each_querys_best_by_hash_and_colour(threads, limit):
+    rng = np.random.default_rng(limit * 10 + threads)
+    stored = 3000  # more than one block of stored hashes
+    hashes = rng.choice(np.array([0, 1, 7, 0xF0F0, 2**63, 2**64 - 1], np.uint64), stored)  # many ties
+    hashes[::7] = rng.integers(0, 2**63, len(hashes[::7]), dtype=np.int64).astype(np.uint64)
+    colours = rng.integers(100, 110, (stored, 48), dtype=np.uint8)
+    keys = rng.permutation(stored).astype(np.int64)
+    queries = rng.integers(0, stored, 25)
+    query_hashes = hashes[queries] ^ (np.uint64(1) << rng.integers(0, 64, 25).astype(np.uint64))
+    query_hashes[:10] = hashes[queries[:10]]
+    args = (query_hashes, colours[queries], keys[queries], hashes, colours, keys, 3, 4.0, limit)
+
+    query, row, distance, colour = nearest_hashes(*args, threads=threads)
+    got = set(zip(query.tolist(), row.tolist(), distance.tolist(), colour.tolist()))
+    assert got == nearest_by_brute_force(*args)
+    assert not (keys[row] == keys[queries][query]).any()  # its own key never
+    assert np.bincount(query, minlength=25).max() <= limit
+
+
+def test_nearest_hashes_of_nothing_is_nothing():
+    empty = (np.zeros(0, np.uint64), np.zeros((0, 48), np.uint8), np.zeros(0, np.int64))
+    one = (np.zeros(1, np.uint64), np.zeros((1, 48), np.uint8), np.zeros(1, np.int64))
+    for query, stored in [(empty, one), (one, empty)]:
+        assert all(len(part) == 0 for part in nearest_hashes(*query, *stored, 10, 12.0, 32))

@@ -1,28 +1,11 @@
-import itertools
-
 import numpy as np
 
 from dedup_assets.vision.search import (
-    hamming_pairs,
     pair_inner_products,
     streamed_neighbours,
     top_inner_products,
     torch_top_inner_products,
 )
-
-
-def test_hamming_pairs_match_a_brute_force_count():
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 2**63, size=50, dtype=np.uint64)
-    # Near copies: flip a few bits of some hashes.
-    near = base[:20] ^ (np.uint64(1) << rng.integers(0, 63, size=20).astype(np.uint64))
-    reference = np.concatenate([base, near])
-    found = hamming_pairs(base, reference, radius=3)
-    got = {(int(q), int(r)) for q, r in zip(found.query, found.reference)}
-    expected = {(q, r) for q, r in itertools.product(range(len(base)), range(len(reference)))
-                if int(base[q] ^ reference[r]).bit_count() <= 3}
-    assert got == expected
-    assert all(int(base[q] ^ reference[r]).bit_count() == d for q, r, d in zip(found.query, found.reference, found.score))
 
 
 def test_embedding_neighbours_respect_the_similarity_floor():

@@ -3,8 +3,10 @@ the time to search a new batch of 10k, beside the exact (flat) search in the sam
 
     .venv/bin/python bench/index_scale.py [--count 3000000] [--queries 10000]
 
-- Hashes: 64-bit wavelet hashes in faiss' binary flat index (what color_candidates uses),
-  range search at Hamming radius 10.
+- Hashes: 64-bit wavelet hashes and colour signatures searched as color_candidates
+  searches them (`nearest_hashes`: each query's 32 nearest within Hamming radius 10,
+  stored chunks of 100k), beside faiss's binary flat range search, and again with a fifth
+  of the corpus flat frames that all hash to 0.
 - Embeddings: 1280-d unit vectors, as the embeddings stage writes them, in the pipeline's
   compressed index (`embedding_index`: its factory spec, training sample, probes and
   8 × 32 candidates per query, through the same functions: `train_codec`, `encode`,
@@ -25,6 +27,8 @@ import faiss
 import numpy as np
 
 from dedup_assets.embedding_index import CANDIDATES_PER_NEIGHBOUR, DEFAULT_SPEC, PROBES, TRAINING_SAMPLE
+from dedup_assets.vision.hamming import nearest_hashes
+from dedup_assets.vision.hashing import hash_to_bytes
 from dedup_assets.vision.search import coded_neighbours, encode, train_codec
 
 
@@ -49,32 +53,74 @@ def main() -> None:
     parser.add_argument("--exact-subset", type=int, default=300_000)
     parser.add_argument("--spec", default=DEFAULT_SPEC, help="faiss factory spec (default: the pipeline's)")
     parser.add_argument("--nprobe", type=int, default=PROBES, help="lists visited per query (default: the pipeline's)")
+    parser.add_argument("--hashes-only", action="store_true", help="skip the embedding indexes")
     args = parser.parse_args()
     faiss.omp_set_num_threads(faiss.omp_get_max_threads())
     rng = np.random.default_rng(3)
     chunk = 100_000
     print(f"{args.count:,} images, {args.queries:,} queries, {faiss.omp_get_max_threads()} threads\n")
 
-    # Hashes.
-    codes = rng.integers(0, 256, size=(args.count, 8), dtype=np.uint8)
+    # Hashes: the pipeline's search (`nearest_hashes`, as color_candidates runs it over
+    # stored chunks of 100k, each query's 32 nearest by hash and colour) beside faiss's
+    # range search over the same hashes. Colour signatures: 48 bytes around one tone.
+    hashes = rng.integers(0, 2**63, size=args.count, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    hashes |= rng.integers(0, 2, size=args.count).astype(np.uint64)
+    colours = rng.integers(100, 108, size=(args.count, 48), dtype=np.uint8)
+    keys = np.arange(args.count, dtype=np.int64)
     picked = rng.integers(0, args.count, args.queries)
-    flips = rng.integers(0, 64, size=(args.queries, 4))
-    queries = codes[picked].copy()
-    for row, bits in enumerate(flips):
-        for bit in bits:
-            queries[row, bit // 8] ^= np.uint8(1 << (bit % 8))
+    queries = hashes[picked].copy()
+    for bits in rng.integers(0, 64, size=(4, args.queries)):
+        queries ^= np.uint64(1) << bits.astype(np.uint64)
+    query_colours, query_keys = colours[picked], np.full(args.queries, -1, np.int64)
+
+    def pipeline_search(stored_hashes, colours, keys):
+        """Each query's 32 best over all chunks, merged after each chunk as the stage does."""
+        started = time.perf_counter()
+        query, row, score = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        for start in range(0, args.count, chunk):
+            q, r, hamming, colour = nearest_hashes(queries, query_colours, query_keys, stored_hashes[start:start + chunk],
+                                                   colours[start:start + chunk], keys[start:start + chunk], 10, 12.0, 32)
+            query, row = np.concatenate([query, q]), np.concatenate([row, r + start])
+            score = np.concatenate([score, hamming / 11.0 + colour.astype(np.float64) * (1 / 12.0)])
+            order = np.lexsort((row, score, query))
+            query, row, score = query[order], row[order], score[order]
+            keep = np.arange(len(query)) - np.searchsorted(query, query) < 32
+            query, row, score = query[keep], row[keep], score[keep]
+        found = [set() for _ in range(args.queries)]
+        for q, r in zip(query.tolist(), row.tolist()):
+            found[q].add(r)
+        return time.perf_counter() - started, found
+
+    nearest_hashes(queries[:1], query_colours[:1], query_keys[:1], hashes[:10], colours[:10], keys[:10], 10, 12.0, 32)
+    search, found = pipeline_search(hashes, colours, keys)
+    recall = np.mean([picked[i] in found[i] for i in range(args.queries)])
+    print(f"hashes, nearest 32 (pipeline): {56:>3} B/image streamed, none held  "
+          f"search {search:6.1f} s ({args.queries / search:,.0f} queries/s)  recall {recall:.3f}  "
+          f"most pairs per query {max(map(len, found))}")
     before = rss_mb()
     started = time.perf_counter()
     binary = faiss.IndexBinaryFlat(64)
-    binary.add(codes)
+    binary.add(hash_to_bytes(hashes))
     build = time.perf_counter() - started
     started = time.perf_counter()
-    lims, distances, labels = binary.range_search(queries, 11)  # < 11: radius 10
-    search = time.perf_counter() - started
-    found = np.mean([picked[i] in labels[lims[i]:lims[i + 1]] for i in range(args.queries)])
-    print(f"hashes, binary flat:      {8:>5} B/image  build {build:6.1f} s  search {search:6.1f} s "
-          f"({args.queries / search:,.0f} queries/s)  RSS +{rss_mb() - before:,.0f} MB  recall {found:.3f}")
-    del binary, codes
+    lims, distances, labels = binary.range_search(hash_to_bytes(queries), 11)  # < 11: radius 10
+    faiss_search = time.perf_counter() - started
+    recall = np.mean([picked[i] in labels[lims[i]:lims[i + 1]] for i in range(args.queries)])
+    print(f"hashes, faiss binary flat range (baseline): {8:>3} B/image  build {build:6.1f} s  "
+          f"search {faiss_search:6.1f} s ({args.queries / faiss_search:,.0f} queries/s)  "
+          f"RSS +{rss_mb() - before:,.0f} MB  recall {recall:.3f}  most pairs per query {np.diff(lims).max()}")
+    del binary, lims, distances, labels
+    # A fifth of the corpus flat frames (products on white: hash 0, alike colours), and a
+    # fifth of the queries: a range search would return ~600k pairs for each of those.
+    flat = rng.random(args.count) < 0.2
+    hashes[flat] = 0
+    queries[: args.queries // 5] = 0
+    search, found = pipeline_search(hashes, colours, keys)
+    print(f"hashes, nearest 32, a fifth flat frames:  search {search:6.1f} s  most pairs per query "
+          f"{max(map(len, found))}  (a range search: {int(flat.sum()):,} for each flat query)")
+    del hashes, colours, keys
+    if args.hashes_only:
+        return
 
     # Embeddings, through the pipeline's own index functions.
     centres = rng.normal(size=(20_000, args.dim)).astype(np.float32)

@@ -7,6 +7,9 @@ faiss's `IndexBinaryFlat` (which counts bits one 64-bit word at a time). Compile
 numba for the CPU it runs on, the loop below is vectorised by LLVM (AVX2/AVX-512
 popcounts where present): 2.9x faster than faiss here, with identical results
 (docs/performance.md).
+
+The same popcount serves the near-hash candidate search (`nearest_hashes`): each query's
+nearest stored 64-bit wavelet hashes, ranked together with their colour signatures.
 """
 
 from __future__ import annotations

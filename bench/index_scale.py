@@ -3,9 +3,9 @@ the time to search a new batch of 10k, beside the exact (flat) search in the sam
 
     .venv/bin/python bench/index_scale.py [--count 3000000] [--queries 10000]
 
-- Hashes: 64-bit wavelet hashes and colour signatures searched as color_candidates
-  searches them (`nearest_hashes`: each query's 32 nearest within Hamming radius 10,
-  stored chunks of 100k), beside faiss's binary flat range search, and again with a fifth
+- Hashes: 64-bit wavelet hashes and colour signatures searched by color_candidates' own
+  `corpus_candidate_pairs` (each query's 32 nearest within Hamming radius 10, stored
+  chunks of 100k), beside faiss's binary flat range search, and again with a fifth
   of the corpus flat frames that all hash to 0.
 - Embeddings: 1280-d unit vectors, as the embeddings stage writes them, in the pipeline's
   compressed index (`embedding_index`: its factory spec, training sample, probes and
@@ -25,9 +25,10 @@ import time
 
 import faiss
 import numpy as np
+import polars as pl
 
+from dedup_assets.assets.color_candidates import corpus_candidate_pairs
 from dedup_assets.embedding_index import CANDIDATES_PER_NEIGHBOUR, DEFAULT_SPEC, PROBES, TRAINING_SAMPLE
-from dedup_assets.vision.hamming import nearest_hashes
 from dedup_assets.vision.hashing import hash_to_bytes
 from dedup_assets.vision.search import coded_neighbours, encode, train_codec
 
@@ -60,43 +61,45 @@ def main() -> None:
     chunk = 100_000
     print(f"{args.count:,} images, {args.queries:,} queries, {faiss.omp_get_max_threads()} threads\n")
 
-    # Hashes: the pipeline's search (`nearest_hashes`, as color_candidates runs it over
-    # stored chunks of 100k, each query's 32 nearest by hash and colour) beside faiss's
-    # range search over the same hashes. Colour signatures: 48 bytes around one tone.
+    # Hashes: color_candidates' own search over stored chunks of 100k (each query's 32
+    # nearest by hash and colour) beside faiss's range search over the same hashes.
+    # Colour signatures: 48 bytes around one tone.
     hashes = rng.integers(0, 2**63, size=args.count, dtype=np.int64).astype(np.uint64) << np.uint64(1)
     hashes |= rng.integers(0, 2, size=args.count).astype(np.uint64)
     colours = rng.integers(100, 108, size=(args.count, 48), dtype=np.uint8)
-    keys = np.arange(args.count, dtype=np.int64)
     picked = rng.integers(0, args.count, args.queries)
     queries = hashes[picked].copy()
     for bits in rng.integers(0, 64, size=(4, args.queries)):
         queries ^= np.uint64(1) << bits.astype(np.uint64)
-    query_colours, query_keys = colours[picked], np.full(args.queries, -1, np.int64)
 
-    def pipeline_search(stored_hashes, colours, keys):
-        """Each query's 32 best over all chunks, merged after each chunk as the stage does."""
+    def frame(prefix, hashes, colours):
+        """Rows as the hash stage stores them (names and contents unique per row)."""
+        numbers = pl.int_range(0, len(hashes), eager=True).cast(pl.String)
+        return pl.DataFrame({
+            "blob_name": prefix + numbers.str.zfill(7), "content_hash": prefix + numbers.str.zfill(63),
+            "wavelet_hash": pl.Series(hashes, dtype=pl.UInt64),
+            "color_signature": pl.Series(colours, dtype=pl.Array(pl.UInt8, colours.shape[1])),
+        })
+
+    batch = frame("q", queries, colours[picked])
+    wanted = ("s" + pl.Series(picked).cast(pl.String).str.zfill(7)).to_list()
+
+    def pipeline_search(stored):
+        """The stage's own search over stored chunks of 100k: each query's 32 best."""
         started = time.perf_counter()
-        query, row, score = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        for start in range(0, args.count, chunk):
-            q, r, hamming, colour = nearest_hashes(queries, query_colours, query_keys, stored_hashes[start:start + chunk],
-                                                   colours[start:start + chunk], keys[start:start + chunk], 10, 12.0, 32)
-            query, row = np.concatenate([query, q]), np.concatenate([row, r + start])
-            score = np.concatenate([score, hamming / 11.0 + colour.astype(np.float64) * (1 / 12.0)])
-            order = np.lexsort((row, score, query))
-            query, row, score = query[order], row[order], score[order]
-            keep = np.arange(len(query)) - np.searchsorted(query, query) < 32
-            query, row, score = query[keep], row[keep], score[keep]
-        found = [set() for _ in range(args.queries)]
-        for q, r in zip(query.tolist(), row.tolist()):
-            found[q].add(r)
-        return time.perf_counter() - started, found
+        pairs, _ = corpus_candidate_pairs(batch, (stored.slice(start, chunk) for start in range(0, args.count, chunk)),
+                                          10, 12.0)
+        seconds = time.perf_counter() - started
+        found = dict(pairs.group_by("blob_a").agg("blob_b").rows())  # queries' names sort first
+        recall = np.mean([wanted[i] in found.get(name, ()) for i, name in enumerate(batch["blob_name"])])
+        return seconds, recall, max(map(len, found.values()), default=0)
 
-    nearest_hashes(queries[:1], query_colours[:1], query_keys[:1], hashes[:10], colours[:10], keys[:10], 10, 12.0, 32)
-    search, found = pipeline_search(hashes, colours, keys)
-    recall = np.mean([picked[i] in found[i] for i in range(args.queries)])
+    corpus_candidate_pairs(batch.head(2), iter([batch.head(2)]), 10, 12.0)  # numba's compiled code loaded
+    stored = frame("s", hashes, colours)
+    search, recall, most = pipeline_search(stored)
     print(f"hashes, nearest 32 (pipeline): {56:>3} B/image streamed, none held  "
           f"search {search:6.1f} s ({args.queries / search:,.0f} queries/s)  recall {recall:.3f}  "
-          f"most pairs per query {max(map(len, found))}")
+          f"most pairs per query {most}")
     before = rss_mb()
     started = time.perf_counter()
     binary = faiss.IndexBinaryFlat(64)
@@ -109,16 +112,17 @@ def main() -> None:
     print(f"hashes, faiss binary flat range (baseline): {8:>3} B/image  build {build:6.1f} s  "
           f"search {faiss_search:6.1f} s ({args.queries / faiss_search:,.0f} queries/s)  "
           f"RSS +{rss_mb() - before:,.0f} MB  recall {recall:.3f}  most pairs per query {np.diff(lims).max()}")
-    del binary, lims, distances, labels
+    del binary, lims, distances, labels, stored
     # A fifth of the corpus flat frames (products on white: hash 0, alike colours), and a
     # fifth of the queries: a range search would return ~600k pairs for each of those.
     flat = rng.random(args.count) < 0.2
     hashes[flat] = 0
-    queries[: args.queries // 5] = 0
-    search, found = pipeline_search(hashes, colours, keys)
+    batch = batch.with_columns(pl.when(pl.int_range(pl.len()) < args.queries // 5).then(0)
+                               .otherwise(pl.col("wavelet_hash")).cast(pl.UInt64).alias("wavelet_hash"))
+    search, _, most = pipeline_search(frame("s", hashes, colours))
     print(f"hashes, nearest 32, a fifth flat frames:  search {search:6.1f} s  most pairs per query "
-          f"{max(map(len, found))}  (a range search: {int(flat.sum()):,} for each flat query)")
-    del hashes, colours, keys
+          f"{most}  (a range search: {int(flat.sum()):,} for each flat query)")
+    del hashes, colours
     if args.hashes_only:
         return
 

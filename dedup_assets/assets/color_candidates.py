@@ -13,13 +13,16 @@ from dedup_assets.vision.color import SIGNATURE_SIZE
 from dedup_assets.vision.hamming import nearest_hashes
 
 
+# Per image, the nearest this many by hash and colour together. Hashes of mostly flat
+# frames collide (products on white hash to 0): among 1,000 such shots every one had
+# ~350 partners, and in a corpus of millions the pairs would grow with its square.
+NEAREST_PER_IMAGE = 32
+
+
 class ColorCandidatesConfig(dg.Config):
     hamming_radius: int = 10  # bits of 64
     max_color_distance: float = 12.0  # mean |ΔLab| per grid cell
-    # Per image, the nearest this many by hash and colour together. Hashes of mostly flat
-    # frames collide (products on white hash to 0): among 1,000 such shots every one had
-    # ~350 partners, and in a corpus of millions the pairs would grow with its square.
-    neighbours: int = 32
+    neighbours: int = NEAREST_PER_IMAGE
 
 
 STORED_ROWS_PER_SEARCH = 100_000  # ~10 MB of names, hashes and colour signatures
@@ -86,7 +89,7 @@ def unordered(found: pl.DataFrame) -> pl.DataFrame:
 
 
 def candidate_pairs(batch: pl.DataFrame, corpus: pl.DataFrame, radius: int, max_color: float,
-                    neighbours: int = ColorCandidatesConfig().neighbours) -> pl.DataFrame:
+                    neighbours: int = NEAREST_PER_IMAGE) -> pl.DataFrame:
     """Near-hash pairs between a batch and the whole corpus (itself included), whose
     colour signatures agree: per batch image its `neighbours` nearest (`nearest_pairs`)."""
     return unordered(nearest_per_image(nearest_pairs(batch, corpus, radius, max_color, neighbours),
@@ -94,7 +97,7 @@ def candidate_pairs(batch: pl.DataFrame, corpus: pl.DataFrame, radius: int, max_
 
 
 def corpus_candidate_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame], radius: int,
-                           max_color: float, neighbours: int = ColorCandidatesConfig().neighbours
+                           max_color: float, neighbours: int = NEAREST_PER_IMAGE
                            ) -> tuple[pl.DataFrame, int]:
     """`candidate_pairs` against stored partitions that arrive one at a time, and how many
     stored images were searched: memory of one group of partitions (a whole 3M-image corpus

@@ -14,7 +14,6 @@ import faiss
 import numpy as np
 
 
-
 @dataclass(frozen=True)
 class PairIndices:
     query: np.ndarray  # int64 indices into the query set

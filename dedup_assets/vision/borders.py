@@ -22,7 +22,11 @@ BAR_TOLERANCE = 12
 # stray pixels of a ringing edge or a watermark's corner do not end it).
 BAR_LINE_SHARE = 0.995
 MIN_BAR = 0.02  # of the side: thinner lines are an edge's artefact, not padding
-BAR_WIDTH_TOLERANCE = 0.01  # of the side (+2 px): how far two opposite bars may differ
+BAR_WIDTH_TOLERANCE = 0.01  # of the side, beside JPEG_BLOCK: how far two opposite bars may differ
+# A JPEG's ringing spreads through the 16 px block (8×8 with chroma halved) where a bar
+# meets the picture, so each bar may end up to a block early: in a small re-encoded copy
+# two equal bars measure up to ~16 px apart.
+JPEG_BLOCK = 16
 MIN_PICTURE = 0.25  # of the side left between the bars, or nothing is cut
 
 
@@ -52,7 +56,7 @@ def _opposite_bars(lines: np.ndarray) -> tuple[int, int]:
     if first < MIN_BAR * size:  # most photos stop here, after one line
         return 0, 0
     last, last_colour = _bar(lines[::-1])
-    if (last < MIN_BAR * size or abs(first - last) > BAR_WIDTH_TOLERANCE * size + 2
+    if (last < MIN_BAR * size or abs(first - last) > BAR_WIDTH_TOLERANCE * size + JPEG_BLOCK
             or np.abs(first_colour - last_colour).max() > BAR_TOLERANCE
             or size - first - last < MIN_PICTURE * size):
         return 0, 0

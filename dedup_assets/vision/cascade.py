@@ -2,8 +2,10 @@
 
 1. Near-identical wavelet hashes with agreeing colours and embeddings: accepted, unless
    verification matched enough keypoints for its own verdict to stand, and rejects (a
-   64-bit hash sees only a page's layout: two different pages of text share it). Only
-   hashes that say something count: two different products on white both hash to 0.
+   64-bit hash sees only a page's layout: two different pages of text share it), or
+   matched enough to fit and no homography explains half of the matches (a copy's
+   matches agree; two products photographed in one framing share only their outline).
+   Only hashes that say something count: two different products on white both hash to 0.
 2. Policies: grayscale copies (and mirrored copies, in the verifier) count as duplicates
    only when configured to.
 3. Everything else is verified geometrically: enough inliers under one homography; once
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dedup_assets.vision.verify import Verification
+from dedup_assets.vision.verify import SEARCHED_INLIER_SHARE, Verification
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class CascadePolicy:
     # Different pages of text: 117-163 matches, 7-20 inliers; the near-hash copies that
     # verification rejects on the hard set (smooth or heavily recompressed): at most 27.
     overrule_hash_matches: int = 60
+    # ... or with `min_inliers` matches or more, fewer than this share of them on the best
+    # homography (verification's search is sized to find it: `SEARCHED_INLIER_SHARE`).
+    # Products of one framing on white: 0-39 %; the hard set's copies verification
+    # rejects: 56-88 % (a copy's wrong matches are few), or fewer than 15 matches.
+    overrule_inlier_share: float = SEARCHED_INLIER_SHARE
     min_coverage: float = 0.55  # of each image, by the shared region
     min_agreement: float = 0.6  # pixel correlation over the overlap, once aligned
     # Without keypoints (smooth photos), only intensity alignment is left: demand more,
@@ -55,9 +62,13 @@ def near_identical(hamming: int, color_distance: float, cosine: float, policy: C
 
 
 def verification_can_overrule(verification: Verification | None, policy: CascadePolicy) -> bool:
-    """Enough keypoints matched for verification to judge detail the hashes cannot see."""
-    return (verification is not None and verification.method != "dense"
-            and verification.matches >= policy.overrule_hash_matches)
+    """Enough keypoints matched for verification to judge detail the hashes cannot see,
+    or to show that they do not belong to one picture."""
+    if verification is None or verification.method == "dense":
+        return False
+    return (verification.matches >= policy.overrule_hash_matches
+            or (verification.matches >= policy.min_inliers
+                and verification.inliers < policy.overrule_inlier_share * verification.matches))
 
 
 def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gray_b: bool,

@@ -74,10 +74,11 @@ def test_a_padded_copy_hashes_as_its_picture_and_reports_the_pictures_size(photo
 
 
 @pytest.mark.parametrize("side", [260, 300, 340, 380])
-def test_a_small_jpeg_of_a_padded_picture_keeps_both_pairs_of_bars(side):
-    # Saturated colours ring through the 16 px JPEG block where a bar meets the picture,
-    # so two equal bars of a small re-encoded copy measure up to a block apart; cut on one
-    # axis only, the copy's hash and frame no longer match its original's.
+def test_a_small_jpeg_of_a_padded_picture_has_its_originals_picture(side):
+    # Saturated colours ring through the 16 px JPEG block where a bar meets the picture.
+    # Judged by colour, two equal bars of a small copy measured up to a block apart (cut
+    # on one axis only, the copy's hash no longer matched), and up to 4 % of the side
+    # short (the copy's picture looked larger, as though its original were a crop of it).
     for seed in range(6):
         canvas = Image.new("RGB", (800, 800), "white")
         canvas.paste(distinct_image(np.random.default_rng(seed), 440, 440), (180, 180))
@@ -85,4 +86,4 @@ def test_a_small_jpeg_of_a_padded_picture_keeps_both_pairs_of_bars(side):
         canvas.resize((side, side), Image.Resampling.LANCZOS).save(small, format="JPEG", quality=85)
         pixels = decode_thumbnail(small.getvalue()).thumbnail
         picture = np.array([180, 620, 180, 620]) * pixels.shape[0] / 800
-        assert np.allclose(picture_box(pixels), picture, atol=16), (seed, picture_box(pixels), picture)
+        assert np.allclose(picture_box(pixels), picture, atol=0.01 * pixels.shape[0]), (seed, picture_box(pixels), picture)

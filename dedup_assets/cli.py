@@ -30,13 +30,14 @@ def _configure(args: argparse.Namespace) -> None:
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
     _configure(args)
-    from dedup_assets.demo_data import build_demo_set, build_hard_set
+    from dedup_assets.demo_data import build_demo_set, build_hard_set, build_product_set
 
-    out = Path(args.out or Path(os.environ["DEDUP_HOME"]) / ("hard" if args.hard else "demo"))
+    kind = "hard" if args.hard else "products" if args.products else "demo"
+    out = Path(args.out or Path(os.environ["DEDUP_HOME"]) / kind)
     if (out / "truth.csv").exists() and not args.force:
         print(f"labelled set already at {out / 'images'} (use --force to rebuild)")
         return 0
-    images = (build_hard_set if args.hard else build_demo_set)(out)
+    images = {"hard": build_hard_set, "products": build_product_set, "demo": build_demo_set}[kind](out)
     print(f"demo set: {len(list(images.iterdir()))} images in {images}, truth in {out / 'truth.csv'}")
     return 0
 
@@ -221,7 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = common(commands.add_parser("demo-data", help="build the labelled demo image set"))
     demo.add_argument("--out", help="folder for images/ and truth.csv (default: $DEDUP_HOME/demo)")
-    demo.add_argument("--hard", action="store_true", help="the larger set with hard negatives (default out: $DEDUP_HOME/hard)")
+    sets = demo.add_mutually_exclusive_group()
+    sets.add_argument("--hard", action="store_true", help="the larger set with hard negatives (default out: $DEDUP_HOME/hard)")
+    sets.add_argument("--products", action="store_true",
+                      help="a catalogue of product shots on white in shared framings (default out: $DEDUP_HOME/products)")
     demo.add_argument("--force", action="store_true", help="rebuild even if present")
     demo.set_defaults(func=cmd_demo_data)
 

@@ -171,6 +171,48 @@ def build_hard_set(out_dir: str | os.PathLike, seed: int = 13, side: int = 800,
     return _write_labelled_set(Path(out_dir), rows, rng)
 
 
+# A catalogue's standard framings: many products share each, as in a shop's photo studio.
+PRODUCT_FRAMINGS = tuple((outline, share, drop) for outline in ("ellipse", "box", "rounded")
+                         for share in (0.55, 0.7, 0.85) for drop in (0.0, 0.05))
+PRODUCT_TRANSFORMS = ("resize", "recompress", "format", "color", "text", "crop")
+
+
+def product_shot(obj: Image.Image, outline: str, share: float, drop: float, side: int) -> Image.Image:
+    """`obj` photographed on white in one of the catalogue's framings: its outline
+    (ellipse, box, rounded box) spanning `share` of the side, centred, lowered by `drop`."""
+    size = round(side * share)
+    mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask)
+    if outline == "ellipse":
+        draw.ellipse((0, 0, size - 1, size - 1), fill=255)
+    elif outline == "box":
+        draw.rectangle((size // 8, 0, size - size // 8, size - 1), fill=255)
+    else:
+        draw.rounded_rectangle((0, size // 10, size - 1, size - size // 10), radius=size // 6, fill=255)
+    shot = Image.new("RGB", (side, side), "white")
+    shot.paste(obj.resize((size, size)), ((side - size) // 2, (side - size) // 2 + round(drop * side)), mask)
+    return shot
+
+
+def build_product_set(out_dir: str | os.PathLike, count: int = 360, seed: int = 41, side: int = 800) -> Path:
+    """A labelled catalogue of product shots on white: `count` distinct products, each in
+    one of PRODUCT_FRAMINGS (so products of one framing share their outline), and a copy
+    of every third, by a kind from PRODUCT_TRANSFORMS. Distinct products of one framing
+    hash alike and their embeddings agree: the hard negatives here."""
+    rng = random.Random(seed)
+    photos = list(shipped_photos().values())
+    rows: list[tuple[Image.Image, str, dict, str, str]] = []
+    for number in range(count):
+        obj = distinct_image(np.random.default_rng([seed, number]), side, side, photos)
+        shot = product_shot(obj, *PRODUCT_FRAMINGS[number % len(PRODUCT_FRAMINGS)], side)
+        group = f"product-{number:04d}"
+        rows.append((shot, "JPEG", {"quality": 95}, group, "original"))
+        if number % 3 == 0:
+            kind = PRODUCT_TRANSFORMS[number // 3 % len(PRODUCT_TRANSFORMS)]
+            rows.append((*transform(shot, kind, rng), group, kind))
+    return _write_labelled_set(Path(out_dir), rows, rng)
+
+
 def _write_labelled_set(out: Path, rows: list[tuple[Image.Image, str, dict, str, str]],
                         rng: random.Random) -> Path:
     images = out / "images"

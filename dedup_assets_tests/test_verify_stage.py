@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from dedup_assets.corpus import StoredVectors
-from dedup_assets.demo_data import recolor, shipped_photos
+from dedup_assets.demo_data import product_shot, recolor, shipped_photos
 from dedup_assets.storage import StorageLayout
 from dedup_assets.verify_stage import (FeatureStore, embedding_pairs, pair_cosines, verification_threads, verify_pairs,
                                        with_hash_pairs_cosines)
@@ -171,23 +171,13 @@ def test_a_faintly_coloured_photo_and_its_grayscale_copy_follow_the_grayscale_po
     assert refused.select("is_duplicate", "decided_by").rows() == [(False, "policy")]
 
 
-def product_shot(photo: Image.Image, side: int = 600) -> Image.Image:
+def small_product_shot(photo: Image.Image, side: int = 600) -> Image.Image:
     """An object photographed on white: off centre, under half the frame."""
     shot = Image.new("RGB", (side, side), "white")
     size = int(side * 0.45)
     mask = Image.new("L", (size, size), 0)
     ImageDraw.Draw(mask).ellipse((0, 0, size - 1, size - 1), fill=255)
     shot.paste(photo.convert("RGB").resize((size, size)), ((side - size) // 2 + 70, (side - size) // 2 - 40), mask)
-    return shot
-
-
-def framed_product(photo: Image.Image, side: int = 600) -> Image.Image:
-    """An object filling most of a catalogue's standard frame on white."""
-    shot = Image.new("RGB", (side, side), "white")
-    size = int(side * 0.8)
-    mask = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(mask).rounded_rectangle((0, size // 10, size - 1, size - size // 10), radius=size // 6, fill=255)
-    shot.paste(photo.convert("RGB").resize((size, size)), ((side - size) // 2, (side - size) // 2 + 30), mask)
     return shot
 
 
@@ -209,8 +199,8 @@ def stored_shots(layout: StorageLayout, shots: dict[str, tuple[Image.Image, int]
 
 def test_two_products_on_white_are_not_near_identical_though_both_hash_to_zero(tmp_path):
     photos = shipped_photos()
-    shots = {"clock.jpg": (product_shot(photos["clock"]), 90), "mug.jpg": (product_shot(photos["coffee"]), 90),
-             "mug_resaved.jpg": (product_shot(photos["coffee"]), 60)}
+    shots = {"clock.jpg": (small_product_shot(photos["clock"]), 90), "mug.jpg": (small_product_shot(photos["coffee"]), 90),
+             "mug_resaved.jpg": (small_product_shot(photos["coffee"]), 60)}
     layout = StorageLayout(tmp_path / "home")
     features = stored_shots(layout, shots)
     # More than half of each frame is white: the median split sets no bit at all.
@@ -228,8 +218,9 @@ def test_two_products_on_white_are_not_near_identical_though_both_hash_to_zero(t
 
 def test_two_products_in_one_framing_are_not_near_identical_though_their_outlines_hash_alike(tmp_path):
     photos = shipped_photos()
-    shots = {"coins.jpg": (framed_product(photos["coins"]), 90), "moon.jpg": (framed_product(photos["moon"]), 90),
-             "moon_resaved.jpg": (framed_product(photos["moon"]), 60)}
+    # Both in a catalogue's standard framing: a rounded box over 80 % of the side.
+    coins, moon = (product_shot(photos[name], "rounded", 0.8, 0.05, 600) for name in ("coins", "moon"))
+    shots = {"coins.jpg": (coins, 90), "moon.jpg": (moon, 90), "moon_resaved.jpg": (moon, 60)}
     layout = StorageLayout(tmp_path / "home")
     features = stored_shots(layout, shots)
     hashes = features["wavelet_hash"].to_list()

@@ -1,0 +1,39 @@
+"""The labelled sets `dedup demo-data` builds."""
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dedup_assets.cli import build_parser
+from dedup_assets.demo_data import PRODUCT_FRAMINGS, PRODUCT_TRANSFORMS, build_product_set, product_shot
+
+
+def test_products_of_one_framing_differ_only_inside_one_outline():
+    first, second = (Image.new("RGB", (100, 100), colour) for colour in ("navy", "orange"))
+    shots = [np.asarray(product_shot(obj, "rounded", 0.7, 0.05, 400)) for obj in (first, second)]
+    white = [(shot == 255).all(axis=2) for shot in shots]
+    assert (white[0] == white[1]).all()  # the same outline, at the same place
+    rows, columns = np.nonzero(~white[0])
+    assert columns.max() - columns.min() + 1 == round(0.7 * 400)
+    assert rows.min() > 400 - rows.max()  # lowered by the drop
+
+
+def test_the_product_catalogue_labels_each_copy_with_its_original(tmp_path):
+    images = build_product_set(tmp_path, count=4, side=256)
+    with open(tmp_path / "truth.csv") as handle:
+        truth = list(csv.DictReader(handle))
+    assert sorted(row["name"] for row in truth) == sorted(path.name for path in images.iterdir())
+    kinds = {(row["group"], row["kind"]) for row in truth}
+    # Four products, a copy of every third: products 0 and 3, by the first two kinds.
+    assert kinds == {(f"product-{n:04d}", "original") for n in range(4)} | {
+        ("product-0000", PRODUCT_TRANSFORMS[0]), ("product-0003", PRODUCT_TRANSFORMS[1])}
+    assert len(PRODUCT_FRAMINGS) == 18 and len(set(PRODUCT_FRAMINGS)) == 18
+
+
+def test_one_labelled_set_at_a_time():
+    parser = build_parser()
+    assert parser.parse_args(["demo-data", "--products"]).products
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo-data", "--hard", "--products"])

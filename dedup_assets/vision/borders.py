@@ -22,7 +22,7 @@ BAR_TOLERANCE = 12
 # Of each channel past the first line: a JPEG halves its colour's resolution and quantises
 # it coarser, so colour rings a whole 16 px block into a bar. Judged by the same ±12, a
 # 300 px copy's bars ended up to 4 % of the side short of its original's, and its
-# picture looked 13 % larger, as though the original were a crop of it.
+# picture looked up to 15 % larger, as though the original were a crop of it.
 BAR_COLOUR_TOLERANCE = 40
 # A line is part of a bar when this share of its pixels is within the tolerance (a few
 # stray pixels of a ringing edge or a watermark's corner do not end it).

@@ -223,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = common(commands.add_parser("demo-data", help="build the labelled demo image set"))
     demo.add_argument("--out", help="folder for images/ and truth.csv (default: $DEDUP_HOME/demo)")
     sets = demo.add_mutually_exclusive_group()
-    sets.add_argument("--hard", action="store_true", help="the larger set with hard negatives (default out: $DEDUP_HOME/hard)")
+    sets.add_argument("--hard", action="store_true",
+                      help="the larger set with hard negatives (default out: $DEDUP_HOME/hard)")
     sets.add_argument("--products", action="store_true",
-                      help="a catalogue of product shots on white in shared framings (default out: $DEDUP_HOME/products)")
+                      help="product shots on white in shared framings (default out: $DEDUP_HOME/products)")
     demo.add_argument("--force", action="store_true", help="rebuild even if present")
     demo.set_defaults(func=cmd_demo_data)
 

@@ -199,8 +199,8 @@ def stored_shots(layout: StorageLayout, shots: dict[str, tuple[Image.Image, int]
 
 def test_two_products_on_white_are_not_near_identical_though_both_hash_to_zero(tmp_path):
     photos = shipped_photos()
-    shots = {"clock.jpg": (small_product_shot(photos["clock"]), 90), "mug.jpg": (small_product_shot(photos["coffee"]), 90),
-             "mug_resaved.jpg": (small_product_shot(photos["coffee"]), 60)}
+    clock, mug = small_product_shot(photos["clock"]), small_product_shot(photos["coffee"])
+    shots = {"clock.jpg": (clock, 90), "mug.jpg": (mug, 90), "mug_resaved.jpg": (mug, 60)}
     layout = StorageLayout(tmp_path / "home")
     features = stored_shots(layout, shots)
     # More than half of each frame is white: the median split sets no bit at all.

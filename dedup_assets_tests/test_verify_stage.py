@@ -1,6 +1,7 @@
 """Verification of stored pairs, with the verifier's features kept between batches."""
 
 import io
+import random
 import threading
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from dedup_assets.corpus import StoredVectors
-from dedup_assets.demo_data import product_shot, recolor, shipped_photos
+from dedup_assets.demo_data import product_shot, recolor, shipped_photos, transform
 from dedup_assets.storage import StorageLayout
 from dedup_assets.verify_stage import (FeatureStore, embedding_pairs, pair_cosines, verification_threads, verify_pairs,
                                        with_hash_pairs_cosines)
@@ -237,6 +238,26 @@ def test_two_products_in_one_framing_are_not_near_identical_though_their_outline
     assert different["matches"] >= CascadePolicy().min_inliers
     assert different["inliers"] < different["matches"] / 2
     assert same["is_duplicate"], same["reason"]
+
+
+def test_two_products_captioned_alike_are_not_copies_and_each_is_a_copy_of_its_original(tmp_path):
+    photos = shipped_photos()
+    # The demo catalogue's caption, in the padding under each product: the two shared it
+    # whole and were verified as copies by it (500-660 inliers, pixels agreeing 0.81-0.96).
+    coins, moon = (product_shot(photos[name], "rounded", 0.55, 0.0, 800) for name in ("coins", "moon"))
+    (coins_captioned, *_), (moon_captioned, *_) = (transform(shot, "text", random.Random(0)) for shot in (coins, moon))
+    shots = {"coins.jpg": (coins, 95), "coins_captioned.jpg": (coins_captioned, 90),
+             "moon_captioned.jpg": (moon_captioned, 90)}
+    layout = StorageLayout(tmp_path / "home")
+    features = stored_shots(layout, shots)
+    candidates = pl.DataFrame([("coins.jpg", "coins_captioned.jpg"), ("coins_captioned.jpg", "moon_captioned.jpg")],
+                              schema=["blob_a", "blob_b"], orient="row").with_columns(
+        found_by=pl.lit("embedding"), cosine=pl.lit(0.9, pl.Float32))
+
+    pairs, _ = verify_pairs(candidates, features, layout, OrbVerifier(), CascadePolicy())
+    same, different = pairs.rows(named=True)
+    assert same["is_duplicate"], same["reason"]
+    assert not different["is_duplicate"], different["reason"]
 
 
 def test_features_stored_as_npz_are_read_then_rewritten_in_the_current_layout(stored_images, caplog):

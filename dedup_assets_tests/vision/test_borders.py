@@ -2,7 +2,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from dedup_assets.demo_data import distinct_image
 from dedup_assets.vision.borders import picture_box
@@ -88,3 +88,63 @@ def test_a_small_jpeg_of_a_padded_picture_has_its_originals_picture(side):
         picture = np.array([180, 620, 180, 620]) * pixels.shape[0] / 800
         found = picture_box(pixels)
         assert np.allclose(found, picture, atol=0.01 * pixels.shape[0]), (seed, found, picture)
+
+
+def product_on_white(seed: int, side: int = 800, share: float = 0.55, drop: float = 0.0) -> Image.Image:
+    """A product shot: a picture centred on white (lowered by `drop` of the side)."""
+    size = round(side * share)
+    shot = Image.new("RGB", (side, side), "white")
+    shot.paste(distinct_image(np.random.default_rng(seed), size, size), ((side - size) // 2,
+                                                                         (side - size) // 2 + round(drop * side)))
+    return shot
+
+
+def with_caption(shot: Image.Image, at: str = "bottom", touching_edge: bool = False) -> Image.Image:
+    """A large caption set in the shot's padding, as a shop or an agency adds one."""
+    captioned = shot.copy()
+    size = shot.height // 12
+    draw = ImageDraw.Draw(captioned)
+    y = {"bottom": shot.height - (size + 4 if touching_edge else 2 * size), "top": 4 if touching_edge else size // 2}[at]
+    draw.text((shot.width // 20, y), "© dedup demo 2026", fill=(255, 255, 0), font_size=size, stroke_width=2,
+              stroke_fill=(0, 0, 0))
+    return captioned
+
+
+@pytest.mark.parametrize("at, touching_edge", [("bottom", False), ("bottom", True), ("top", False)])
+def test_a_caption_in_the_padding_is_cut_with_its_bar(at, touching_edge):
+    # Judged as whole lines, the caption ended the bar it sits in, and the caption's
+    # columns the side bars: the captioned shot was not cut at all, its original was, and
+    # the two were never compared (while every product captioned alike matched the others).
+    for seed in range(4):
+        shot = product_on_white(seed)
+        original = picture_box(thumbnail(shot))
+        assert original != (0, 400, 0, 400)
+        for side in (800, 300):
+            pixels = thumbnail(with_caption(shot, at, touching_edge).resize((side, side), Image.Resampling.LANCZOS))
+            expected = np.array(original) * pixels.shape[0] / 400
+            assert np.allclose(picture_box(pixels), expected, atol=0.01 * pixels.shape[0]), (seed, side)
+
+
+def test_a_captioned_shot_hashes_as_its_original():
+    shot = product_on_white(7)
+    original, captioned = extract_features(jpeg(shot)), extract_features(jpeg(with_caption(shot)))
+    assert (captioned.picture_width, captioned.picture_height) == (original.picture_width, original.picture_height)
+    assert hamming(original.wavelet_hash, captioned.wavelet_hash) <= 4
+
+
+def test_an_off_centre_shot_keeps_its_caption_as_its_original_keeps_its_margins():
+    # Its original's bars above and below differ, so neither is cut there.
+    shot = product_on_white(3, drop=0.1)
+    original = picture_box(thumbnail(shot))
+    assert (original.top, original.bottom) == (0, 400)
+    assert picture_box(thumbnail(with_caption(shot)))[:2] == (0, 400)
+
+
+def test_a_second_picture_filling_the_margin_is_not_an_overlay():
+    # Below the picture, as far from the edge as the bar above it, a band of white and a
+    # second picture most of the margin high: two pictures, not a picture and its caption.
+    canvas = Image.new("RGB", (800, 800), "white")
+    canvas.paste(distinct_image(np.random.default_rng(1), 500, 400), (150, 200))
+    canvas.paste(distinct_image(np.random.default_rng(2), 600, 140), (100, 640))
+    box = picture_box(thumbnail(canvas))
+    assert (box.top, box.bottom) == (0, 400), box

@@ -4,11 +4,13 @@
    verification matched enough keypoints for its own verdict to stand, and rejects (a
    64-bit hash sees only a page's layout: two different pages of text share it), or
    matched enough to fit and no homography explains half of the matches (a copy's
-   matches agree; two products photographed in one framing share only their outline).
+   matches agree; two products photographed in one framing share only their outline),
+   or found next to nothing in common between two images rich in keypoints.
    Only hashes that say something count: two different products on white both hash to 0.
 2. Policies: grayscale copies (and mirrored copies, in the verifier) count as duplicates
    only when configured to.
-3. Everything else is verified geometrically: enough inliers under one homography; once
+3. Everything else is verified geometrically: enough inliers under one homography, not
+   packed into one small patch (two products sharing a photo patch); once
    aligned, pixels that agree over the whole overlap (a caption or logo shared by two
    different photos matches, but the rest of the images does not); and the shared
    region covering enough of *both* images (so a crop keeping most of the frame is a
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dedup_assets.vision.verify import SEARCHED_INLIER_SHARE, Verification
+from dedup_assets.vision.verify import LOW_TEXTURE_KEYPOINTS, SEARCHED_INLIER_SHARE, Verification
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,18 @@ class CascadePolicy:
     # Products of one framing on white: 0-39 %; the hard set's copies verification
     # rejects: 56-88 % (a copy's wrong matches are few), or fewer than 15 matches.
     overrule_inlier_share: float = SEARCHED_INLIER_SHARE
+    # ... or with fewer than `min_inliers` matches between two images with at least this
+    # many keypoints each: nothing in common. Two product shots of one framing: 13 matches
+    # of 966 keypoints; the hard set's near-hash copies with fewer than 15 matches have at
+    # most 31 keypoints (smooth photos), and photos under noise (σ 40), a 3 px blur or
+    # quality 5 still match 21 or more.
+    overrule_textured_keypoints: int = LOW_TEXTURE_KEYPOINTS
     min_coverage: float = 0.55  # of each image, by the shared region
     min_agreement: float = 0.6  # pixel correlation over the overlap, once aligned
+    # The inliers' convex hull, as a share of the smaller image: packed tighter, they sit on
+    # a shared patch or logo (two products sharing a photo patch: 0.005, agreeing 0.63 by
+    # their frames' likeness); the labelled sets' and the cascade bench's copies: ≥ 0.027.
+    min_spread: float = 0.01
     # Without keypoints (smooth photos), only intensity alignment is left: demand more,
     # unless the hashes and colours already agree (a colour-agreeing near-hash pair).
     min_dense_agreement: float = 0.99
@@ -66,9 +78,10 @@ def verification_can_overrule(verification: Verification | None, policy: Cascade
     or to show that they do not belong to one picture."""
     if verification is None or verification.method == "dense":
         return False
+    if verification.matches < policy.min_inliers:
+        return verification.keypoints is not None and verification.keypoints >= policy.overrule_textured_keypoints
     return (verification.matches >= policy.overrule_hash_matches
-            or (verification.matches >= policy.min_inliers
-                and verification.inliers < policy.overrule_inlier_share * verification.matches))
+            or verification.inliers < policy.overrule_inlier_share * verification.matches)
 
 
 def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gray_b: bool,
@@ -105,6 +118,9 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
     if verification.min_coverage < policy.min_coverage:
         return Decision(False, "verify", f"{inliers} but the shared region covers "
                         f"{verification.coverage_a:.0%} / {verification.coverage_b:.0%} of the images")
+    if verification.method != "dense" and verification.spread < policy.min_spread:
+        return Decision(False, "verify", f"{inliers}, but packed into {verification.spread:.1%} of the "
+                        "smaller image (a shared patch or logo?)")
     if verification.agreement < policy.min_agreement:
         return Decision(False, "verify", f"{inliers}, but once aligned the pixels agree "
                         f"only {verification.agreement:.2f} (a shared caption or logo?)")

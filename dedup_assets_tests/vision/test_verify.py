@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import random
 import textwrap
@@ -5,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from dedup_assets.vision.cascade import CascadePolicy, decide
 from dedup_assets.vision.hashing import downsample, to_gray, wavelet_hash
@@ -111,9 +112,11 @@ def test_pages_of_different_text_are_not_duplicates_though_their_hashes_agree(or
 
 
 def test_near_identical_copies_verification_cannot_confirm_stay_duplicates():
-    # Smooth or heavily recompressed copies: few keypoint matches settle nothing.
-    inconclusive = Verification(matches=13, inliers=12, coverage_a=0.0, coverage_b=0.0)
-    assert decide(0, 1.0, 0.86, False, False, inconclusive, POLICY).is_duplicate
+    # Smooth or heavily recompressed copies: few keypoint matches settle nothing (the hard
+    # set's near-hash copies with fewer than 15 matches have at most 31 keypoints).
+    for keypoints in (None, 31, 299):
+        inconclusive = Verification(matches=13, inliers=12, coverage_a=0.0, coverage_b=0.0, keypoints=keypoints)
+        assert decide(0, 1.0, 0.86, False, False, inconclusive, POLICY).is_duplicate
     # Matches enough to fit, most of them on one homography, yet too few: still a copy
     # (the hard set's: 14 of 16, 15 of 27).
     for matches, inliers in ((16, 14), (27, 15), (40, 20)):
@@ -128,6 +131,41 @@ def test_near_identical_hashes_of_matches_no_homography_explains_are_not_one_pic
         look_alike = Verification(matches=matches, inliers=inliers, coverage_a=0.0, coverage_b=0.0)
         decision = decide(0, 8.0, 0.87, False, False, look_alike, POLICY)
         assert not decision.is_duplicate and decision.stage == "verify", decision.reason
+
+
+def test_near_identical_hashes_of_two_textured_images_with_nothing_in_common_are_not_one_picture():
+    # Two products in one framing whose hashes and colours happen to agree: 13 ratio-test
+    # matches between 966 keypoints and more, none on one homography.
+    nothing_in_common = Verification(matches=13, inliers=0, coverage_a=0.0, coverage_b=0.0, keypoints=966)
+    decision = decide(4, 12.0, 0.88, False, False, nothing_in_common, POLICY)
+    assert not decision.is_duplicate and decision.stage == "verify", decision.reason
+
+
+def test_near_identical_hashes_of_a_noisy_blurred_or_crushed_copy_stay_one_picture(orb, photos):
+    # What a textured photo keeps under heavy degradation: 21 matches or more, not "nothing".
+    for name in ("astronaut", "brick", "coffee"):
+        original = thumbnail(photos[name])
+        pixels = np.asarray(photos[name].convert("RGB"), np.float32)
+        noisy = np.clip(pixels + np.random.default_rng(0).normal(0, 40, pixels.shape), 0, 255).astype(np.uint8)
+        for copy in (thumbnail(Image.fromarray(noisy)), thumbnail(photos[name].filter(ImageFilter.GaussianBlur(3))),
+                     thumbnail(photos[name], quality=5)):
+            decision = decide(0, 1.0, 0.9, False, False, orb.verify(original, copy), POLICY)
+            assert decision.is_duplicate, (name, decision.reason)
+
+
+def test_inliers_packed_into_one_small_patch_are_not_one_picture():
+    # Two product shots sharing one small photo patch, their frames alike: 22 inliers on
+    # the patch, 0.5 % of the image, and the pixels agree 0.63 by the frames' likeness.
+    patch = Verification(matches=43, inliers=22, coverage_a=0.9, coverage_b=0.59, spread=0.005, agreement=0.63)
+    decision = decide(20, 24.0, 0.77, False, False, patch, POLICY)
+    assert not decision.is_duplicate and decision.stage == "verify" and "packed" in decision.reason
+    # The labelled sets' copies with the tightest inliers (a photo whose texture sits in one
+    # spot): 2.7 % of the image.
+    tight = dataclasses.replace(patch, inliers=330, matches=337, spread=0.027, agreement=1.0)
+    assert decide(20, 24.0, 0.77, False, False, tight, POLICY).is_duplicate
+    # Dense alignment has no inliers to spread.
+    dense = Verification(0, 0, 1.0, 1.0, agreement=0.995, method="dense")
+    assert decide(20, 24.0, 0.77, False, False, dense, POLICY).is_duplicate
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,16 @@ cut away before anything is measured, so every later stage sees the picture.
 
 Only bars on two opposite sides, of one colour and about the same width, count: a
 photo's own flat sky or wall sits on one side, where cutting it would change the photo.
-One of the two may carry an overlay set in the padding (a caption, a logo, a price): lines
-of other colours, parted from the picture by a band of the bar's colour, where the
-picture ends as far from the edge as the opposite bar says. The overlay is cut with its
-bar: a shot captioned in its margin is its original's picture, and two products captioned
-alike no longer share the caption.
+
+An overlay set in the padding (a caption, a logo, a price, subtitles in a letterbox)
+breaks the bars it crosses: the captioned copy was not cut where its original was, the
+two were never compared, and every product captioned alike matched the others by the
+caption. Where the picture is one blob, such marks apart from it are painted over with
+the padding's colour, if that lets bars be cut (`find_picture`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import cv2
@@ -40,6 +40,13 @@ BAR_WIDTH_TOLERANCE = 0.01  # of the side, beside JPEG_BLOCK: how far two opposi
 # two equal bars measure up to ~16 px apart.
 JPEG_BLOCK = 16
 MIN_PICTURE = 0.25  # of the side left between the bars, or nothing is cut
+# An overlay: marks on the padding apart from the picture, whose box is that of its parts
+# of at least this share of its largest (a shoe of a pair, not a letter of a caption) and
+# of whatever touches that box ...
+PICTURE_PART = 0.25
+# ... and at most this share of all that is not padding: a page of text, or two photos
+# side by side, is not a picture and its caption.
+MAX_OVERLAY = 0.2
 
 
 _LUMA = np.array([0.299, 0.587, 0.114])  # OpenCV's RGB to gray
@@ -54,60 +61,85 @@ class Box(NamedTuple):
     right: int
 
 
+class Picture(NamedTuple):
+    box: Box
+    pixels: np.ndarray  # the image, any overlay on its padding painted over
+
+
+def find_picture(rgb: np.ndarray) -> Picture:
+    """The picture inside uniform bars (`picture_box`), once any overlay on the padding
+    is painted over with the padding's colour: only if that lets an axis be cut that
+    was not (a bar already found keeps its width: a re-encoded bar's specks painted over
+    would move it a pixel)."""
+    box = picture_box(rgb)
+    height, width = rgb.shape[:2]
+    rows_cut, columns_cut = box.top > 0 or box.bottom < height, box.left > 0 or box.right < width
+    if rows_cut and columns_cut:
+        return Picture(box, rgb)  # nothing on the padding got in the way
+    colour = _padding_colour(rgb)
+    cleaned = _without_overlays(rgb, colour) if colour is not None else None
+    if cleaned is not None:
+        found = picture_box(cleaned)
+        if (not rows_cut and (found.top > 0 or found.bottom < height)) or (
+                not columns_cut and (found.left > 0 or found.right < width)):
+            rows = (box.top, box.bottom) if rows_cut else (found.top, found.bottom)
+            columns = (box.left, box.right) if columns_cut else (found.left, found.right)
+            return Picture(Box(*rows, *columns), cleaned)
+    return Picture(box, rgb)
+
+
 def picture_box(rgb: np.ndarray) -> Box:
     """Where the picture lies inside uniform bars on opposite sides (the whole image when
     there are none)."""
     height, width = rgb.shape[:2]
     top, bottom = _opposite_bars(rgb)
     left, right = _opposite_bars(rgb.transpose(1, 0, 2))
-    # An overlay in one axis's bars crosses the other axis's bars too (a caption in the
-    # bottom bar spans the left and right ones): those are judged beside the picture alone.
-    if (top or bottom) and not (left or right):
-        left, right = _opposite_bars(rgb[top:height - bottom].transpose(1, 0, 2))
-    elif (left or right) and not (top or bottom):
-        top, bottom = _opposite_bars(rgb[:, left:width - right])
     return Box(top, height - bottom, left, width - right)
 
 
 def _opposite_bars(lines: np.ndarray) -> tuple[int, int]:
     """Widths of the bars at the first and last of `lines` (rows of an H×W×3 image),
-    both 0 unless they are a pair; one of them may carry an overlay (`_bar_with_overlay`)."""
+    both 0 unless they are a pair."""
     size = lines.shape[0]
     first, first_colour = _bar(lines)
-    last, last_colour = _bar(lines[::-1])
-    if first < MIN_BAR * size and last < MIN_BAR * size:  # most photos stop here, after a line each side
+    if first < MIN_BAR * size:  # most photos stop here, after one line
         return 0, 0
-    if not (first >= MIN_BAR * size and last >= MIN_BAR * size and _same_width(first, last, size)
-            and np.abs(first_colour - last_colour).max() <= BAR_TOLERANCE):
-        if first >= MIN_BAR * size and (found := _bar_with_overlay(lines[::-1], first_colour, first)):
-            last = found
-        elif last >= MIN_BAR * size and (found := _bar_with_overlay(lines, last_colour, last)):
-            first = found
-        else:
-            return 0, 0
-    if size - first - last < MIN_PICTURE * size:
+    last, last_colour = _bar(lines[::-1])
+    if (last < MIN_BAR * size or abs(first - last) > BAR_WIDTH_TOLERANCE * size + JPEG_BLOCK
+            or np.abs(first_colour - last_colour).max() > BAR_TOLERANCE
+            or size - first - last < MIN_PICTURE * size):
         return 0, 0
     return first, last
 
 
-def _same_width(first: int, last: int, size: int) -> bool:
-    return abs(first - last) <= BAR_WIDTH_TOLERANCE * size + JPEG_BLOCK
+def _padding_colour(rgb: np.ndarray) -> np.ndarray | None:
+    """The colour of two opposite edges, if both are of one (a caption may reach a third)."""
+    for lines in (rgb, rgb.transpose(1, 0, 2)):
+        first, first_colour = _bar(lines, most=1)
+        last, last_colour = _bar(lines[::-1], most=1)
+        if first and last and np.abs(first_colour - last_colour).max() <= BAR_TOLERANCE:
+            return (first_colour + last_colour) / 2
+    return None
 
 
-def _bar_with_overlay(lines: np.ndarray, colour: np.ndarray, opposite: int) -> int:
-    """The width of a bar at the first of `lines` that carries an overlay, 0 if there is
-    none: the picture begins as far in as the `opposite` bar's width (within the width
-    tolerance), after a band of at least `MIN_BAR` of the bar's `colour`; the lines
-    between that band and the edge may hold anything, and do in half of them at most (a
-    caption, not a second picture)."""
-    size = lines.shape[0]
-    band = max(1, round(MIN_BAR * size))
-    tolerance = math.ceil(BAR_WIDTH_TOLERANCE * size) + JPEG_BLOCK
-    of_bar = _lines_of(np.ascontiguousarray(lines[:opposite + tolerance + 1]), _BarColour.of(colour))
-    for width in range(max(band, opposite - tolerance), len(of_bar)):
-        if not of_bar[width] and of_bar[width - band:width].all() and _same_width(width, opposite, size):
-            return width if np.count_nonzero(~of_bar[:width]) <= width // 2 else 0
-    return 0
+def _without_overlays(rgb: np.ndarray, colour: np.ndarray) -> np.ndarray | None:
+    """The image with marks apart from the picture painted `colour`, or None when there
+    are none, or the picture is not one blob holding most of what is not padding."""
+    marks = cv2.bitwise_not(_of_colour(rgb, _BarColour.of(colour)))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
+    if count < 3:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    left, top = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
+    right, bottom = left + stats[1:, cv2.CC_STAT_WIDTH], top + stats[1:, cv2.CC_STAT_HEIGHT]
+    parts = areas >= PICTURE_PART * areas.max()
+    x0, y0, x1, y1 = left[parts].min(), top[parts].min(), right[parts].max(), bottom[parts].max()
+    apart = (right <= x0) | (left >= x1) | (bottom <= y0) | (top >= y1)
+    if not apart.any() or areas[apart].sum() > MAX_OVERLAY * areas.sum():
+        return None
+    cleaned = rgb.copy()
+    cleaned[np.isin(labels, 1 + np.flatnonzero(apart))] = np.round(colour).astype(np.uint8)
+    return cleaned
 
 
 class _BarColour(NamedTuple):
@@ -126,23 +158,30 @@ class _BarColour(NamedTuple):
                    np.clip(colour + BAR_COLOUR_TOLERANCE, 0, 255).astype(np.uint8))
 
 
+def _of_colour(pixels: np.ndarray, colour: _BarColour) -> np.ndarray:
+    """255 where a pixel is of the bar's colour: its luma within `BAR_TOLERANCE` and each
+    channel within `BAR_COLOUR_TOLERANCE`."""
+    of_bar = cv2.inRange(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY), colour.luma_low, colour.luma_high)
+    return of_bar & cv2.inRange(pixels, colour.low, colour.high)
+
+
 def _lines_of(block: np.ndarray, colour: _BarColour) -> np.ndarray:
-    """Which lines of `block` are of the bar's colour: their luma within `BAR_TOLERANCE`
-    and each channel within `BAR_COLOUR_TOLERANCE`, all but a few stray pixels."""
-    of_bar = cv2.inRange(cv2.cvtColor(block, cv2.COLOR_RGB2GRAY), colour.luma_low, colour.luma_high)
-    return (of_bar & cv2.inRange(block, colour.low, colour.high)).mean(axis=1) >= 255 * BAR_LINE_SHARE
+    """Which lines of `block` are of the bar's colour, all but a few stray pixels."""
+    return _of_colour(block, colour).mean(axis=1) >= 255 * BAR_LINE_SHARE
 
 
-def _bar(lines: np.ndarray) -> tuple[int, np.ndarray]:
-    """How many lines from the first are of the first line's colour, and that colour."""
+def _bar(lines: np.ndarray, most: int | None = None) -> tuple[int, np.ndarray]:
+    """How many lines from the first (up to `most`) are of the first line's colour, and
+    that colour."""
     spread = lines[0, ::max(1, lines.shape[1] // 16)].astype(np.int16)  # a photo's first line differs at once
     if (spread.max(axis=0) - spread.min(axis=0)).max() > 2 * BAR_TOLERANCE:
         return 0, np.zeros(3)
     colour = np.array(cv2.mean(np.ascontiguousarray(lines[:1]))[:3])
     bounds = _BarColour.of(colour)
     count, step = 0, 1  # the first line alone: most photos end their "bar" there
-    while count < lines.shape[0]:
-        within = _lines_of(np.ascontiguousarray(lines[count:count + step]), bounds)
+    end = lines.shape[0] if most is None else min(most, lines.shape[0])
+    while count < end:
+        within = _lines_of(np.ascontiguousarray(lines[count:min(count + step, end)]), bounds)
         if not within.all():
             return count + int(np.argmin(within)), colour
         count, step = count + len(within), min(2 * step + 6, 64)  # then more at a time: bars are dozens wide

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dedup_assets.vision.borders import picture_box
+from dedup_assets.vision.borders import find_picture
 from dedup_assets.vision.color import color_signature
 from dedup_assets.vision.decode import decode_thumbnail, encode_jpeg
 from dedup_assets.vision.hashing import downsample, to_gray, wavelet_hash
@@ -39,8 +39,8 @@ def content_hash(data: bytes) -> str:
 def extract_features(data: bytes) -> ImageFeatures:
     """Decode once at thumbnail size; raises `DecodeError` with a readable reason."""
     decoded = decode_thumbnail(data)
-    box = picture_box(decoded.thumbnail)
-    thumbnail = decoded.thumbnail[box.top:box.bottom, box.left:box.right]
+    box, pixels = find_picture(decoded.thumbnail)
+    thumbnail = pixels[box.top:box.bottom, box.left:box.right]
     scale_y = decoded.height / decoded.thumbnail.shape[0]
     scale_x = decoded.width / decoded.thumbnail.shape[1]
     gray = to_gray(thumbnail)

@@ -204,7 +204,9 @@ def build_product_set(out_dir: str | os.PathLike, count: int = 360, seed: int = 
     rows: list[tuple[Image.Image, str, dict, str, str]] = []
     for number in range(count):
         obj = distinct_image(np.random.default_rng([seed, number]), side, side, photos)
-        shot = product_shot(obj, *PRODUCT_FRAMINGS[number % len(PRODUCT_FRAMINGS)], side)
+        # The framing moves on by one every 18 products, so that each kind of copy (of
+        # every third product) meets every framing, not one framing each.
+        shot = product_shot(obj, *PRODUCT_FRAMINGS[(number + number // 18) % len(PRODUCT_FRAMINGS)], side)
         group = f"product-{number:04d}"
         rows.append((shot, "JPEG", {"quality": 95}, group, "original"))
         if number % 3 == 0:

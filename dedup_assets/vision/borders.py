@@ -7,12 +7,14 @@ cut away before anything is measured, so every later stage sees the picture.
 
 Only bars on two opposite sides, of one colour and about the same width, count: a
 photo's own flat sky or wall sits on one side, where cutting it would change the photo.
+A background of one colour reaching all four edges is cut however wide on each side:
+an object on it (a product shot) is the picture, however it was framed or cropped.
 
 An overlay set in the padding (a caption, a logo, a price, subtitles in a letterbox)
 breaks the bars it crosses: the captioned copy was not cut where its original was, the
 two were never compared, and every product captioned alike matched the others by the
 caption. Where the picture is one blob, such marks apart from it are painted over with
-the padding's colour, if that lets bars be cut (`find_picture`).
+the padding's colour before the bars are found (`find_picture`).
 """
 
 from __future__ import annotations
@@ -40,12 +42,17 @@ BAR_WIDTH_TOLERANCE = 0.01  # of the side, beside JPEG_BLOCK: how far two opposi
 # two equal bars measure up to ~16 px apart.
 JPEG_BLOCK = 16
 MIN_PICTURE = 0.25  # of the side left between the bars, or nothing is cut
-# An overlay: marks on the padding apart from the picture, whose box is that of its parts
-# of at least this share of its largest (a shoe of a pair, not a letter of a caption) and
-# of whatever touches that box ...
+# An overlay is marks on the padding apart from the picture. The picture is one blob
+# holding at least this share of all that is not padding (not a page of text's letters) ...
+PICTURE_SHARE = 0.5
+# ... boxed with its parts of at least this share of it (a shoe of a pair) and whatever
+# touches that box. Each mark apart from it is at most this share of it (a caption's
+# letter: ~1 %; a second picture beside it is no mark) ...
 PICTURE_PART = 0.25
-# ... and at most this share of all that is not padding: a page of text, or two photos
-# side by side, is not a picture and its caption.
+MARK_SIZE = 0.05
+# ... and all of them at least this share of the image (fewer pixels are a re-encoded
+# padding's specks) and at most this share of what is not padding.
+MIN_OVERLAY = 0.002
 MAX_OVERLAY = 0.2
 
 
@@ -67,33 +74,42 @@ class Picture(NamedTuple):
 
 
 def find_picture(rgb: np.ndarray) -> Picture:
-    """The picture inside uniform bars (`picture_box`), once any overlay on the padding
-    is painted over with the padding's colour: only if that lets an axis be cut that
-    was not (a bar already found keeps its width: a re-encoded bar's specks painted over
-    would move it a pixel)."""
-    box = picture_box(rgb)
-    height, width = rgb.shape[:2]
-    rows_cut, columns_cut = box.top > 0 or box.bottom < height, box.left > 0 or box.right < width
-    if rows_cut and columns_cut:
-        return Picture(box, rgb)  # nothing on the padding got in the way
+    """The picture inside uniform bars or a uniform background (`picture_box`), any overlay
+    on the padding painted over with the padding's colour first."""
     colour = _padding_colour(rgb)
     cleaned = _without_overlays(rgb, colour) if colour is not None else None
-    if cleaned is not None:
-        found = picture_box(cleaned)
-        if (not rows_cut and (found.top > 0 or found.bottom < height)) or (
-                not columns_cut and (found.left > 0 or found.right < width)):
-            rows = (box.top, box.bottom) if rows_cut else (found.top, found.bottom)
-            columns = (box.left, box.right) if columns_cut else (found.left, found.right)
-            return Picture(Box(*rows, *columns), cleaned)
-    return Picture(box, rgb)
+    return Picture(picture_box(cleaned), cleaned) if cleaned is not None else Picture(picture_box(rgb), rgb)
 
 
 def picture_box(rgb: np.ndarray) -> Box:
-    """Where the picture lies inside uniform bars on opposite sides (the whole image when
-    there are none)."""
+    """Where the picture lies inside uniform bars on opposite sides, or inside a uniform
+    background all round (the whole image when there are none)."""
     height, width = rgb.shape[:2]
+    if (around := _inside_background(rgb)) is not None:
+        return around
     top, bottom = _opposite_bars(rgb)
     left, right = _opposite_bars(rgb.transpose(1, 0, 2))
+    return Box(top, height - bottom, left, width - right)
+
+
+def _inside_background(rgb: np.ndarray) -> Box | None:
+    """An object on a background of one colour reaching all four edges (a product shot, an
+    icon, a page): each side's margin is cut however wide, so that a copy cropped or
+    re-framed on that background gives the same picture. Bars on two opposite sides only
+    must pair up (`_opposite_bars`): a photo's own flat sky reaches one edge."""
+    height, width = rgb.shape[:2]
+    top, colour = _bar(rgb)
+    if not top:  # most photos stop here, after one line
+        return None
+    columns = rgb.transpose(1, 0, 2)
+    sides = [_bar(rgb[::-1]), _bar(columns), _bar(columns[::-1])]
+    if not all(count and np.abs(other - colour).max() <= BAR_TOLERANCE for count, other in sides):
+        return None
+    bottom, left, right = (count for count, _ in sides)
+    if max(top, bottom) < MIN_BAR * height and max(left, right) < MIN_BAR * width:
+        return None  # a thin frame all round, an edge's artefact: no padding
+    if height - top - bottom < MIN_PICTURE * height or width - left - right < MIN_PICTURE * width:
+        return None
     return Box(top, height - bottom, left, width - right)
 
 
@@ -123,19 +139,23 @@ def _padding_colour(rgb: np.ndarray) -> np.ndarray | None:
 
 
 def _without_overlays(rgb: np.ndarray, colour: np.ndarray) -> np.ndarray | None:
-    """The image with marks apart from the picture painted `colour`, or None when there
-    are none, or the picture is not one blob holding most of what is not padding."""
+    """The image with marks apart from the picture painted `colour`; None unless the
+    picture is one blob and the marks are small, few and apart from it."""
     marks = cv2.bitwise_not(_of_colour(rgb, _BarColour.of(colour)))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(marks, connectivity=8)
     if count < 3:
         return None
     areas = stats[1:, cv2.CC_STAT_AREA]
+    if areas.max() < PICTURE_SHARE * areas.sum():
+        return None
     left, top = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
     right, bottom = left + stats[1:, cv2.CC_STAT_WIDTH], top + stats[1:, cv2.CC_STAT_HEIGHT]
     parts = areas >= PICTURE_PART * areas.max()
     x0, y0, x1, y1 = left[parts].min(), top[parts].min(), right[parts].max(), bottom[parts].max()
     apart = (right <= x0) | (left >= x1) | (bottom <= y0) | (top >= y1)
-    if not apart.any() or areas[apart].sum() > MAX_OVERLAY * areas.sum():
+    overlay = areas[apart].sum()
+    if (overlay < MIN_OVERLAY * rgb.shape[0] * rgb.shape[1] or overlay > MAX_OVERLAY * areas.sum()
+            or areas[apart].max() > MARK_SIZE * areas.max()):
         return None
     cleaned = rgb.copy()
     cleaned[np.isin(labels, 1 + np.flatnonzero(apart))] = np.round(colour).astype(np.uint8)

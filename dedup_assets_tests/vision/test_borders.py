@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from dedup_assets.demo_data import distinct_image
+from dedup_assets.demo_data import distinct_image, product_shot
 from dedup_assets.vision.borders import Picture, find_picture, picture_box
 from dedup_assets.vision.decode import decode_thumbnail
 from dedup_assets.vision.features import extract_features
@@ -104,7 +104,10 @@ def with_caption(shot: Image.Image, at: str = "bottom", touching_edge: bool = Fa
     captioned = shot.copy()
     size = shot.height // 12
     draw = ImageDraw.Draw(captioned)
-    y = {"bottom": shot.height - (size + 4 if touching_edge else 2 * size), "top": 4 if touching_edge else size // 2}[at]
+    if at == "bottom":
+        y = shot.height - (size + 4 if touching_edge else 2 * size)
+    else:
+        y = 4 if touching_edge else size // 2
     draw.text((shot.width // 20, y), "© dedup demo 2026", fill=(255, 255, 0), font_size=size, stroke_width=2,
               stroke_fill=(0, 0, 0))
     return captioned
@@ -176,3 +179,27 @@ def test_subtitles_in_a_letterbox_are_painted_over(photos):
     original, found = find_picture(thumbnail(frame)), find_picture(thumbnail(subtitled))
     assert original.box != (0, *original.pixels.shape[:1], 0, original.pixels.shape[1])
     assert np.allclose(found.box, original.box, atol=2), (found.box, original.box)
+
+
+def test_an_object_on_white_all_round_is_its_picture_however_framed():
+    # Off centre, its margins above and below differ: as bars they never paired up, so a
+    # copy cropped into the white (its picture then larger than the original's) was kept
+    # over its original, taken for a crop of it.
+    shot = product_on_white(5, drop=0.1)
+    original = find_picture(thumbnail(shot))
+    assert (original.box.top, original.box.bottom) != (0, 400)
+    for crop_box in ((40, 0, 800, 760), (0, 90, 700, 800), (100, 100, 760, 800)):
+        cropped = shot.crop(crop_box)
+        pixels = thumbnail(cropped)
+        scale = pixels.shape[0] / cropped.height
+        found = find_picture(pixels).box
+        width, height = (found.right - found.left) / scale, (found.bottom - found.top) / scale
+        assert abs(width - 440) <= 6 and abs(height - 440) <= 6, (crop_box, found)
+
+
+def test_two_products_in_one_framing_hash_as_themselves(photos):
+    # Off centre, the frame was hashed whole and its outline set the bits: coins and moon
+    # in one rounded box hashed 4 bits apart. Cut to the object, 26.
+    first, second = (extract_features(jpeg(product_shot(photos[name], "rounded", 0.7, 0.05, 800)))
+                     for name in ("coins", "moon"))
+    assert hamming(first.wavelet_hash, second.wavelet_hash) > 10

@@ -4,12 +4,12 @@ to keep in each, from every verified pair stored so far."""
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from datetime import datetime, timezone
 
 import polars as pl
 
-from dedup_assets.vision.clustering import CENTRALITY_TIE, Image, fidelity, quality_score, star_clusters
+from dedup_assets.vision.clustering import (CENTRALITY_TIE, Image, adjacency, fidelity, quality_score, reachable,
+                                           star_clusters)
 from dedup_assets.vision.color import SIGNATURE_SIZE, has_colour
 
 CLUSTER_SCHEMA = {
@@ -22,16 +22,6 @@ CLUSTER_SCHEMA = {
 _CONTAINED, _PARTIAL = 0.97, 0.9
 
 
-def _connected(start: set[str], neighbours: dict[str, set[str]]) -> set[str]:
-    seen, stack = set(start), list(start)
-    while stack:
-        for other in neighbours[stack.pop()]:
-            if other not in seen:
-                seen.add(other)
-                stack.append(other)
-    return seen
-
-
 def with_nodes(pairs: pl.DataFrame) -> pl.DataFrame:
     """Pairs with node_a, node_b: what each end stands for in the duplicate graph, its
     content (a decision holds for every byte-identical copy), or, for pairs stored before
@@ -40,15 +30,6 @@ def with_nodes(pairs: pl.DataFrame) -> pl.DataFrame:
         return pairs.with_columns(pl.col("blob_a").alias("node_a"), pl.col("blob_b").alias("node_b"))
     return pairs.with_columns(pl.coalesce("content_a", "blob_a").alias("node_a"),
                               pl.coalesce("content_b", "blob_b").alias("node_b"))
-
-
-def _duplicate_graph(duplicates: pl.DataFrame) -> dict[str, set[str]]:
-    neighbours: dict[str, set[str]] = defaultdict(set)
-    for a, b in duplicates.select("node_a", "node_b").rows():
-        if a != b:
-            neighbours[a].add(b)
-            neighbours[b].add(a)
-    return neighbours
 
 
 def _mean_cosines(duplicates: pl.DataFrame) -> dict[str, float]:
@@ -109,7 +90,7 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
     """
     now = now or datetime.now(timezone.utc)
     duplicates = with_nodes(pairs.filter(pl.col("is_duplicate")))
-    neighbours = _duplicate_graph(duplicates)
+    neighbours = adjacency(duplicates.select("node_a", "node_b").rows())
     contained: set[str] = set()
     for a, b, coverage_a, coverage_b in duplicates.select("node_a", "node_b", "coverage_a", "coverage_b").rows():
         if coverage_a is not None and coverage_a >= _CONTAINED and coverage_b <= _PARTIAL:
@@ -121,7 +102,7 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
     nodes = images["content_hash"].fill_null(names) if "content_hash" in images.columns else names
     node_of = dict(zip(names.to_list(), nodes.to_list()))
     known = set(node_of.values())
-    members = _connected({node_of[name] for name in batch_names if name in node_of}, neighbours) & known
+    members = reachable({node_of[name] for name in batch_names if name in node_of}, neighbours) & known
     selected = images.filter(nodes.is_in(list(members))).sort("last_modified", "blob_name")
     # Stored partitions read back give the signature as a list: one row of 48 per image.
     signatures = selected["color_signature"].cast(pl.Array(pl.UInt8, SIGNATURE_SIZE)).to_numpy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 LOSSLESS = {"PNG", "TIFF", "BMP", "PPM"}
@@ -107,11 +108,7 @@ def star_clusters(images: list[Image], duplicate_pairs: list[tuple[str, str]],
     nodes: dict[str, list[str]] = defaultdict(list)
     for image in sorted(images, key=lambda image: image.name):
         nodes[node_of.get(image.name, image.name)].append(image.name)
-    neighbours: dict[str, set[str]] = defaultdict(set)
-    for a, b in duplicate_pairs:
-        if a != b:
-            neighbours[a].add(b)
-            neighbours[b].add(a)
+    neighbours = adjacency(duplicate_pairs)
     by_name = {image.name: image for image in images}
     groups: list[tuple[str, list[str]]] = []
     for component in _components(nodes, neighbours):
@@ -126,20 +123,35 @@ def star_clusters(images: list[Image], duplicate_pairs: list[tuple[str, str]],
     return groups
 
 
-def _components(nodes: dict[str, list[str]], neighbours: dict[str, set[str]]) -> list[list[str]]:
+def adjacency(pairs: Iterable[tuple[str, str]]) -> defaultdict[str, set[str]]:
+    """Each node's neighbours in the graph of `pairs` (a pair of a node with itself adds none)."""
+    neighbours: defaultdict[str, set[str]] = defaultdict(set)
+    for a, b in pairs:
+        if a != b:
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    return neighbours
+
+
+def reachable(start: Iterable[str], neighbours: defaultdict[str, set[str]],
+              within: Container[str] | None = None) -> set[str]:
+    """Every node connected to one of `start` (through nodes `within` only, if given)."""
+    seen = set(start)
+    stack = list(seen)
+    while stack:
+        for other in neighbours[stack.pop()]:
+            if other not in seen and (within is None or other in within):
+                seen.add(other)
+                stack.append(other)
+    return seen
+
+
+def _components(nodes: dict[str, list[str]], neighbours: defaultdict[str, set[str]]) -> list[set[str]]:
     seen: set[str] = set()
     components = []
     for start in sorted(nodes):
-        if start in seen:
-            continue
-        stack, component = [start], []
-        seen.add(start)
-        while stack:
-            node = stack.pop()
-            component.append(node)
-            for other in neighbours[node]:
-                if other not in seen and other in nodes:
-                    seen.add(other)
-                    stack.append(other)
-        components.append(component)
+        if start not in seen:
+            component = reachable([start], neighbours, within=nodes)
+            seen |= component
+            components.append(component)
     return components

@@ -7,8 +7,8 @@ cut away before anything is measured, so every later stage sees the picture.
 
 Only bars on two opposite sides, of one colour and about the same width, count: a
 photo's own flat sky or wall sits on one side, where cutting it would change the photo.
-A background of one colour reaching all four edges is cut however wide on each side:
-an object on it (a product shot) is the picture, however it was framed or cropped.
+A background of one colour reaching three edges or all four is cut however wide on each
+side: an object on it (a product shot) is the picture, however it was framed or cropped.
 
 An overlay set in the padding (a caption, a logo, a price, subtitles in a letterbox)
 breaks the bars it crosses: the captioned copy was not cut where its original was, the
@@ -76,63 +76,65 @@ class Picture(NamedTuple):
 def find_picture(rgb: np.ndarray) -> Picture:
     """The picture inside uniform bars or a uniform background (`picture_box`), any overlay
     on the padding painted over with the padding's colour first."""
-    colour = _padding_colour(rgb)
+    edges = _edges(rgb)
+    colour = _padding_colour(edges)
     cleaned = _without_overlays(rgb, colour) if colour is not None else None
-    return Picture(picture_box(cleaned), cleaned) if cleaned is not None else Picture(picture_box(rgb), rgb)
+    if cleaned is not None:
+        return Picture(picture_box(cleaned), cleaned)
+    return Picture(_box_within(edges, *rgb.shape[:2]), rgb)
 
 
 def picture_box(rgb: np.ndarray) -> Box:
     """Where the picture lies inside uniform bars on opposite sides, or inside a uniform
-    background all round (the whole image when there are none)."""
-    height, width = rgb.shape[:2]
-    if (around := _inside_background(rgb)) is not None:
+    background (the whole image when there are none)."""
+    return _box_within(_edges(rgb), *rgb.shape[:2])
+
+
+def _edges(rgb: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """`_bar` at the top, bottom, left and right edges (a photo's: 0 each, one line read)."""
+    columns = rgb.transpose(1, 0, 2)
+    return [_bar(rgb), _bar(rgb[::-1]), _bar(columns), _bar(columns[::-1])]
+
+
+def _box_within(edges: list[tuple[int, np.ndarray]], height: int, width: int) -> Box:
+    if (around := _inside_background(edges, height, width)) is not None:
         return around
-    top, bottom = _opposite_bars(rgb)
-    left, right = _opposite_bars(rgb.transpose(1, 0, 2))
+    top, bottom = _opposite_bars(*edges[:2], height)
+    left, right = _opposite_bars(*edges[2:], width)
     return Box(top, height - bottom, left, width - right)
 
 
-def _inside_background(rgb: np.ndarray) -> Box | None:
-    """An object on a background of one colour reaching all four edges (a product shot, an
-    icon, a page): each side's margin is cut however wide, so that a copy cropped or
-    re-framed on that background gives the same picture. Bars on two opposite sides only
-    must pair up (`_opposite_bars`): a photo's own flat sky reaches one edge."""
-    height, width = rgb.shape[:2]
-    top, colour = _bar(rgb)
-    if not top:  # most photos stop here, after one line
+def _inside_background(edges: list[tuple[int, np.ndarray]], height: int, width: int) -> Box | None:
+    """An object on a background of one colour reaching three edges or all four (a product
+    shot, an icon, a page; cropped, the object may touch the fourth): each side's margin
+    is cut however wide, so that a copy cropped or re-framed on that background gives the
+    same picture. Bars on two opposite sides only must pair up (`_opposite_bars`): a
+    photo's own flat sky reaches one edge."""
+    uniform = [colour for count, colour in edges if count]
+    if len(uniform) < 3 or any(np.abs(colour - uniform[0]).max() > BAR_TOLERANCE for colour in uniform):
         return None
-    columns = rgb.transpose(1, 0, 2)
-    sides = [_bar(rgb[::-1]), _bar(columns), _bar(columns[::-1])]
-    if not all(count and np.abs(other - colour).max() <= BAR_TOLERANCE for count, other in sides):
-        return None
-    bottom, left, right = (count for count, _ in sides)
+    top, bottom, left, right = (count for count, _ in edges)
     if max(top, bottom) < MIN_BAR * height and max(left, right) < MIN_BAR * width:
-        return None  # a thin frame all round, an edge's artefact: no padding
+        return None  # a thin frame, an edge's artefact: no padding
     if height - top - bottom < MIN_PICTURE * height or width - left - right < MIN_PICTURE * width:
         return None
     return Box(top, height - bottom, left, width - right)
 
 
-def _opposite_bars(lines: np.ndarray) -> tuple[int, int]:
-    """Widths of the bars at the first and last of `lines` (rows of an H×W×3 image),
-    both 0 unless they are a pair."""
-    size = lines.shape[0]
-    first, first_colour = _bar(lines)
-    if first < MIN_BAR * size:  # most photos stop here, after one line
-        return 0, 0
-    last, last_colour = _bar(lines[::-1])
-    if (last < MIN_BAR * size or abs(first - last) > BAR_WIDTH_TOLERANCE * size + JPEG_BLOCK
+def _opposite_bars(first: tuple[int, np.ndarray], last: tuple[int, np.ndarray], size: int) -> tuple[int, int]:
+    """Widths of the bars at two opposite edges (`_bar`s), both 0 unless they are a pair."""
+    (first, first_colour), (last, last_colour) = first, last
+    if (first < MIN_BAR * size or last < MIN_BAR * size
+            or abs(first - last) > BAR_WIDTH_TOLERANCE * size + JPEG_BLOCK
             or np.abs(first_colour - last_colour).max() > BAR_TOLERANCE
             or size - first - last < MIN_PICTURE * size):
         return 0, 0
     return first, last
 
 
-def _padding_colour(rgb: np.ndarray) -> np.ndarray | None:
+def _padding_colour(edges: list[tuple[int, np.ndarray]]) -> np.ndarray | None:
     """The colour of two opposite edges, if both are of one (a caption may reach a third)."""
-    for lines in (rgb, rgb.transpose(1, 0, 2)):
-        first, first_colour = _bar(lines, most=1)
-        last, last_colour = _bar(lines[::-1], most=1)
+    for (first, first_colour), (last, last_colour) in (edges[:2], edges[2:]):
         if first and last and np.abs(first_colour - last_colour).max() <= BAR_TOLERANCE:
             return (first_colour + last_colour) / 2
     return None
@@ -190,18 +192,16 @@ def _lines_of(block: np.ndarray, colour: _BarColour) -> np.ndarray:
     return _of_colour(block, colour).mean(axis=1) >= 255 * BAR_LINE_SHARE
 
 
-def _bar(lines: np.ndarray, most: int | None = None) -> tuple[int, np.ndarray]:
-    """How many lines from the first (up to `most`) are of the first line's colour, and
-    that colour."""
+def _bar(lines: np.ndarray) -> tuple[int, np.ndarray]:
+    """How many lines from the first are of the first line's colour, and that colour."""
     spread = lines[0, ::max(1, lines.shape[1] // 16)].astype(np.int16)  # a photo's first line differs at once
     if (spread.max(axis=0) - spread.min(axis=0)).max() > 2 * BAR_TOLERANCE:
         return 0, np.zeros(3)
     colour = np.array(cv2.mean(np.ascontiguousarray(lines[:1]))[:3])
     bounds = _BarColour.of(colour)
     count, step = 0, 1  # the first line alone: most photos end their "bar" there
-    end = lines.shape[0] if most is None else min(most, lines.shape[0])
-    while count < end:
-        within = _lines_of(np.ascontiguousarray(lines[count:min(count + step, end)]), bounds)
+    while count < lines.shape[0]:
+        within = _lines_of(np.ascontiguousarray(lines[count:count + step]), bounds)
         if not within.all():
             return count + int(np.argmin(within)), colour
         count, step = count + len(within), min(2 * step + 6, 64)  # then more at a time: bars are dozens wide

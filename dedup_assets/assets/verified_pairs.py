@@ -56,6 +56,7 @@ class VerifiedPairsConfig(dg.Config):
     min_inliers: int = 15
     min_coverage: float = 0.55
     min_agreement: float = 0.6
+    min_window_agreement: float = 0.75  # or this share of the overlap's windows agreeing (an overlay)
     min_spread: float = 0.01  # the inliers' hull, as a share of the smaller image
     candidate_hamming: int = 10  # keep equal to color_candidates.hamming_radius
     grayscale_is_duplicate: bool = True
@@ -113,6 +114,7 @@ def verified_pairs(
     candidates = with_hash_pairs_cosines(one_pair_per_content(candidates.filter(ready), features), layout)
     policy = CascadePolicy(accept_hamming=config.accept_hamming, min_inliers=config.min_inliers,
                            min_coverage=config.min_coverage, min_agreement=config.min_agreement,
+                           min_window_agreement=config.min_window_agreement,
                            min_spread=config.min_spread, candidate_hamming=config.candidate_hamming,
                            grayscale_is_duplicate=config.grayscale_is_duplicate,
                            mirrored_is_duplicate=config.mirrored_is_duplicate)

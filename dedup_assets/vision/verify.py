@@ -19,7 +19,7 @@ import os
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import cv2
 import numpy as np
@@ -45,6 +45,8 @@ class Verification:
     mirrored: bool = False  # found only after mirroring image a
     spread: float = 0.0  # area of the inliers' convex hull, as a share of the smaller image
     agreement: float = 0.0  # correlation of the two images' pixels where they overlap
+    # The share of the overlap's textured windows whose pixels correlate (`Agreement`).
+    window_agreement: float = 0.0
     method: str = "features"  # or "dense": intensity alignment, when keypoints are too few;
     # "screen": rejected by the device's screen of a slice's fits, never fitted (`decided_on_device`);
     # "device": a keypoint fit found on the device with a slice's others (`fits_on_device`)
@@ -207,16 +209,34 @@ def measured_fit(points_a: np.ndarray, points_b: np.ndarray, homography: np.ndar
         # Most non-copies with enough inliers end here (794 of 1,039 on the cascade bench):
         # comparing their pixels took ~1.5 ms each, with decoding them again.
         return Verification(len(points_a), inliers, coverage_a, coverage_b, spread=spread, method=method)
-    agreement = photometric_agreement(*pixels(), homography) if pixels is not None else 0.0
-    return Verification(len(points_a), inliers, coverage_a, coverage_b, spread=spread, agreement=agreement,
-                        method=method)
+    agreement = photometric_agreement(*pixels(), homography) if pixels is not None else Agreement(0.0, 0.0)
+    return Verification(len(points_a), inliers, coverage_a, coverage_b, spread=spread, agreement=agreement.whole,
+                        window_agreement=agreement.windows, method=method)
+
+
+# The windows `photometric_agreement` also compares one by one, in pixels of its 192 px
+# side (8 across): a sticker or a large caption covers a few of them, a vignette darkens
+# each evenly.
+AGREEMENT_WINDOW = 24
+_WINDOW_INSIDE = 0.6  # of a window's pixels in the overlap, or it is left out
+_WINDOW_TEXTURE = 3.0  # gray levels (standard deviation): flatter in both images says nothing
+_WINDOW_FLAT = 0.5  # ... flatter than this in one image only: the windows disagree
+_WINDOW_CORRELATION = 0.5  # a window agrees at this correlation or more
+_MIN_WINDOWS = 4  # fewer textured windows: no share is measured (0)
+
+
+class Agreement(NamedTuple):
+    whole: float  # Pearson correlation over the whole overlap
+    windows: float  # the share of the overlap's textured windows correlating ≥ _WINDOW_CORRELATION
 
 
 def photometric_agreement(gray_a: np.ndarray, gray_b: np.ndarray, homography: np.ndarray,
-                          side: int = 192) -> float:
+                          side: int = 192) -> Agreement:
     """Pearson correlation of a (warped into b by the homography) and b, over their
-    overlap, after a light blur. Copies agree everywhere they overlap, whatever their
-    colours or contrast; two photos matched only through a shared caption or logo do not."""
+    overlap, after a light blur; and window by window. Copies agree everywhere they
+    overlap, whatever their colours or contrast; two photos matched only through a shared
+    caption or logo do not. An overlay on one copy (a sticker over a fifth of it) pulls
+    the whole correlation down, but disagrees only in the windows it covers."""
     scale = side / max(gray_b.shape[:2])
     size_b = (max(8, round(gray_b.shape[1] * scale)), max(8, round(gray_b.shape[0] * scale)))
     to_small = np.diag([scale, scale, 1.0]) @ homography
@@ -224,13 +244,42 @@ def photometric_agreement(gray_a: np.ndarray, gray_b: np.ndarray, homography: np
     inside = cv2.warpPerspective(np.ones(gray_a.shape, np.uint8), to_small, size_b, flags=cv2.INTER_NEAREST)
     inside = cv2.erode(inside, np.ones((5, 5), np.uint8)).astype(bool)  # drop resampled borders
     if inside.sum() < 64:
-        return 0.0
+        return Agreement(0.0, 0.0)
     small_b = cv2.resize(gray_b, size_b, interpolation=cv2.INTER_AREA).astype(np.float32)
-    x = cv2.GaussianBlur(warped, (5, 5), 0)[inside]
-    y = cv2.GaussianBlur(small_b, (5, 5), 0)[inside]
+    blurred_a, blurred_b = cv2.GaussianBlur(warped, (5, 5), 0), cv2.GaussianBlur(small_b, (5, 5), 0)
+    x, y = blurred_a[inside], blurred_b[inside]
     x, y = x - x.mean(), y - y.mean()
     denominator = float(np.sqrt((x * x).sum() * (y * y).sum()))
-    return float((x * y).sum() / denominator) if denominator > 1e-6 else 0.0
+    whole = float((x * y).sum() / denominator) if denominator > 1e-6 else 0.0
+    return Agreement(whole, _window_agreement(blurred_a, blurred_b, inside))
+
+
+def _window_agreement(x: np.ndarray, y: np.ndarray, inside: np.ndarray) -> float:
+    """The share of `AGREEMENT_WINDOW`-square windows, textured in either image and mostly
+    `inside`, whose pixels correlate (a window flat in one image only does not)."""
+    rows, columns = x.shape[0] // AGREEMENT_WINDOW, x.shape[1] // AGREEMENT_WINDOW
+    if rows * columns < _MIN_WINDOWS:
+        return 0.0
+
+    def per_window(values: np.ndarray) -> np.ndarray:
+        cropped = values[:rows * AGREEMENT_WINDOW, :columns * AGREEMENT_WINDOW]
+        return cropped.reshape(rows, AGREEMENT_WINDOW, columns, AGREEMENT_WINDOW).sum(axis=(1, 3))
+
+    weight = inside.astype(np.float64)
+    x, y = x * weight, y * weight  # float64: sums of squares of 576 pixels lose float32's precision
+    count = np.maximum(per_window(weight), 1.0)
+    mean_x, mean_y = per_window(x) / count, per_window(y) / count
+    var_x = np.maximum(per_window(x * x) / count - mean_x**2, 0.0)
+    var_y = np.maximum(per_window(y * y) / count - mean_y**2, 0.0)
+    covariance = per_window(x * y) / count - mean_x * mean_y
+    std_x, std_y = np.sqrt(var_x), np.sqrt(var_y)
+    textured = ((count >= _WINDOW_INSIDE * AGREEMENT_WINDOW**2)
+                & (np.maximum(std_x, std_y) >= _WINDOW_TEXTURE))
+    if textured.sum() < _MIN_WINDOWS:
+        return 0.0
+    both = np.minimum(std_x, std_y) >= _WINDOW_FLAT
+    correlation = np.where(both, covariance / np.maximum(std_x * std_y, 1e-12), 0.0)
+    return float((correlation[textured] >= _WINDOW_CORRELATION).mean())
 
 
 # Fewer keypoints than this in either image marks a smooth, low-texture photo, for which
@@ -286,7 +335,8 @@ def dense_alignment(gray_a: np.ndarray, gray_b: np.ndarray, min_correlation: flo
         small_homography = np.linalg.inv(np.vstack([warp_ba, [0, 0, 1]]))
     homography = np.diag([1 / scale_b, 1 / scale_b, 1]) @ small_homography @ np.diag([scale_a, scale_a, 1])
     coverage_a, coverage_b = coverage(homography, gray_a.shape, gray_b.shape)
-    return Verification(0, 0, coverage_a, coverage_b, agreement=photometric_agreement(gray_a, gray_b, homography),
+    agreement = photometric_agreement(gray_a, gray_b, homography)
+    return Verification(0, 0, coverage_a, coverage_b, agreement=agreement.whole, window_agreement=agreement.windows,
                         method="dense")
 
 
@@ -409,7 +459,7 @@ class _MirrorAware:
             if mirrored.inliers > result.inliers:
                 return Verification(mirrored.matches, mirrored.inliers, mirrored.coverage_a,
                                     mirrored.coverage_b, mirrored=True, spread=mirrored.spread,
-                                    agreement=mirrored.agreement)
+                                    agreement=mirrored.agreement, window_agreement=mirrored.window_agreement)
         return result
 
 

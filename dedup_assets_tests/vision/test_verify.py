@@ -12,7 +12,7 @@ from dedup_assets.vision.cascade import CascadePolicy, decide
 from dedup_assets.vision.hashing import downsample, to_gray, wavelet_hash
 from dedup_assets.vision.verify import (AlikedVerifier, LightGlueVerifier, OrbVerifier, Verification, fit_homography,
                                        load_verifier, ransac_iterations, ratio_test_matches)
-from dedup_assets_tests.vision.conftest import thumbnail
+from dedup_assets_tests.vision.conftest import sticker, thumbnail
 
 POLICY = CascadePolicy()
 
@@ -48,6 +48,35 @@ def test_two_halves_of_one_scene_are_not_duplicates(orb, samples):
 def test_a_shared_caption_does_not_make_two_photos_duplicates(orb, samples):
     decision, result = verdict(orb, samples, "coffee_captioned", "chelsea_captioned")
     assert not decision.is_duplicate
+    assert result.window_agreement < POLICY.min_window_agreement  # only the caption's windows agree
+
+
+def test_a_copy_under_a_sticker_is_verified_by_the_windows_its_pixels_agree_in(orb, photos):
+    # A smiley over a tenth of a brick wall: over all, the pixels correlate < 0.6 (the
+    # sticker's yellow outweighs the wall's texture), but the windows it does not cover agree.
+    result = orb.verify(thumbnail(sticker(photos["brick"], 0.1)), thumbnail(photos["brick"]))
+    assert result.agreement < POLICY.min_agreement
+    assert result.window_agreement >= POLICY.min_window_agreement
+    decision = decide(99, 99.0, 0.0, False, False, result, POLICY)
+    assert decision.is_duplicate and "overlay" in decision.reason, decision.reason
+
+
+def test_a_sticker_shared_by_two_photos_does_not_make_them_duplicates(orb, photos):
+    coffee, chelsea = photos["coffee"], photos["chelsea"].resize(photos["coffee"].size)
+    result = orb.verify(thumbnail(sticker(coffee, 0.2)), thumbnail(sticker(chelsea, 0.2)))
+    assert result.inliers >= POLICY.min_inliers  # the sticker matches itself ...
+    assert result.window_agreement < POLICY.min_window_agreement  # ... and agrees only where it lies
+    assert not decide(99, 99.0, 0.0, False, False, result, POLICY).is_duplicate
+
+
+def test_windows_agreeing_rescue_a_fit_only_past_their_own_bar():
+    overlaid = Verification(matches=600, inliers=500, coverage_a=1.0, coverage_b=1.0, spread=0.5,
+                            agreement=0.4, window_agreement=0.84)
+    assert decide(99, 99.0, 0.0, False, False, overlaid, POLICY).is_duplicate
+    assert not decide(99, 99.0, 0.0, False, False, overlaid, CascadePolicy(min_window_agreement=0.9)).is_duplicate
+    shared_caption = dataclasses.replace(overlaid, window_agreement=0.5)
+    refused = decide(99, 99.0, 0.0, False, False, shared_caption, POLICY)
+    assert not refused.is_duplicate and "50% of the windows" in refused.reason
 
 
 def test_mirrored_copies_follow_the_policy(samples):

@@ -11,6 +11,7 @@ import polars as pl
 from dedup_assets.vision.clustering import (CENTRALITY_TIE, Image, adjacency, fidelity, quality_score, reachable,
                                            star_clusters)
 from dedup_assets.vision.color import SIGNATURE_SIZE, has_colour
+from dedup_assets.vision.verify import WHOLE_INSIDE
 
 CLUSTER_SCHEMA = {
     "blob_name": pl.String, "cluster_id": pl.String, "representative": pl.String,
@@ -18,8 +19,13 @@ CLUSTER_SCHEMA = {
     "reason": pl.String, "computed_at": pl.Datetime("us", "UTC"),
 }
 # A pair member whose whole frame lies inside the other copy, which it covers only
-# partly, is a crop of it: never kept over the copy that contains it.
-_CONTAINED, _PARTIAL = 0.97, 0.9
+# partly, is a crop of it: never kept over the copy that contains it ...
+_PARTIAL = 0.9
+# ... unless the copy's picture ends on every side of its footprint inside the other
+# (`verify.frame_sides`): a frame around it, not more of the scene — a screenshot's
+# interface, a caption bar, a perspective warp's filled corners. Then the other's picture
+# is only the part the copy covers.
+FRAMED = 1.0
 
 
 def with_nodes(pairs: pl.DataFrame) -> pl.DataFrame:
@@ -30,6 +36,26 @@ def with_nodes(pairs: pl.DataFrame) -> pl.DataFrame:
         return pairs.with_columns(pl.col("blob_a").alias("node_a"), pl.col("blob_b").alias("node_b"))
     return pairs.with_columns(pl.coalesce("content_a", "blob_a").alias("node_a"),
                               pl.coalesce("content_b", "blob_b").alias("node_b"))
+
+
+def _inside_another(duplicates: pl.DataFrame) -> tuple[set[str], dict[str, float]]:
+    """The nodes that are crops of another copy (their whole frame inside it, which shows
+    more of the scene), and for copies that frame another whole, the share of their
+    picture that copy covers (the least, if several)."""
+    contained: set[str] = set()
+    picture_share: dict[str, float] = {}
+    frames = [pl.col(c) if c in duplicates.columns else pl.lit(None).alias(c) for c in ("frame_a", "frame_b")]
+    ends = duplicates.select("node_a", "node_b", "coverage_a", "coverage_b", *frames).rows()
+    for a, b, coverage_a, coverage_b, frame_a, frame_b in ends:
+        for inner, outer, inner_inside, outer_covered, outer_frame in ((a, b, coverage_a, coverage_b, frame_b),
+                                                                        (b, a, coverage_b, coverage_a, frame_a)):
+            if inner_inside is None or inner_inside < WHOLE_INSIDE or outer_covered > _PARTIAL:
+                continue
+            if outer_frame is not None and outer_frame >= FRAMED:
+                picture_share[outer] = min(picture_share.get(outer, 1.0), outer_covered)
+            else:
+                contained.add(inner)
+    return contained, picture_share
 
 
 def _mean_cosines(duplicates: pl.DataFrame) -> dict[str, float]:
@@ -91,12 +117,7 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
     now = now or datetime.now(timezone.utc)
     duplicates = with_nodes(pairs.filter(pl.col("is_duplicate")))
     neighbours = adjacency(duplicates.select("node_a", "node_b").rows())
-    contained: set[str] = set()
-    for a, b, coverage_a, coverage_b in duplicates.select("node_a", "node_b", "coverage_a", "coverage_b").rows():
-        if coverage_a is not None and coverage_a >= _CONTAINED and coverage_b <= _PARTIAL:
-            contained.add(a)
-        if coverage_b is not None and coverage_b >= _CONTAINED and coverage_a <= _PARTIAL:
-            contained.add(b)
+    contained, picture_share = _inside_another(duplicates)
     centrality = _mean_cosines(duplicates)
     names = images["blob_name"]
     nodes = images["content_hash"].fill_null(names) if "content_hash" in images.columns else names
@@ -118,9 +139,10 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
         # Bars around the picture (letterboxing, padding) add no resolution. Partitions
         # stored before the picture's size was measured have none.
         width, height = row.get("picture_width") or row["width"], row.get("picture_height") or row["height"]
-        score = quality_score(width, height, row["format"], row["jpeg_quality"], row["sharpness"], row["bytes"])
         node = node_of[row["blob_name"]]
-        records.append(Image(row["blob_name"], width * height, fidelity(row["format"], row["jpeg_quality"]),
+        pixels = round(width * height * picture_share.get(node, 1.0))
+        score = quality_score(pixels, row["format"], row["jpeg_quality"], row["sharpness"], row["bytes"])
+        records.append(Image(row["blob_name"], pixels, fidelity(row["format"], row["jpeg_quality"]),
                              score, age, node in contained, bool(colour), centrality.get(node, 0.0),
                              row["bytes"] or 0, row["sharpness"] or 0.0))
     by_name = {record.name: record for record in records}

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 TRANSFORMS = ("resize", "recompress", "crop", "color", "text", "rotate", "format")
 # The larger evaluation set adds combinations, grayscale copies and palette transfers.
@@ -168,6 +168,138 @@ def build_hard_set(out_dir: str | os.PathLike, seed: int = 13, side: int = 800,
             else:
                 edited, fmt, options = transform(original, kind, rng)
             rows.append((edited, fmt, options, group, kind))
+    return _write_labelled_set(Path(out_dir), rows, rng)
+
+
+# What people do to photos they share: overlays, frames, filters, perspective, and the
+# screenshot of a phone showing it. Each keeps the picture; the copy is a duplicate.
+EDITS = ("sticker", "watermark", "screenshot", "caption_bar", "polaroid", "keystone", "vignette", "blur",
+         "noise", "upscale", "contrast", "square")
+
+
+def sticker(image: Image.Image, share: float, at: tuple[float, float] = (0.6, 0.55)) -> Image.Image:
+    """A smiley sticker over `share` of the frame, centred at `at` (fractions of the sides)."""
+    edited = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(edited)
+    r = round((share * edited.width * edited.height / np.pi) ** 0.5)
+    x, y = round(at[0] * edited.width), round(at[1] * edited.height)
+    draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 210, 0), outline=(0, 0, 0), width=max(2, r // 20))
+    for eye in (x - r // 3, x + r // 3):
+        draw.ellipse((eye - r // 10, y - r // 3 - r // 10, eye + r // 10, y - r // 3 + r // 10), fill=(0, 0, 0))
+    draw.arc((x - r // 2, y - r // 3, x + r // 2, y + r // 2), 20, 160, fill=(0, 0, 0), width=max(2, r // 12))
+    return edited
+
+
+def in_an_interface(photo: Image.Image) -> Image.Image:
+    """A phone's screenshot of `photo`: a status bar, the photo, buttons on light grey."""
+    width, height = photo.size
+    shot = Image.new("RGB", (round(width * 1.1), round(height * 1.35)), (242, 242, 247))
+    draw = ImageDraw.Draw(shot)
+    draw.rectangle((0, 0, shot.width, round(height * 0.06)), fill=(20, 20, 20))
+    draw.text((10, 4), "9:41   LTE  87%", fill=(255, 255, 255), font=_font(round(height * 0.04)))
+    shot.paste(photo.convert("RGB"), ((shot.width - width) // 2, round(height * 0.12)))
+    for number in range(3):
+        left = round(shot.width * (0.15 + 0.3 * number))
+        draw.rounded_rectangle((left, round(height * 1.2), left + round(shot.width * 0.12), round(height * 1.28)),
+                               10, fill=(0, 122, 255))
+    return shot
+
+
+def under_a_caption_bar(photo: Image.Image, text: str = "WHEN THE PIPELINE FINISHES") -> Image.Image:
+    """`photo` with a white bar of text added above it, as a meme is made."""
+    width, height = photo.size
+    captioned = Image.new("RGB", (width, round(height * 1.25)), "white")
+    captioned.paste(photo.convert("RGB"), (0, captioned.height - height))
+    ImageDraw.Draw(captioned).text((width // 10, round(height * 0.06)), text, fill="black",
+                                   font=_font(round(height * 0.1)))
+    return captioned
+
+
+def keystoned(photo: Image.Image, strength: float = 1.0) -> Image.Image:
+    """`photo` warped as if shot at an angle (a photo of a screen or a print), the corners
+    it leaves filled dark."""
+    import cv2
+
+    width, height = photo.size
+    corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    k = 0.12 * strength
+    moved = np.float32([[k * width, k / 2 * height], [(1 - k / 2) * width, 0], [width, height],
+                        [0, (1 - k / 3) * height]])
+    warp = cv2.getPerspectiveTransform(corners, moved)
+    return Image.fromarray(cv2.warpPerspective(np.asarray(photo.convert("RGB")), warp, (width, height),
+                                               borderValue=(30, 30, 30)))
+
+
+def edit(image: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Image, str, dict]:
+    """Apply one of EDITS; return the image, the file format and save options."""
+    image = image.convert("RGB")
+    width, height = image.size
+    jpeg = {"quality": 90}
+    if kind == "sticker":
+        return sticker(image, rng.uniform(0.06, 0.14), (rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7))), "JPEG", jpeg
+    if kind == "watermark":
+        layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+        draw = ImageDraw.Draw(layer)
+        for row, y in enumerate(range(0, height, height // 4)):
+            draw.text((width // 20 + row % 3 * 40, y), "SAMPLE  SAMPLE", fill=(255, 255, 255, 90),
+                      font=_font(height // 10))
+        return Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB"), "JPEG", jpeg
+    if kind == "screenshot":
+        return in_an_interface(image), "PNG", {}
+    if kind == "caption_bar":
+        return under_a_caption_bar(image), "JPEG", jpeg
+    if kind == "polaroid":
+        border = round(width * 0.06)
+        framed = Image.new("RGB", (width + 2 * border, height + 5 * border), (250, 250, 246))
+        framed.paste(image, (border, border))
+        return framed, "JPEG", jpeg
+    if kind == "keystone":
+        return keystoned(image, rng.uniform(0.6, 1.0)), "JPEG", {"quality": 88}
+    if kind == "vignette":  # a sepia filter darkening towards the corners
+        gray = np.asarray(image.convert("L"), np.float32)
+        toned = np.stack([gray * 1.07, gray * 0.74, gray * 0.43], axis=-1)
+        y, x = np.mgrid[0:height, 0:width]
+        radius = np.hypot((x - width / 2) / (width / 2), (y - height / 2) / (height / 2))
+        toned *= np.clip(1.15 - 0.45 * radius**2, 0, 1)[..., None]
+        return Image.fromarray(np.clip(toned + 20, 0, 255).astype(np.uint8)), "JPEG", {"quality": 85}
+    if kind == "blur":
+        return image.filter(ImageFilter.GaussianBlur(2.5)), "JPEG", jpeg
+    if kind == "noise":
+        noisy = np.asarray(image, np.float32) + np.random.default_rng(rng.randrange(2**32)).normal(0, 18, (height, width, 3))
+        return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), "JPEG", jpeg
+    if kind == "upscale":  # a small copy blown back up
+        small = image.resize((width // 4, height // 4), Image.Resampling.BILINEAR)
+        return small.resize((width, height), Image.Resampling.BICUBIC), "JPEG", jpeg
+    if kind == "contrast":
+        edited = ImageEnhance.Contrast(image).enhance(rng.choice([0.6, 1.5]))
+        gamma = rng.choice([0.7, 1.4])
+        return edited.point([min(255, int(255 * (i / 255) ** gamma)) for i in range(256)] * 3), "JPEG", jpeg
+    if kind == "square":  # the centre square, as a feed crops it
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        return image.crop((left, top, left + side, top + side)), "JPEG", jpeg
+    raise ValueError(f"unknown edit {kind!r}")
+
+
+def build_edits_set(out_dir: str | os.PathLike, seed: int = 5, side: int = 800, copies_per_group: int = 4,
+                    groups_limit: int | None = None) -> Path:
+    """A labelled set of shared-photo edits (EDITS): every shipped photo and two of its
+    quadrants are scenes, each with `copies_per_group` copies, the edits taken in turn."""
+    rng = random.Random(seed)
+    scenes: dict[str, Image.Image] = {}
+    for name, photo in shipped_photos().items():
+        scenes[name] = photo
+        w, h = photo.size
+        scenes[f"{name}-tl"] = photo.crop((0, 0, w // 2, h // 2))
+        scenes[f"{name}-br"] = photo.crop((w // 2, h // 2, w, h))
+    names = sorted(scenes)[:groups_limit] if groups_limit else sorted(scenes)
+    rows: list[tuple[Image.Image, str, dict, str, str]] = []
+    for number, group in enumerate(names):
+        original = _upscale_to(scenes[group], side).convert("RGB")
+        rows.append((original, "JPEG", {"quality": 95}, group, "original"))
+        for copy in range(copies_per_group):
+            kind = EDITS[(number * copies_per_group + copy) % len(EDITS)]
+            rows.append((*edit(original, kind, rng), group, kind))
     return _write_labelled_set(Path(out_dir), rows, rng)
 
 

@@ -44,6 +44,8 @@ VERIFIED_SCHEMA = {
     "inlier_spread": pl.Float32, "agreement": pl.Float32, "mirrored": pl.Boolean, "is_duplicate": pl.Boolean, "decided_by": pl.String, "reason": pl.String,
     # What was compared: the pair's decision holds for every byte-identical copy of either.
     "content_a": pl.String, "content_b": pl.String,
+    # Where one lies whole inside the other: how much flatter the other is around it (a frame).
+    "frame_a": pl.Float32, "frame_b": pl.Float32,
 }
 
 
@@ -472,5 +474,6 @@ def verify_pairs(
                      v.matches if verification else None, v.inliers if verification else None,
                      v.coverage_a if verification else None, v.coverage_b if verification else None,
                      v.spread if verification else None, v.agreement if verification else None, v.mirrored,
-                     decision.is_duplicate, decision.stage, decision.reason, contents_a[i], contents_b[i]))
+                     decision.is_duplicate, decision.stage, decision.reason, contents_a[i], contents_b[i],
+                     v.frame_a, v.frame_b))
     return pl.DataFrame(rows, schema=VERIFIED_SCHEMA, orient="row"), time.perf_counter() - started

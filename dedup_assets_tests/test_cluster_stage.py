@@ -117,6 +117,26 @@ def test_bars_around_a_padded_copy_add_no_resolution():
     assert kept["blob_name"].to_list() == ["square.jpg"]
 
 
+@pytest.mark.parametrize("frame, kept", [(1.0, "photo.jpg"), (0.75, "screenshot.png"), (None, "screenshot.png")])
+def test_a_flat_frame_around_a_copy_adds_no_resolution(frame, kept):
+    # A 600x400 photo in a 660x540 screenshot (lossless): its whole frame lies inside the
+    # screenshot, which it covers only partly. The photo ending on every side of its
+    # footprint there (`frame`: the share of sides), the screenshot's picture is the photo's
+    # pixels, and the older photo is kept. The scene going on across a side, or stored before
+    # frames were measured: the photo is a crop of the screenshot, as before.
+    images = images_frame(["photo.jpg", "screenshot.png"]).with_columns(
+        pl.Series("width", [600, 660]), pl.Series("height", [400, 540]),
+        pl.Series("format", ["JPEG", "PNG"]), pl.Series("jpeg_quality", [95, None]),
+        pl.Series("sharpness", [100.0, 100.0]),
+        pl.Series("last_modified", [datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2025, 1, 1, tzinfo=timezone.utc)]))
+    pairs = pl.DataFrame([("photo.jpg", "screenshot.png", True, 1.0, 0.67, None, frame)],
+                         schema={"blob_a": pl.String, "blob_b": pl.String, "is_duplicate": pl.Boolean,
+                                 "coverage_a": pl.Float32, "coverage_b": pl.Float32, "frame_a": pl.Float32,
+                                 "frame_b": pl.Float32}, orient="row")
+    clusters = cluster_batch(["screenshot.png"], pairs, images, now=NOW)
+    assert clusters.filter("is_representative")["blob_name"].to_list() == [kept]
+
+
 def test_copies_stored_together_keep_the_one_the_others_resemble_most():
     # A bulk upload: every copy stored in the same second. The original's embedding is the
     # closest to each edit; the caption's and the tint's are farther from each other.

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from dedup_assets.cli import build_parser
-from dedup_assets.demo_data import PRODUCT_FRAMINGS, PRODUCT_TRANSFORMS, build_product_set, product_shot
+from dedup_assets.demo_data import (EDITS, PRODUCT_FRAMINGS, PRODUCT_TRANSFORMS, build_edits_set, build_product_set,
+                                    product_shot)
 
 
 def test_products_of_one_framing_differ_only_inside_one_outline():
@@ -32,8 +33,20 @@ def test_the_product_catalogue_labels_each_copy_with_its_original(tmp_path):
     assert len(PRODUCT_FRAMINGS) == 18 and len(set(PRODUCT_FRAMINGS)) == 18
 
 
+def test_the_edits_set_takes_every_edit_in_turn(tmp_path):
+    images = build_edits_set(tmp_path, side=256, groups_limit=3)
+    with open(tmp_path / "truth.csv") as handle:
+        truth = list(csv.DictReader(handle))
+    assert sorted(row["name"] for row in truth) == sorted(path.name for path in images.iterdir())
+    assert sorted(row["kind"] for row in truth) == sorted(["original"] * 3 + list(EDITS))
+    for row in truth:  # every copy opens, in the format its name says
+        with Image.open(images / row["name"]) as image:
+            assert image.format == {"jpg": "JPEG", "png": "PNG"}[row["name"].rsplit(".", 1)[1]]
+
+
 def test_one_labelled_set_at_a_time():
     parser = build_parser()
     assert parser.parse_args(["demo-data", "--products"]).products
+    assert parser.parse_args(["demo-data", "--edits"]).edits
     with pytest.raises(SystemExit):
         parser.parse_args(["demo-data", "--hard", "--products"])

@@ -41,7 +41,8 @@ def clusters(
     # Byte-identical copies are one node of the graph, their content: found by content.
     batch_names = wavelet_hashes["blob_name"].to_list()
     batch_contents = wavelet_hashes["content_hash"].unique().to_list()
-    stored = latest_duplicate_pairs(layout, ["coverage_a", "coverage_b", "cosine", "content_a", "content_b"])
+    stored = latest_duplicate_pairs(layout, ["coverage_a", "coverage_b", "frame_a", "frame_b", "cosine",
+                                            "content_a", "content_b"])
     pairs = touching_pairs(batch_contents, with_current_contents(stored, layout))
     contents = touched_nodes(batch_contents, pairs)
     # Every copy of those contents (the latest row of each: a blob rewritten since may hold another).

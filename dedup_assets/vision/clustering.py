@@ -45,11 +45,10 @@ def fidelity(image_format: str, jpeg_quality: int | None) -> float:
     return 0.8  # lossy formats whose quality is not readable (AVIF, an animated WebP, ...)
 
 
-def quality_score(width: int, height: int, image_format: str, jpeg_quality: int | None,
+def quality_score(pixels: int, image_format: str, jpeg_quality: int | None,
                   sharpness: float, size_bytes: int) -> float:
     """One number for reports: resolution, then compression fidelity, then detail."""
-    pixels = max(width * height, 1)
-    return 0.5 * math.log2(pixels) + fidelity(image_format, jpeg_quality) + 0.05 * math.log2(1 + sharpness)
+    return 0.5 * math.log2(max(pixels, 1)) + fidelity(image_format, jpeg_quality) + 0.05 * math.log2(1 + sharpness)
 
 
 @dataclass(frozen=True)

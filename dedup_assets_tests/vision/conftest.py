@@ -35,19 +35,6 @@ def caption(image: Image.Image, text: str = "© PHOTO AGENCY") -> Image.Image:
     return edited
 
 
-def sticker(image: Image.Image, share: float, at: tuple[float, float] = (0.6, 0.55)) -> Image.Image:
-    """A smiley sticker over `share` of the frame, centred at `at` (fractions of the sides)."""
-    edited = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(edited)
-    r = round((share * edited.width * edited.height / np.pi) ** 0.5)
-    x, y = round(at[0] * edited.width), round(at[1] * edited.height)
-    draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 210, 0), outline=(0, 0, 0), width=max(2, r // 20))
-    for eye in (x - r // 3, x + r // 3):
-        draw.ellipse((eye - r // 10, y - r // 3 - r // 10, eye + r // 10, y - r // 3 + r // 10), fill=(0, 0, 0))
-    draw.arc((x - r // 2, y - r // 3, x + r // 2, y + r // 2), 20, 160, fill=(0, 0, 0), width=max(2, r // 12))
-    return edited
-
-
 @pytest.fixture(scope="session")
 def samples(photos) -> dict[str, np.ndarray]:
     """Thumbnails of real photos and edited copies, for verification and clustering."""

@@ -4,7 +4,7 @@ from dedup_assets.vision.decode import PALETTE_QUALITY
 
 
 def image(name, pixels=1_000_000, quality=0.95, age=0, part=False, colour=True):
-    return Image(name, pixels, quality, quality_score(pixels, 1, "JPEG", int(quality * 100), 100, pixels // 4),
+    return Image(name, pixels, quality, quality_score(pixels, "JPEG", int(quality * 100), 100, pixels // 4),
                  age, part, colour)
 
 

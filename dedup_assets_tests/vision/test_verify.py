@@ -4,15 +4,18 @@ import random
 import textwrap
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from dedup_assets.cluster_stage import FRAMED
+from dedup_assets.demo_data import in_an_interface, keystoned, sticker, under_a_caption_bar
 from dedup_assets.vision.cascade import CascadePolicy, decide
 from dedup_assets.vision.hashing import downsample, to_gray, wavelet_hash
-from dedup_assets.vision.verify import (AlikedVerifier, LightGlueVerifier, OrbVerifier, Verification, fit_homography,
-                                       load_verifier, ransac_iterations, ratio_test_matches)
-from dedup_assets_tests.vision.conftest import sticker, thumbnail
+from dedup_assets.vision.verify import (WHOLE_INSIDE, AlikedVerifier, LightGlueVerifier, OrbVerifier, Verification,
+                                       fit_homography, load_verifier, ransac_iterations, ratio_test_matches)
+from dedup_assets_tests.vision.conftest import thumbnail
 
 POLICY = CascadePolicy()
 
@@ -77,6 +80,20 @@ def test_windows_agreeing_rescue_a_fit_only_past_their_own_bar():
     shared_caption = dataclasses.replace(overlaid, window_agreement=0.5)
     refused = decide(99, 99.0, 0.0, False, False, shared_caption, POLICY)
     assert not refused.is_duplicate and "50% of the windows" in refused.reason
+
+
+@pytest.mark.parametrize("framed", [in_an_interface, keystoned, under_a_caption_bar])
+def test_a_frame_around_a_whole_copy_is_measured_as_a_frame(orb, photos, framed):
+    result = orb.verify(thumbnail(photos["astronaut"]), thumbnail(framed(photos["astronaut"])))
+    assert decide(99, 99.0, 0.0, False, False, result, POLICY).is_duplicate
+    assert result.coverage_a >= WHOLE_INSIDE and result.coverage_b <= 0.9  # the photo lies whole inside
+    assert result.frame_b >= FRAMED and result.frame_a is None
+
+
+def test_more_of_the_scene_around_a_crop_is_no_frame(orb, samples):
+    result = orb.verify(samples["astronaut_crop"], samples["astronaut"])
+    assert result.coverage_a >= WHOLE_INSIDE
+    assert result.frame_b < FRAMED
 
 
 def test_mirrored_copies_follow_the_policy(samples):
@@ -385,8 +402,6 @@ def test_the_verification_size_is_a_setting():
 
 def test_ratio_test_matches_are_opencvs(orb, samples):
     """The compiled two-nearest search finds exactly the matches OpenCV's BFMatcher + ratio test does."""
-    import cv2
-
     image = next(iter(samples.values()))
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     _, descriptors_a = orb._describe(gray)

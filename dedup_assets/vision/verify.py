@@ -217,8 +217,7 @@ def measured_fit(points_a: np.ndarray, points_b: np.ndarray, homography: np.ndar
         return Verification(len(points_a), inliers, coverage_a, coverage_b, spread=spread, method=method)
     gray_a, gray_b = pixels()
     agreement = photometric_agreement(gray_a, gray_b, homography)
-    frame_b = frame_sides(gray_b, gray_a.shape, homography) if coverage_a >= WHOLE_INSIDE else None
-    frame_a = frame_sides(gray_a, gray_b.shape, np.linalg.inv(homography)) if coverage_b >= WHOLE_INSIDE else None
+    frame_a, frame_b = frames(gray_a, gray_b, homography, coverage_a, coverage_b)
     return Verification(len(points_a), inliers, coverage_a, coverage_b, spread=spread, agreement=agreement.whole,
                         window_agreement=agreement.windows, frame_a=frame_a, frame_b=frame_b, method=method)
 
@@ -302,6 +301,14 @@ _EDGE_OFFSETS = (2.0, -2.0, -6.0)  # px of a 192 px side: just outside a side, j
 _FILL_STD, _PICTURE_STD = 3.0, 6.0
 # ... or where the difference across it is this many times the difference just inside (+2).
 _SHARP_END = 3.0
+
+
+def frames(gray_a: np.ndarray, gray_b: np.ndarray, homography: np.ndarray, coverage_a: float,
+           coverage_b: float) -> tuple[float | None, float | None]:
+    """`frame_sides` of each image around the other, where the other lies whole inside it."""
+    frame_b = frame_sides(gray_b, gray_a.shape, homography) if coverage_a >= WHOLE_INSIDE else None
+    frame_a = frame_sides(gray_a, gray_b.shape, np.linalg.inv(homography)) if coverage_b >= WHOLE_INSIDE else None
+    return frame_a, frame_b
 
 
 def frame_sides(gray_outer: np.ndarray, inner_shape: tuple[int, ...], homography: np.ndarray,
@@ -397,8 +404,9 @@ def dense_alignment(gray_a: np.ndarray, gray_b: np.ndarray, min_correlation: flo
     homography = np.diag([1 / scale_b, 1 / scale_b, 1]) @ small_homography @ np.diag([scale_a, scale_a, 1])
     coverage_a, coverage_b = coverage(homography, gray_a.shape, gray_b.shape)
     agreement = photometric_agreement(gray_a, gray_b, homography)
+    frame_a, frame_b = frames(gray_a, gray_b, homography, coverage_a, coverage_b)
     return Verification(0, 0, coverage_a, coverage_b, agreement=agreement.whole, window_agreement=agreement.windows,
-                        method="dense")
+                        frame_a=frame_a, frame_b=frame_b, method="dense")
 
 
 class _MirrorAware:

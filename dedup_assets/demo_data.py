@@ -265,7 +265,8 @@ def edit(image: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Image
     if kind == "blur":
         return image.filter(ImageFilter.GaussianBlur(2.5)), "JPEG", jpeg
     if kind == "noise":
-        noisy = np.asarray(image, np.float32) + np.random.default_rng(rng.randrange(2**32)).normal(0, 18, (height, width, 3))
+        grain = np.random.default_rng(rng.randrange(2**32)).normal(0, 18, (height, width, 3))
+        noisy = np.asarray(image, np.float32) + grain
         return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), "JPEG", jpeg
     if kind == "upscale":  # a small copy blown back up
         small = image.resize((width // 4, height // 4), Image.Resampling.BILINEAR)

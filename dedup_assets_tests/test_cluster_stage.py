@@ -118,7 +118,7 @@ def test_bars_around_a_padded_copy_add_no_resolution():
 
 
 @pytest.mark.parametrize("frame, kept", [(1.0, "photo.jpg"), (0.75, "screenshot.png"), (None, "screenshot.png")])
-def test_a_flat_frame_around_a_copy_adds_no_resolution(frame, kept):
+def test_a_frame_around_a_copy_adds_no_resolution(frame, kept):
     # A 600x400 photo in a 660x540 screenshot (lossless): its whole frame lies inside the
     # screenshot, which it covers only partly. The photo ending on every side of its
     # footprint there (`frame`: the share of sides), the screenshot's picture is the photo's
@@ -128,7 +128,7 @@ def test_a_flat_frame_around_a_copy_adds_no_resolution(frame, kept):
         pl.Series("width", [600, 660]), pl.Series("height", [400, 540]),
         pl.Series("format", ["JPEG", "PNG"]), pl.Series("jpeg_quality", [95, None]),
         pl.Series("sharpness", [100.0, 100.0]),
-        pl.Series("last_modified", [datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2025, 1, 1, tzinfo=timezone.utc)]))
+        pl.Series("last_modified", [datetime(year, 1, 1, tzinfo=timezone.utc) for year in (2024, 2025)]))
     pairs = pl.DataFrame([("photo.jpg", "screenshot.png", True, 1.0, 0.67, None, frame)],
                          schema={"blob_a": pl.String, "blob_b": pl.String, "is_duplicate": pl.Boolean,
                                  "coverage_a": pl.Float32, "coverage_b": pl.Float32, "frame_a": pl.Float32,

@@ -28,7 +28,7 @@ def clusters(
 ) -> dg.Output[pl.DataFrame]:
     """Duplicate groups touching this batch (star clustering: no transitive chaining) and
     the best copy of each: the whole frame, then resolution (of the picture inside any
-    bars), compression (between copies that agree on colour), age, resemblance to the other
+    bars or frame), compression (between copies that agree on colour), age, resemblance to the other
     copies, colour, sharpness, and last the finest setting, the most pixels, the smallest file.
 
     Groups can span batches, so each run writes every member of the groups it touched;

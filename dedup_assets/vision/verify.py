@@ -268,21 +268,20 @@ def _window_agreement(x: np.ndarray, y: np.ndarray, inside: np.ndarray) -> float
     rows, columns = x.shape[0] // AGREEMENT_WINDOW, x.shape[1] // AGREEMENT_WINDOW
     if rows * columns < _MIN_WINDOWS:
         return 0.0
+    cropped = (slice(0, rows * AGREEMENT_WINDOW), slice(0, columns * AGREEMENT_WINDOW))
+    weight = inside[cropped].astype(np.float32)
+    x, y = x[cropped] * weight, y[cropped] * weight
 
-    def per_window(values: np.ndarray) -> np.ndarray:
-        cropped = values[:rows * AGREEMENT_WINDOW, :columns * AGREEMENT_WINDOW]
-        return cropped.reshape(rows, AGREEMENT_WINDOW, columns, AGREEMENT_WINDOW).sum(axis=(1, 3))
+    def window_means(values: np.ndarray) -> np.ndarray:  # an exact box average: whole windows
+        return cv2.resize(values, (columns, rows), interpolation=cv2.INTER_AREA)
 
-    weight = inside.astype(np.float64)
-    x, y = x * weight, y * weight  # float64: sums of squares of 576 pixels lose float32's precision
-    count = np.maximum(per_window(weight), 1.0)
-    mean_x, mean_y = per_window(x) / count, per_window(y) / count
-    var_x = np.maximum(per_window(x * x) / count - mean_x**2, 0.0)
-    var_y = np.maximum(per_window(y * y) / count - mean_y**2, 0.0)
-    covariance = per_window(x * y) / count - mean_x * mean_y
-    std_x, std_y = np.sqrt(var_x), np.sqrt(var_y)
-    textured = ((count >= _WINDOW_INSIDE * AGREEMENT_WINDOW**2)
-                & (np.maximum(std_x, std_y) >= _WINDOW_TEXTURE))
+    share = window_means(weight)
+    count = np.maximum(share, 1e-6)
+    mean_x, mean_y = window_means(x) / count, window_means(y) / count
+    std_x = np.sqrt(np.maximum(window_means(x * x) / count - mean_x**2, 0.0))
+    std_y = np.sqrt(np.maximum(window_means(y * y) / count - mean_y**2, 0.0))
+    covariance = window_means(x * y) / count - mean_x * mean_y
+    textured = (share >= _WINDOW_INSIDE) & (np.maximum(std_x, std_y) >= _WINDOW_TEXTURE)
     if textured.sum() < _MIN_WINDOWS:
         return 0.0
     both = np.minimum(std_x, std_y) >= _WINDOW_FLAT
@@ -305,9 +304,13 @@ _SHARP_END = 3.0
 
 def frames(gray_a: np.ndarray, gray_b: np.ndarray, homography: np.ndarray, coverage_a: float,
            coverage_b: float) -> tuple[float | None, float | None]:
-    """`frame_sides` of each image around the other, where the other lies whole inside it."""
-    frame_b = frame_sides(gray_b, gray_a.shape, homography) if coverage_a >= WHOLE_INSIDE else None
-    frame_a = frame_sides(gray_a, gray_b.shape, np.linalg.inv(homography)) if coverage_b >= WHOLE_INSIDE else None
+    """`frame_sides` of each image around the other, where the other lies whole inside it
+    and does not cover it."""
+    # The same frame (each inside the other, most copies): nothing lies around either.
+    frame_b = (frame_sides(gray_b, gray_a.shape, homography)
+               if coverage_a >= WHOLE_INSIDE > coverage_b else None)
+    frame_a = (frame_sides(gray_a, gray_b.shape, np.linalg.inv(homography))
+               if coverage_b >= WHOLE_INSIDE > coverage_a else None)
     return frame_a, frame_b
 
 
@@ -321,12 +324,11 @@ def frame_sides(gray_outer: np.ndarray, inner_shape: tuple[int, ...], homography
     the products set and the cascade bench were 1.0). None when no side lies inside."""
     scale = side / max(gray_outer.shape[:2])
     size = (max(8, round(gray_outer.shape[1] * scale)), max(8, round(gray_outer.shape[0] * scale)))
-    small = cv2.resize(gray_outer, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     height, width = inner_shape[:2]
     corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]]).reshape(-1, 1, 2)
     footprint = cv2.perspectiveTransform(corners, np.diag([scale, scale, 1.0]) @ homography).reshape(-1, 2)
     centre = footprint.mean(axis=0)
-    ends = []
+    sides = []  # each side lying inside: its three lines' points there
     for start, end in zip(footprint, np.roll(footprint, -1, axis=0)):
         along = end - start
         length = float(np.hypot(*along))
@@ -339,15 +341,19 @@ def frame_sides(gray_outer: np.ndarray, inner_shape: tuple[int, ...], homography
         lines = [points + offset * outward for offset in _EDGE_OFFSETS]
         within = np.all([(line[:, 0] >= 0) & (line[:, 0] <= size[0] - 1) & (line[:, 1] >= 0)
                          & (line[:, 1] <= size[1] - 1) for line in lines], axis=0)
-        if within.sum() < _EDGE_SAMPLES // 2:
-            continue  # this side lies on the outer image's own edge
-        outside, inside, further = (cv2.remap(small, line[within, :1].astype(np.float32),
-                                              line[within, 1:].astype(np.float32), cv2.INTER_LINEAR).ravel()
+        if within.sum() >= _EDGE_SAMPLES // 2:  # else this side lies on the outer image's own edge
+            sides.append([line[within].astype(np.float32) for line in lines])
+    if not sides:
+        return None  # most pairs: the same frame, every side on the edge (no pixels read)
+    small = cv2.resize(gray_outer, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    ends = []
+    for lines in sides:
+        outside, inside, further = (cv2.remap(small, line[:, :1], line[:, 1:], cv2.INTER_LINEAR).ravel()
                                     for line in lines)
         on_fill = outside.std() < _FILL_STD and inside.std() >= _PICTURE_STD
         sharp = np.median(np.abs(outside - inside)) >= _SHARP_END * (np.median(np.abs(inside - further)) + 2.0)
         ends.append(bool(on_fill or sharp))
-    return float(np.mean(ends)) if ends else None
+    return float(np.mean(ends))
 
 
 # Fewer keypoints than this in either image marks a smooth, low-texture photo, for which

@@ -48,10 +48,10 @@ class CascadePolicy:
     overrule_textured_keypoints: int = LOW_TEXTURE_KEYPOINTS
     min_coverage: float = 0.55  # of each image, by the shared region
     min_agreement: float = 0.6  # pixel correlation over the overlap, once aligned
-    # ... or this share of the overlap's textured windows agreeing (`verify.Agreement`): a
-    # copy under a sticker over a tenth of it correlates 0.34 over all, 0.81-0.84 of its
+    # ... or this share of the overlap's textured windows agreeing (`verify.Agreement`): the
+    # edits set's copies under a sticker correlate 0.19-0.57 over all, 0.79-1.0 of their
     # windows agree; different photos sharing a caption or patch, whole correlation under
-    # 0.6: at most 0.52 of their windows (hard set), 0.24 (cascade bench), 0.21 (products).
+    # 0.6: at most 0.52 of their windows (hard set), 0.25 (cascade bench), 0.21 (products).
     min_window_agreement: float = 0.75
     # The inliers' convex hull, as a share of the smaller image: packed tighter, they sit on
     # a shared patch or logo (two products sharing a photo patch: 0.005, agreeing 0.63 by

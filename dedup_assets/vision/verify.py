@@ -243,7 +243,7 @@ def photometric_agreement(gray_a: np.ndarray, gray_b: np.ndarray, homography: np
     """Pearson correlation of a (warped into b by the homography) and b, over their
     overlap, after a light blur; and window by window. Copies agree everywhere they
     overlap, whatever their colours or contrast; two photos matched only through a shared
-    caption or logo do not. An overlay on one copy (a sticker over a fifth of it) pulls
+    caption or logo do not. An overlay on one copy (a sticker over a tenth of it) pulls
     the whole correlation down, but disagrees only in the windows it covers."""
     scale = side / max(gray_b.shape[:2])
     size_b = (max(8, round(gray_b.shape[1] * scale)), max(8, round(gray_b.shape[0] * scale)))

@@ -68,8 +68,11 @@ def _mean_cosines(duplicates: pl.DataFrame) -> dict[str, float]:
 
 
 def _why_kept(kept: Image, dropped: Image) -> str:
-    """What a score alone would not show: the kept copy's colour, or, stored together, that
-    the other copies resemble it more."""
+    """What a score alone would not show: that the dropped copy frames the kept one (its
+    pixels beyond it are a frame), the kept copy's colour, or, stored together, that the
+    other copies resemble it more."""
+    if dropped.framed and not kept.framed:
+        return ", which it shows inside a frame"
     if kept.has_colour and not dropped.has_colour:
         return ", which has colour"
     if kept.age_rank == dropped.age_rank and kept.centrality > dropped.centrality + CENTRALITY_TIE:
@@ -144,7 +147,7 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
         score = quality_score(pixels, row["format"], row["jpeg_quality"], row["sharpness"], row["bytes"])
         records.append(Image(row["blob_name"], pixels, fidelity(row["format"], row["jpeg_quality"]),
                              score, age, node in contained, bool(colour), centrality.get(node, 0.0),
-                             row["bytes"] or 0, row["sharpness"] or 0.0))
+                             row["bytes"] or 0, row["sharpness"] or 0.0, node in picture_share))
     by_name = {record.name: record for record in records}
     edges = [(a, b) for a in members for b in neighbours[a] if b in members and a < b]
     rows = []

@@ -135,6 +135,9 @@ def test_a_frame_around_a_copy_adds_no_resolution(frame, kept):
                                  "frame_b": pl.Float32}, orient="row")
     clusters = cluster_batch(["screenshot.png"], pairs, images, now=NOW)
     assert clusters.filter("is_representative")["blob_name"].to_list() == [kept]
+    if kept == "photo.jpg":  # the manifest says why the larger file goes
+        reason = clusters.filter(pl.col("blob_name") == "screenshot.png")["reason"].item()
+        assert reason.startswith("duplicate of photo.jpg, which it shows inside a frame"), reason
 
 
 def test_copies_stored_together_keep_the_one_the_others_resemble_most():

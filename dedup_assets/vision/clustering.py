@@ -65,6 +65,7 @@ class Image:
     centrality: float = 0.0
     bytes: int = 0
     sharpness: float = 0.0
+    framed: bool = False  # shows another copy whole inside a frame: `pixels` count only that picture
 
 
 def pick_representative(candidates: list[Image]) -> Image:

@@ -44,7 +44,7 @@ VERIFIED_SCHEMA = {
     "inlier_spread": pl.Float32, "agreement": pl.Float32, "mirrored": pl.Boolean, "is_duplicate": pl.Boolean, "decided_by": pl.String, "reason": pl.String,
     # What was compared: the pair's decision holds for every byte-identical copy of either.
     "content_a": pl.String, "content_b": pl.String,
-    # Where one lies whole inside the other: how much flatter the other is around it (a frame).
+    # Where one lies whole inside the other: the share of its sides there where the picture ends (1: framed).
     "frame_a": pl.Float32, "frame_b": pl.Float32,
 }
 

@@ -108,9 +108,9 @@ def cluster_batch(batch_names: list[str], pairs: pl.DataFrame, images: pl.DataFr
                   now: datetime | None = None) -> pl.DataFrame:
     """Clusters of every component of the duplicate graph that touches `batch_names`.
 
-    pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b, optionally cosine and
-        content_a, content_b (the latest decision on every pair stored so far, or only
-        `touching_pairs`; non-duplicates may be left out)
+    pairs: blob_a, blob_b, is_duplicate, coverage_a, coverage_b, optionally cosine,
+        frame_a, frame_b (`_inside_another`) and content_a, content_b (the latest decision
+        on every pair stored so far, or only `touching_pairs`; non-duplicates may be left out)
     images: blob_name, width, height, format, jpeg_quality, sharpness, bytes,
         color_signature, last_modified, optionally content_hash, picture_width and
         picture_height (at least every copy of `touched_nodes`; blobs without a row are

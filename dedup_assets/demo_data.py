@@ -138,6 +138,21 @@ def build_demo_set(out_dir: str | os.PathLike, seed: int = 7, side: int = 1024) 
     return _write_labelled_set(Path(out_dir), rows, rng)
 
 
+def _scenes(quadrants: tuple[str, ...], groups_limit: int | None = None) -> dict[str, Image.Image]:
+    """Every shipped photo and these of its quadrants ("tl", "tr", "bl", "br": crops that
+    share no pixels), by name in sorted order; the first `groups_limit` of them if given."""
+    scenes: dict[str, Image.Image] = {}
+    for name, photo in shipped_photos().items():
+        scenes[name] = photo
+        w, h = photo.size
+        boxes = {"tl": (0, 0, w // 2, h // 2), "tr": (w // 2, 0, w, h // 2),
+                 "bl": (0, h // 2, w // 2, h), "br": (w // 2, h // 2, w, h)}
+        for quadrant in quadrants:
+            scenes[f"{name}-{quadrant}"] = photo.crop(boxes[quadrant])
+    names = sorted(scenes)[:groups_limit] if groups_limit else sorted(scenes)
+    return {name: scenes[name] for name in names}
+
+
 def build_hard_set(out_dir: str | os.PathLike, seed: int = 13, side: int = 800,
                    copies_per_group: int = 6, groups_limit: int | None = None) -> Path:
     """A larger labelled set with hard negatives.
@@ -149,14 +164,8 @@ def build_hard_set(out_dir: str | os.PathLike, seed: int = 13, side: int = 800,
     different photos with the same colours as that scene.
     """
     rng = random.Random(seed)
-    scenes: dict[str, Image.Image] = {}
-    for name, photo in shipped_photos().items():
-        scenes[name] = photo
-        w, h = photo.size
-        for label, box in (("tl", (0, 0, w // 2, h // 2)), ("tr", (w // 2, 0, w, h // 2)),
-                           ("bl", (0, h // 2, w // 2, h)), ("br", (w // 2, h // 2, w, h))):
-            scenes[f"{name}-{label}"] = photo.crop(box)
-    names = sorted(scenes)[:groups_limit] if groups_limit else sorted(scenes)
+    scenes = _scenes(("tl", "tr", "bl", "br"), groups_limit)
+    names = list(scenes)
     rows: list[tuple[Image.Image, str, dict, str, str]] = []
     for group in names:
         original = _upscale_to(scenes[group], side)
@@ -287,13 +296,8 @@ def build_edits_set(out_dir: str | os.PathLike, seed: int = 5, side: int = 800, 
     """A labelled set of shared-photo edits (EDITS): every shipped photo and two of its
     quadrants are scenes, each with `copies_per_group` copies, the edits taken in turn."""
     rng = random.Random(seed)
-    scenes: dict[str, Image.Image] = {}
-    for name, photo in shipped_photos().items():
-        scenes[name] = photo
-        w, h = photo.size
-        scenes[f"{name}-tl"] = photo.crop((0, 0, w // 2, h // 2))
-        scenes[f"{name}-br"] = photo.crop((w // 2, h // 2, w, h))
-    names = sorted(scenes)[:groups_limit] if groups_limit else sorted(scenes)
+    scenes = _scenes(("tl", "br"), groups_limit)
+    names = list(scenes)
     rows: list[tuple[Image.Image, str, dict, str, str]] = []
     for number, group in enumerate(names):
         original = _upscale_to(scenes[group], side).convert("RGB")

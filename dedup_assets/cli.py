@@ -1,6 +1,6 @@
 """`dedup`: run the pipeline from a terminal, without the UI.
 
-    dedup demo-data [--hard]   build a labelled set under $DEDUP_HOME/demo (or /hard, /products, /edits)
+    dedup demo-data [--hard]   build a labelled set under $DEDUP_HOME/demo (or /hard, /products, /edits, /phone)
     dedup run                  batch everything new in $DEDUP_SOURCE and materialize it
     dedup evaluate --images DIR --truth CSV
                                precision/recall on a labelled folder, beside imagededup PHash
@@ -30,14 +30,16 @@ def _configure(args: argparse.Namespace) -> None:
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
     _configure(args)
-    from dedup_assets.demo_data import build_demo_set, build_edits_set, build_hard_set, build_product_set
+    from dedup_assets.demo_data import (build_demo_set, build_edits_set, build_hard_set, build_phone_set,
+                                        build_product_set)
 
-    kind = "hard" if args.hard else "products" if args.products else "edits" if args.edits else "demo"
+    kind = next((kind for kind in ("hard", "products", "edits", "phone") if getattr(args, kind)), "demo")
     out = Path(args.out or Path(os.environ["DEDUP_HOME"]) / kind)
     if (out / "truth.csv").exists() and not args.force:
         print(f"labelled set already at {out / 'images'} (use --force to rebuild)")
         return 0
-    builders = {"hard": build_hard_set, "products": build_product_set, "edits": build_edits_set, "demo": build_demo_set}
+    builders = {"hard": build_hard_set, "products": build_product_set, "edits": build_edits_set,
+                "phone": build_phone_set, "demo": build_demo_set}
     images = builders[kind](out)
     print(f"demo set: {len(list(images.iterdir()))} images in {images}, truth in {out / 'truth.csv'}")
     return 0
@@ -231,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     sets.add_argument("--edits", action="store_true",
                       help="shared photos' edits: stickers, screenshots, frames, filters, perspective "
                            "(default out: $DEDUP_HOME/edits)")
+    sets.add_argument("--phone", action="store_true",
+                      help="phone photos: HEIC originals, their JPEG exports and HEIC edits "
+                           "(default out: $DEDUP_HOME/phone)")
     demo.add_argument("--force", action="store_true", help="rebuild even if present")
     demo.set_defaults(func=cmd_demo_data)
 

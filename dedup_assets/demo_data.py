@@ -9,6 +9,7 @@ the images lists name, group and kind (the transformation) for evaluation.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 from pathlib import Path
@@ -122,7 +123,7 @@ def recolor(image: Image.Image, palette: Image.Image) -> Image.Image:
     return Image.fromarray(cv2.cvtColor(result, cv2.COLOR_LAB2RGB))
 
 
-_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF": "heic"}
 
 
 def build_demo_set(out_dir: str | os.PathLike, seed: int = 7, side: int = 1024) -> Path:
@@ -305,6 +306,39 @@ def build_edits_set(out_dir: str | os.PathLike, seed: int = 5, side: int = 800, 
         for copy in range(copies_per_group):
             kind = EDITS[(number * copies_per_group + copy) % len(EDITS)]
             rows.append((*edit(original, kind, rng), group, kind))
+    return _write_labelled_set(Path(out_dir), rows, rng)
+
+
+# A phone's photos where they get copied: the camera's HEIC (with the 320 px thumbnail a
+# phone stores in it), its JPEG export, the smaller JPEG a messenger sends, and an edit
+# the phone saves as HEIC again. The exports are made from the decoded HEIC, as a phone
+# makes them: none can be more faithful than it.
+PHONE_COPIES = ("export", "messenger", "edited_heic")
+_PHONE_HEIC = {"quality": 80, "thumbnails": [320], "enc_params": {"preset": "ultrafast"}}
+
+
+def build_phone_set(out_dir: str | os.PathLike, seed: int = 3, side: int = 1600,
+                    groups_limit: int | None = None) -> Path:
+    """A labelled set of phone photos and their copies (PHONE_COPIES): every shipped photo
+    and two of its quadrants are scenes, each an original HEIC and one copy of each kind."""
+    import dedup_assets.vision.decode  # noqa: F401  registers pillow-heif's HEIF plugin
+
+    rng = random.Random(seed)
+    rows: list[tuple[Image.Image, str, dict, str, str]] = []
+    for group, scene in _scenes(("tl", "br"), groups_limit).items():
+        original = _upscale_to(scene, side).convert("RGB")
+        buffer = io.BytesIO()
+        original.save(buffer, "HEIF", **_PHONE_HEIC)
+        decoded = Image.open(buffer).convert("RGB")
+        rows.append((original, "HEIF", _PHONE_HEIC, group, "original"))
+        rows.append((decoded, "JPEG", {"quality": 90}, group, "export"))
+        small = decoded.copy()
+        small.thumbnail((1080, 1080), Image.Resampling.LANCZOS)
+        rows.append((small, "JPEG", {"quality": 80}, group, "messenger"))
+        width, height = decoded.size
+        edited = ImageEnhance.Color(decoded.crop((width // 10, height // 10, width - width // 10,
+                                                  height - height // 10))).enhance(1.3)
+        rows.append((edited, "HEIF", _PHONE_HEIC, group, "edited_heic"))
     return _write_labelled_set(Path(out_dir), rows, rng)
 
 

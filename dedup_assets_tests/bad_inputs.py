@@ -40,6 +40,7 @@ def build_bad_corpus(folder: Path) -> dict[str, str]:
     frames = [photo.resize((64, 64)).rotate(angle) for angle in (0, 10, 20)]
     palette = photo.resize((64, 64)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     palette.info["transparency"] = 0
+    heic = _save(photo.resize((400, 200)), "HEIF", quality=60, exif=exif.tobytes())  # a phone's, stored sideways
     sixteen_bit = Image.fromarray((np.asarray(photo.convert("L"), dtype=np.uint16) * 257).astype(np.uint16))
     files: dict[str, tuple[bytes, str]] = {
         "zero_bytes.jpg": (b"", "fail"),
@@ -56,6 +57,8 @@ def build_bad_corpus(folder: Path) -> dict[str, str]:
         "exif_rotated.jpg": (_save(photo.resize((400, 200)), "JPEG", exif=exif.tobytes()), "ok"),
         "one_pixel.png": (_save(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"), "ok"),
         "very_large.jpg": (_save(photo.resize((8000, 6000)), "JPEG", quality=85), "ok"),
+        "rotated.heic": (heic, "ok"),
+        "truncated.heic": (heic[: len(heic) // 2], "fail"),
         "heic_like.heic": (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 200, "fail"),
     }
     for name, (data, _) in files.items():

@@ -1,14 +1,15 @@
 """The labelled sets `dedup demo-data` builds."""
 
 import csv
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from dedup_assets.cli import build_parser
-from dedup_assets.demo_data import (EDITS, PRODUCT_FRAMINGS, PRODUCT_TRANSFORMS, build_edits_set, build_product_set,
-                                    product_shot)
+from dedup_assets.demo_data import (EDITS, PHONE_COPIES, PRODUCT_FRAMINGS, PRODUCT_TRANSFORMS, build_edits_set,
+                                    build_phone_set, build_product_set, product_shot)
 
 
 def test_products_of_one_framing_differ_only_inside_one_outline():
@@ -44,9 +45,26 @@ def test_the_edits_set_takes_every_edit_in_turn(tmp_path):
             assert image.format == {"jpg": "JPEG", "png": "PNG"}[row["name"].rsplit(".", 1)[1]]
 
 
+def test_the_phone_set_keeps_a_phones_heic_as_the_original(tmp_path):
+    images = build_phone_set(tmp_path, side=800, groups_limit=2)
+    with open(tmp_path / "truth.csv") as handle:
+        truth = list(csv.DictReader(handle))
+    assert sorted(row["kind"] for row in truth) == sorted(["original"] * 2 + list(PHONE_COPIES) * 2)
+    formats = {}
+    for row in truth:
+        with Image.open(images / row["name"]) as image:
+            formats[row["kind"]] = image.format
+            if image.format == "HEIF":  # with the thumbnail a phone stores
+                assert image.info["thumbnails"] == [320]
+    assert formats == {"original": "HEIF", "export": "JPEG", "messenger": "JPEG", "edited_heic": "HEIF"}
+    names = {row["kind"]: row["name"] for row in truth if row["group"] == truth[0]["group"]}
+    assert os.path.getmtime(images / names["original"]) < os.path.getmtime(images / names["export"])
+
+
 def test_one_labelled_set_at_a_time():
     parser = build_parser()
     assert parser.parse_args(["demo-data", "--products"]).products
     assert parser.parse_args(["demo-data", "--edits"]).edits
+    assert parser.parse_args(["demo-data", "--phone"]).phone
     with pytest.raises(SystemExit):
         parser.parse_args(["demo-data", "--hard", "--products"])

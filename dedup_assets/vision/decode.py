@@ -9,9 +9,16 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps
 
+from dedup_assets.vision.heif import estimate_heif_quality, is_heif_container
 from dedup_assets.vision.webp import estimate_webp_quality
+
+# HEIC/HEIF, phones' default format, through Pillow. One decoding thread: the hash stage
+# already runs a decoding process per core.
+pillow_heif.register_heif_opener()
+pillow_heif.options.DECODE_THREADS = 1
 
 THUMBNAIL_SIDE = 256
 # Refuse images whose header declares more pixels than this before decoding them:
@@ -63,8 +70,8 @@ class DecodedImage:
     height: int
     format: str
     # Estimated on the JPEG scale: JPEG from its quantisation tables, WebP from its
-    # quantisers (100: lossless), a palette image PALETTE_QUALITY (a grayscale GIF: 100);
-    # None for other formats.
+    # quantisers (100: lossless), HEIC from its base QP, a palette image PALETTE_QUALITY
+    # (a grayscale GIF: 100); None for other formats.
     jpeg_quality: int | None
 
 
@@ -94,6 +101,8 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
     try:
         image = Image.open(io.BytesIO(data))
     except Image.UnidentifiedImageError:
+        if is_heif_container(data):  # pillow-heif reads the whole container on opening
+            raise DecodeError("corrupt or truncated HEIF/HEIC image: its container could not be read") from None
         raise DecodeError("not a recognised image format") from None
     except Image.DecompressionBombError as error:
         raise DecodeError(f"{error}; not decoded") from None
@@ -111,6 +120,8 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
         quality = estimate_jpeg_quality(getattr(image, "quantization", None))
     elif image_format == "WEBP":
         quality = estimate_webp_quality(data)
+    elif image_format == "HEIF":
+        quality = estimate_heif_quality(data)
     elif image.mode in ("P", "PA"):
         quality = PALETTE_QUALITY
     elif image_format == "GIF":  # 256 grey levels: every 8-bit grayscale image exactly
@@ -126,7 +137,7 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
     except DecodeError:
         raise
     except Exception as error:
-        raise DecodeError(f"corrupt or truncated image data: {error}") from None
+        raise DecodeError(f"corrupt or truncated image data: {str(error).strip()}") from None
     return DecodedImage(pixels, upright_w, upright_h, image_format, quality)
 
 
@@ -161,7 +172,11 @@ def _reduction(width: int, height: int, side: int) -> int:
 
 
 def _decode_with_pillow(image: Image.Image, orientation: int, side: int) -> np.ndarray:
-    if image.format == "JPEG":
+    # A JPEG's draft decodes its DCT at 1/2, 1/4 or 1/8. A HEIF's decodes the thumbnail
+    # a phone stores in the file when one is at least thumbnail-sized and a scaled copy of
+    # the image (pillow-heif checks its shape, orientation and colour profile): a 12 MP
+    # HEIC decodes whole in ~0.4 s on one core, its thumbnail in ~2 ms.
+    if image.format in ("JPEG", "HEIF"):
         image.draft("RGB", _target_size(*image.size, side))
     image.load()
     if orientation != 1:

@@ -36,11 +36,13 @@ def test_bad_inputs_are_recorded_and_the_batch_succeeds(instance, resources, lay
     assert "decompression bomb" in reasons["bomb.png"] and "not decoded" in reasons["bomb.png"]
     assert "not a recognised image format" in reasons["error_page.jpg"]
     assert "truncated" in reasons["truncated.jpg"] or "corrupt" in reasons["truncated.jpg"]
+    assert "corrupt or truncated HEIF" in reasons["truncated.heic"]
     assert all(len(reason) > 10 for reason in reasons.values())
 
     facts = {row[0]: row[1:] for row in query(
         layout, f"select blob_name, width, height, format from wavelet_hashes where batch = '{batch}'")}
     assert facts["exif_rotated.jpg"][:2] == (200, 400)  # upright
+    assert facts["rotated.heic"] == (200, 400, "HEIF")
     assert facts["very_large.jpg"][:2] == (8000, 6000)
     assert facts["one_pixel.png"][:2] == (1, 1)
     # Every decoded blob went through the whole cascade, and into the clusters.

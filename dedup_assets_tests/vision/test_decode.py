@@ -113,3 +113,35 @@ def test_opencv_runs_single_threaded_inside_our_pools_and_gets_its_threads_back(
             assert cv2.getNumThreads() == 1
             raise RuntimeError("a failed batch")
     assert cv2.getNumThreads() == before
+
+
+def test_a_heic_decodes_upright_at_thumbnail_size(photo):
+    wide = photo.resize((800, 400))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways, as phones store portrait photos
+    decoded = decode_thumbnail(encode(wide, "HEIF", quality=80, exif=exif.tobytes()))
+    assert (decoded.width, decoded.height, decoded.format) == (400, 800, "HEIF")
+    assert decoded.thumbnail.shape == (400, 200, 3)
+    as_jpeg = decode_thumbnail(encode(wide.rotate(-90, expand=True), quality=95)).thumbnail
+    resized = np.asarray(Image.fromarray(as_jpeg).resize(decoded.thumbnail.shape[1::-1]), dtype=np.float64)
+    assert np.abs(decoded.thumbnail - resized).mean() < 4  # the same picture, the same way up
+
+
+def test_a_heic_is_decoded_from_its_stored_thumbnail_when_that_is_large_enough(photo):
+    # A phone stores a 320 px thumbnail beside the 12 MP picture: decoding it is ~40x cheaper.
+    big = photo.resize((2000, 1500))
+    whole = decode_thumbnail(encode(big, "HEIF", quality=80, thumbnails=[200]))  # too small to use
+    drafted = decode_thumbnail(encode(big, "HEIF", quality=80, thumbnails=[320]))
+    assert (whole.width, whole.height) == (drafted.width, drafted.height) == (2000, 1500)
+    assert whole.thumbnail.shape == (375, 500, 3)
+    assert drafted.thumbnail.shape == (240, 320, 3)
+    resized = np.asarray(Image.fromarray(whole.thumbnail).resize((320, 240)), dtype=np.float64)
+    assert np.abs(drafted.thumbnail - resized).mean() < 10
+
+
+def test_a_damaged_heic_says_so(photo):
+    heic = encode(photo, "HEIF", quality=60)
+    with pytest.raises(DecodeError, match=r"^corrupt or truncated image data: .*end of file.*\)$"):
+        decode_thumbnail(heic[: len(heic) // 2])  # the container reads; its picture's data is cut
+    with pytest.raises(DecodeError, match="corrupt or truncated HEIF/HEIC image"):
+        decode_thumbnail(heic[:300])  # the container itself is cut

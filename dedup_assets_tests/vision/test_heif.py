@@ -1,0 +1,79 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from dedup_assets.demo_data import shipped_photos
+from dedup_assets.vision.clustering import fidelity
+from dedup_assets.vision.decode import decode_thumbnail
+from dedup_assets.vision.heif import estimate_heif_quality, heif_quantiser
+
+
+def encode(image: Image.Image, fmt: str = "HEIF", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    return shipped_photos()["astronaut"].convert("RGB")
+
+
+def test_the_quantiser_follows_the_quality_setting(photo):
+    quantisers = [heif_quantiser(encode(photo, quality=quality)) for quality in (10, 30, 50, 70, 90)]
+    assert None not in quantisers
+    assert quantisers == sorted(quantisers, reverse=True) and quantisers[0] - quantisers[-1] >= 30
+    assert all(0 <= qp <= 51 for qp in quantisers)
+
+
+def test_tiles_thumbnails_and_orientation_read_as_the_single_image(photo):
+    big = photo.resize((1200, 1200))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    single = heif_quantiser(encode(big, quality=60))
+    assert heif_quantiser(encode(big, quality=60, tile_size=512)) == single  # a grid of coded tiles
+    assert heif_quantiser(encode(big, quality=60, thumbnails=[320], exif=exif.tobytes())) == single
+
+
+def _jpeg_quality_as_faithful(photo: Image.Image, data: bytes) -> int:
+    """The lowest JPEG quality whose SSIM to the photo reaches the file's (bisection)."""
+    def similarity(encoded: bytes) -> float:
+        return structural_similarity(np.asarray(photo), np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB")),
+                                     channel_axis=2)
+    target, low, high = similarity(data), 10, 100
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if similarity(encode(photo, "JPEG", quality=middle)) < target else (low, middle)
+    return low
+
+
+@pytest.mark.parametrize("setting", [35, 65])
+def test_the_estimate_is_the_jpeg_quality_as_faithful_as_the_file(setting):
+    # Over the shipped photos (those up to 640 px, for time), as the estimate was measured:
+    # the median of the JPEG qualities with the HEIC's SSIM is the estimate, within a few points.
+    estimates, matches = [], []
+    for image in (image for image in shipped_photos().values() if max(image.size) <= 640):
+        data = encode(image.convert("RGB"), quality=setting)
+        estimates.append(estimate_heif_quality(data))
+        matches.append(_jpeg_quality_as_faithful(image.convert("RGB"), data))
+    assert len(set(estimates)) == 1  # one setting, one QP, one estimate
+    assert abs(estimates[0] - np.median(matches)) <= 4, (estimates[0], sorted(matches))
+
+
+def test_a_phones_heic_is_not_ranked_below_its_own_jpeg_export(photo):
+    # The export decodes the HEIC and compresses it again: it cannot be more faithful.
+    original = encode(photo, quality=70, thumbnails=[320])
+    export = encode(Image.open(io.BytesIO(original)).convert("RGB"), "JPEG", quality=90)
+    heic, jpeg = decode_thumbnail(original), decode_thumbnail(export)
+    assert heic.format == "HEIF" and jpeg.format == "JPEG"
+    assert fidelity(heic.format, heic.jpeg_quality) >= fidelity(jpeg.format, jpeg.jpeg_quality)
+
+
+def test_other_and_damaged_files_read_as_unknown(photo):
+    heic = encode(photo, quality=50)
+    for data in (b"", b"garbage", heic[:200], heic[:40] + bytes(len(heic) - 40), encode(photo, "JPEG"),
+                 encode(photo, "PNG"), encode(photo.convert("L").point(lambda v: v), "JPEG")):
+        assert estimate_heif_quality(data) is None

@@ -317,28 +317,31 @@ PHONE_COPIES = ("export", "messenger", "edited_heic")
 _PHONE_HEIC = {"quality": 80, "thumbnails": [320], "enc_params": {"preset": "ultrafast"}}
 
 
+def phone_copies(original: Image.Image) -> list[tuple[Image.Image, str, dict, str]]:
+    """(image, format, save options, kind) of a phone photo's original HEIC and its
+    PHONE_COPIES, made from the HEIC as it decodes."""
+    import dedup_assets.vision.decode  # noqa: F401  registers pillow-heif's HEIF plugin
+
+    buffer = io.BytesIO()
+    original.save(buffer, "HEIF", **_PHONE_HEIC)
+    decoded = Image.open(buffer).convert("RGB")
+    small = decoded.copy()
+    small.thumbnail((1080, 1080), Image.Resampling.LANCZOS)
+    width, height = decoded.size
+    edited = ImageEnhance.Color(decoded.crop((width // 10, height // 10, width - width // 10,
+                                              height - height // 10))).enhance(1.3)
+    return [(original, "HEIF", _PHONE_HEIC, "original"), (decoded, "JPEG", {"quality": 90}, "export"),
+            (small, "JPEG", {"quality": 80}, "messenger"), (edited, "HEIF", _PHONE_HEIC, "edited_heic")]
+
+
 def build_phone_set(out_dir: str | os.PathLike, seed: int = 3, side: int = 1600,
                     groups_limit: int | None = None) -> Path:
     """A labelled set of phone photos and their copies (PHONE_COPIES): every shipped photo
     and two of its quadrants are scenes, each an original HEIC and one copy of each kind."""
-    import dedup_assets.vision.decode  # noqa: F401  registers pillow-heif's HEIF plugin
-
     rng = random.Random(seed)
-    rows: list[tuple[Image.Image, str, dict, str, str]] = []
-    for group, scene in _scenes(("tl", "br"), groups_limit).items():
-        original = _upscale_to(scene, side).convert("RGB")
-        buffer = io.BytesIO()
-        original.save(buffer, "HEIF", **_PHONE_HEIC)
-        decoded = Image.open(buffer).convert("RGB")
-        rows.append((original, "HEIF", _PHONE_HEIC, group, "original"))
-        rows.append((decoded, "JPEG", {"quality": 90}, group, "export"))
-        small = decoded.copy()
-        small.thumbnail((1080, 1080), Image.Resampling.LANCZOS)
-        rows.append((small, "JPEG", {"quality": 80}, group, "messenger"))
-        width, height = decoded.size
-        edited = ImageEnhance.Color(decoded.crop((width // 10, height // 10, width - width // 10,
-                                                  height - height // 10))).enhance(1.3)
-        rows.append((edited, "HEIF", _PHONE_HEIC, group, "edited_heic"))
+    rows = [(image, fmt, options, group, kind)
+            for group, scene in _scenes(("tl", "br"), groups_limit).items()
+            for image, fmt, options, kind in phone_copies(_upscale_to(scene, side).convert("RGB"))]
     return _write_labelled_set(Path(out_dir), rows, rng)
 
 

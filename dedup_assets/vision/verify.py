@@ -362,6 +362,7 @@ def frame_sides(gray_outer: np.ndarray, inner_shape: tuple[int, ...], homography
 LOW_TEXTURE_KEYPOINTS = 300
 _DENSE_SIDE = 128
 _DENSE_SCALES = (1.0, 0.9, 0.8, 0.7)  # share of the larger frame's side the smaller one spans
+_AREA_DRIFT = (0.5, 2.0)  # how far ECC may move the placed image's area from where it started
 
 
 def _dense_small(gray: np.ndarray) -> tuple[np.ndarray, float]:
@@ -385,9 +386,14 @@ def _ecc_inside(inner: np.ndarray, outer: np.ndarray) -> tuple[float, np.ndarray
                 continue
             _, _, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(outer, template, cv2.TM_CCOEFF_NORMED))
             warp = np.float32([[factor, 0, x], [0, factor, y]])
+        start_area = float(np.linalg.det(warp[:, :2]))
         try:
             correlation, warp = cv2.findTransformECC(inner, outer, warp, cv2.MOTION_AFFINE, criteria, None, 5)
         except cv2.error:  # did not converge
+            continue
+        # ECC can also converge by shrinking `inner` onto a few pixels of `outer`, where
+        # any two patches correlate (1.0 on a smooth wall): such a warp is no alignment.
+        if not _AREA_DRIFT[0] <= np.linalg.det(warp[:, :2]) / start_area <= _AREA_DRIFT[1]:
             continue
         if correlation > best[0]:
             best = (float(correlation), warp)

@@ -13,6 +13,13 @@ def photos() -> dict[str, Image.Image]:
     return shipped_photos()
 
 
+def encode(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
+    """The file `image.save` writes, as bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
 def thumbnail(image: Image.Image, quality: int = 92) -> np.ndarray:
     """What the pipeline stores: the image saved as JPEG, decoded at thumbnail size."""
     buffer = io.BytesIO()

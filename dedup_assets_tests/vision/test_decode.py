@@ -10,17 +10,12 @@ from dedup_assets.demo_data import shipped_photos
 from dedup_assets.vision.decode import (MAX_PIXELS, PALETTE_QUALITY, THUMBNAIL_SIDE, DecodeError,
                                        decode_thumbnail, opencv_single_threaded)
 from dedup_assets.vision.quality import sharpness
+from dedup_assets_tests.vision.conftest import encode
 
 
 @pytest.fixture(scope="module")
 def photo() -> Image.Image:
     return shipped_photos()["astronaut"]
-
-
-def encode(image, fmt="JPEG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("quality", [30, 50, 75, 90, 95])

@@ -9,12 +9,11 @@ from dedup_assets.demo_data import shipped_photos
 from dedup_assets.vision.clustering import fidelity
 from dedup_assets.vision.decode import decode_thumbnail
 from dedup_assets.vision.heif import estimate_heif_quality, heif_quantiser
+from dedup_assets_tests.vision.conftest import encode
 
 
-def encode(image: Image.Image, fmt: str = "HEIF", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
+def heic(image: Image.Image, **options) -> bytes:
+    return encode(image, "HEIF", **options)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def photo() -> Image.Image:
 
 
 def test_the_quantiser_follows_the_quality_setting(photo):
-    quantisers = [heif_quantiser(encode(photo, quality=quality)) for quality in (10, 30, 50, 70, 90)]
+    quantisers = [heif_quantiser(heic(photo, quality=quality)) for quality in (10, 30, 50, 70, 90)]
     assert None not in quantisers
     assert quantisers == sorted(quantisers, reverse=True) and quantisers[0] - quantisers[-1] >= 30
     assert all(0 <= qp <= 51 for qp in quantisers)
@@ -33,9 +32,9 @@ def test_tiles_thumbnails_and_orientation_read_as_the_single_image(photo):
     big = photo.resize((1200, 1200))
     exif = Image.Exif()
     exif[0x0112] = 6
-    single = heif_quantiser(encode(big, quality=60))
-    assert heif_quantiser(encode(big, quality=60, tile_size=512)) == single  # a grid of coded tiles
-    assert heif_quantiser(encode(big, quality=60, thumbnails=[320], exif=exif.tobytes())) == single
+    single = heif_quantiser(heic(big, quality=60))
+    assert heif_quantiser(heic(big, quality=60, tile_size=512)) == single  # a grid of coded tiles
+    assert heif_quantiser(heic(big, quality=60, thumbnails=[320], exif=exif.tobytes())) == single
 
 
 def _jpeg_quality_as_faithful(photo: Image.Image, data: bytes) -> int:
@@ -56,7 +55,7 @@ def test_the_estimate_is_the_jpeg_quality_as_faithful_as_the_file(setting):
     # the median of the JPEG qualities with the HEIC's SSIM is the estimate, within a few points.
     estimates, matches = [], []
     for image in (image for image in shipped_photos().values() if max(image.size) <= 640):
-        data = encode(image.convert("RGB"), quality=setting)
+        data = heic(image.convert("RGB"), quality=setting)
         estimates.append(estimate_heif_quality(data))
         matches.append(_jpeg_quality_as_faithful(image.convert("RGB"), data))
     assert len(set(estimates)) == 1  # one setting, one QP, one estimate
@@ -65,15 +64,15 @@ def test_the_estimate_is_the_jpeg_quality_as_faithful_as_the_file(setting):
 
 def test_a_phones_heic_is_not_ranked_below_its_own_jpeg_export(photo):
     # The export decodes the HEIC and compresses it again: it cannot be more faithful.
-    original = encode(photo, quality=70, thumbnails=[320])
+    original = heic(photo, quality=70, thumbnails=[320])
     export = encode(Image.open(io.BytesIO(original)).convert("RGB"), "JPEG", quality=90)
-    heic, jpeg = decode_thumbnail(original), decode_thumbnail(export)
-    assert heic.format == "HEIF" and jpeg.format == "JPEG"
-    assert fidelity(heic.format, heic.jpeg_quality) >= fidelity(jpeg.format, jpeg.jpeg_quality)
+    from_phone, exported = decode_thumbnail(original), decode_thumbnail(export)
+    assert from_phone.format == "HEIF" and exported.format == "JPEG"
+    assert fidelity(from_phone.format, from_phone.jpeg_quality) >= fidelity(exported.format, exported.jpeg_quality)
 
 
 def test_other_and_damaged_files_read_as_unknown(photo):
-    heic = encode(photo, quality=50)
-    for data in (b"", b"garbage", heic[:200], heic[:40] + bytes(len(heic) - 40), encode(photo, "JPEG"),
-                 encode(photo, "PNG"), encode(photo.convert("L").point(lambda v: v), "JPEG")):
+    coded = heic(photo, quality=50)
+    for data in (b"", b"garbage", coded[:200], coded[:40] + bytes(len(coded) - 40), encode(photo, "JPEG"),
+                 encode(photo, "PNG"), encode(photo.convert("L"), "JPEG")):
         assert estimate_heif_quality(data) is None

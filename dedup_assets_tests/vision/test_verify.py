@@ -10,12 +10,14 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from dedup_assets.cluster_stage import FRAMED
-from dedup_assets.demo_data import in_an_interface, keystoned, sticker, under_a_caption_bar
+from dedup_assets.demo_data import (_scenes, _upscale_to, in_an_interface, keystoned, phone_copies, sticker,
+                                    under_a_caption_bar)
+from dedup_assets.vision.decode import decode_thumbnail, encode_jpeg
 from dedup_assets.vision.cascade import CascadePolicy, decide
 from dedup_assets.vision.hashing import downsample, to_gray, wavelet_hash
 from dedup_assets.vision.verify import (WHOLE_INSIDE, AlikedVerifier, LightGlueVerifier, OrbVerifier, Verification,
                                        fit_homography, load_verifier, ransac_iterations, ratio_test_matches)
-from dedup_assets_tests.vision.conftest import thumbnail
+from dedup_assets_tests.vision.conftest import encode, thumbnail
 
 POLICY = CascadePolicy()
 
@@ -383,6 +385,24 @@ def test_smooth_photos_without_keypoints_are_aligned_densely(orb, photos):
     assert result.method == "dense" and decision.is_duplicate, decision.reason
     different = orb.verify(thumbnail(other_wall), thumbnail(wall))
     assert not decide(99, 99.0, 0.0, False, False, different, POLICY).is_duplicate
+
+
+def test_dense_alignment_is_not_a_collapse_onto_a_few_pixels(orb):
+    # A phone's smooth wall (the clock photo's corner) and its crop with more colour, each a
+    # HEIC decoded from its stored 320 px thumbnail: ECC placed the whole photo inside the
+    # crop by shrinking it onto a few pixels (correlation 1.0), that outscored the true fit
+    # (the crop inside the photo: coverage 0.64, agreement 1.0), and the pair was rejected.
+    scene = _scenes(("tl",))["clock-tl"]
+    copies = {kind: encode(image, fmt, **options)
+              for image, fmt, options, kind in phone_copies(_upscale_to(scene, 1600).convert("RGB"))}
+    # As the hash stage stores them: the thumbnail the HEIC decodes to, as a JPEG.
+    crop, whole = (decode_thumbnail(encode_jpeg(decode_thumbnail(copies[kind]).thumbnail)).thumbnail
+                   for kind in ("edited_heic", "original"))
+    assert crop.shape == whole.shape == (240, 320, 3)  # the phone's thumbnails
+    result = orb.verify(crop, whole)
+    assert result.method == "dense"
+    assert result.coverage_a == pytest.approx(1.0) and result.coverage_b == pytest.approx(0.64, abs=0.03)
+    assert decide(6, 2.0, 0.84, False, False, result, POLICY).is_duplicate
 
 
 def test_dense_alignment_needs_less_agreement_when_hashes_and_colours_agree():

@@ -54,10 +54,9 @@ class _Bits:
         return (code + 1) // 2 if code & 1 else -(code // 2)
 
 
-def _payload(nal: bytes, limit: int | None = None) -> bytes:
-    """A NAL unit's bytes after its 2-byte header, emulation prevention bytes removed
-    (from its first `limit` bytes: a slice's header needs only a few)."""
-    return nal[2:limit].replace(b"\x00\x00\x03", b"\x00\x00")
+def _payload(nal: bytes) -> bytes:
+    """A NAL unit's bytes after its 2-byte header, emulation prevention bytes removed."""
+    return nal[2:].replace(b"\x00\x00\x03", b"\x00\x00")
 
 
 def _nal_type(nal: bytes) -> int:
@@ -183,11 +182,12 @@ class _Items:
                 spans.append((base + offset, length))
             self.extents[item] = (method, spans)
 
-    def first_extent(self, item: int) -> bytes:
+    def first_extent(self, item: int) -> tuple[int, int]:
+        """Where the item's coded data starts in the file, and where its first extent ends."""
         method, spans = self.extents[item]
         origin = self.idat[0] if method == 1 and self.idat else 0
         offset, length = spans[0]
-        return self.data[origin + offset:origin + offset + length]
+        return origin + offset, min(origin + offset + length, len(self.data))
 
     def property_of(self, item: int, kind: bytes) -> tuple[int, int] | None:
         for index in self.associations.get(item, []):
@@ -280,7 +280,7 @@ def _slice_qp(nal: bytes, sequence: dict[str, int], picture: dict[str, int]) -> 
     if nal_type not in (_IDR_W_RADL, _IDR_N_LP) or sequence["deeper_luma"]:
         return None  # other pictures carry order counts and reference sets first; QP's
         # scale shifts with bit depth
-    bits = _Bits(_payload(nal, _SLICE_HEADER_BYTES))
+    bits = _Bits(_payload(nal))
     if not bits.u(1):  # first_slice_segment_in_pic_flag
         return None
     if _IRAP_FIRST <= nal_type <= _IRAP_LAST:
@@ -320,13 +320,13 @@ def heif_quantiser(data: bytes) -> int | None:
         length_size, sets = _parameter_sets(data, *config)
         if _SPS not in sets or _PPS not in sets:
             return None
-        coded = items.first_extent(item)
-        position = 0
-        while position + length_size <= len(coded):
-            size = _uint(coded, position, length_size)
-            nal = coded[position + length_size:position + length_size + size]
-            position += length_size + size
-            if len(nal) > 2 and _nal_type(nal) < _VPS:  # the first coded slice
+        position, end = items.first_extent(item)
+        while position + length_size <= end:  # NAL units, each after its length
+            size = _uint(data, position, length_size)
+            start, position = position + length_size, position + length_size + size
+            if size > 2 and _nal_type(data[start:start + 1]) < _VPS:  # the first coded slice
+                # Only its header is read: the slice's data may be megabytes.
+                nal = data[start:min(start + size, start + 2 + _SLICE_HEADER_BYTES)]
                 qp = _slice_qp(nal, _sequence_facts(sets[_SPS]), _picture_facts(sets[_PPS]))
                 return qp if qp is not None and 0 <= qp <= 51 else None
     except (IndexError, ValueError, struct.error, KeyError):

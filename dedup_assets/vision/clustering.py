@@ -38,11 +38,11 @@ def fidelity(image_format: str, jpeg_quality: int | None) -> float:
     """How faithfully the file stores its pixels, on the JPEG quality scale (0-1)."""
     if image_format == "JPEG" and jpeg_quality:
         return jpeg_quality / 100
-    if jpeg_quality:  # a WebP's setting or a HEIC's QP read from the file, a palette's measured equivalent
+    if jpeg_quality:  # a WebP's setting, a HEIC's or AVIF's quantiser read from the file, a palette's measured one
         return min(jpeg_quality / 100, LOSSLESS_FIDELITY)
     if image_format in LOSSLESS:
         return LOSSLESS_FIDELITY
-    return 0.8  # lossy formats whose quality is not readable (AVIF, an animated WebP, ...)
+    return 0.8  # lossy formats whose quality is not readable (an animated WebP, a 10-bit HEIC, ...)
 
 
 def quality_score(pixels: int, image_format: str, jpeg_quality: int | None,

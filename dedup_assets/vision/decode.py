@@ -70,7 +70,7 @@ class DecodedImage:
     height: int
     format: str
     # Estimated on the JPEG scale: JPEG from its quantisation tables, WebP from its
-    # quantisers (100: lossless), HEIC from its base QP, a palette image PALETTE_QUALITY
+    # quantisers (100: lossless), HEIC and AVIF from their quantisers, a palette image PALETTE_QUALITY
     # (a grayscale GIF: 100); None for other formats.
     jpeg_quality: int | None
 
@@ -120,7 +120,7 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
         quality = estimate_jpeg_quality(getattr(image, "quantization", None))
     elif image_format == "WEBP":
         quality = estimate_webp_quality(data)
-    elif image_format == "HEIF":
+    elif image_format in ("HEIF", "AVIF"):
         quality = estimate_heif_quality(data)
     elif image.mode in ("P", "PA"):
         quality = PALETTE_QUALITY

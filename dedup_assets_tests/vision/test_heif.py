@@ -8,7 +8,7 @@ from skimage.metrics import structural_similarity
 from dedup_assets.demo_data import shipped_photos
 from dedup_assets.vision.clustering import fidelity
 from dedup_assets.vision.decode import decode_thumbnail
-from dedup_assets.vision.heif import estimate_heif_quality, heif_quantiser
+from dedup_assets.vision.heif import avif_quantiser, estimate_heif_quality, heif_quantiser
 from dedup_assets_tests.vision.conftest import encode
 
 
@@ -26,6 +26,17 @@ def test_the_quantiser_follows_the_quality_setting(photo):
     assert None not in quantisers
     assert quantisers == sorted(quantisers, reverse=True) and quantisers[0] - quantisers[-1] >= 30
     assert all(0 <= qp <= 51 for qp in quantisers)
+
+
+def test_an_avifs_quantiser_follows_the_quality_setting(photo):
+    indices = [avif_quantiser(encode(photo, "AVIF", quality=quality)) for quality in (10, 30, 50, 70, 90)]
+    assert None not in indices
+    assert indices == sorted(indices, reverse=True) and indices[0] - indices[-1] >= 150
+    assert heif_quantiser(encode(photo, "AVIF", quality=50)) is None
+    assert avif_quantiser(heic(photo, quality=50)) is None
+    # Wider than 4,096 px: AV1 codes it in two tile columns, which the header then lists.
+    wide = photo.resize((5000, 300))
+    assert avif_quantiser(encode(wide, "AVIF", quality=50)) == indices[2]
 
 
 def test_tiles_thumbnails_and_orientation_read_as_the_single_image(photo):
@@ -49,16 +60,16 @@ def _jpeg_quality_as_faithful(photo: Image.Image, data: bytes) -> int:
     return low
 
 
-@pytest.mark.parametrize("setting", [35, 65])
-def test_the_estimate_is_the_jpeg_quality_as_faithful_as_the_file(setting):
+@pytest.mark.parametrize("fmt, setting", [("HEIF", 35), ("HEIF", 65), ("AVIF", 30), ("AVIF", 60)])
+def test_the_estimate_is_the_jpeg_quality_as_faithful_as_the_file(fmt, setting):
     # Over the shipped photos (those up to 640 px, for time), as the estimate was measured:
-    # the median of the JPEG qualities with the HEIC's SSIM is the estimate, within a few points.
+    # the median of the JPEG qualities with the file's SSIM is the estimate, within a few points.
     estimates, matches = [], []
     for image in (image for image in shipped_photos().values() if max(image.size) <= 640):
-        data = heic(image.convert("RGB"), quality=setting)
+        data = encode(image.convert("RGB"), fmt, quality=setting)
         estimates.append(estimate_heif_quality(data))
         matches.append(_jpeg_quality_as_faithful(image.convert("RGB"), data))
-    assert len(set(estimates)) == 1  # one setting, one QP, one estimate
+    assert len(set(estimates)) == 1  # one setting, one quantiser, one estimate
     assert abs(estimates[0] - np.median(matches)) <= 4, (estimates[0], sorted(matches))
 
 
@@ -71,8 +82,17 @@ def test_a_phones_heic_is_not_ranked_below_its_own_jpeg_export(photo):
     assert fidelity(from_phone.format, from_phone.jpeg_quality) >= fidelity(exported.format, exported.jpeg_quality)
 
 
+def test_a_cdns_coarse_avif_is_not_ranked_above_the_jpeg_it_came_from(photo):
+    original = encode(photo, "JPEG", quality=75)
+    variant = encode(Image.open(io.BytesIO(original)).convert("RGB"), "AVIF", quality=30)
+    jpeg, avif = decode_thumbnail(original), decode_thumbnail(variant)
+    assert avif.format == "AVIF"
+    assert fidelity(avif.format, avif.jpeg_quality) < fidelity(jpeg.format, jpeg.jpeg_quality)
+
+
 def test_other_and_damaged_files_read_as_unknown(photo):
-    coded = heic(photo, quality=50)
-    for data in (b"", b"garbage", coded[:200], coded[:40] + bytes(len(coded) - 40), encode(photo, "JPEG"),
-                 encode(photo, "PNG"), encode(photo.convert("L"), "JPEG")):
+    coded, av1 = heic(photo, quality=50), encode(photo, "AVIF", quality=50)
+    for data in (b"", b"garbage", coded[:200], coded[:40] + bytes(len(coded) - 40), av1[:200],
+                 av1[:40] + bytes(len(av1) - 40), encode(photo, "JPEG"), encode(photo, "PNG"),
+                 encode(photo.convert("L"), "JPEG")):
         assert estimate_heif_quality(data) is None

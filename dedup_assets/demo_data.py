@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 TRANSFORMS = ("resize", "recompress", "crop", "color", "text", "rotate", "format")
@@ -320,7 +321,7 @@ _PHONE_HEIC = {"quality": 80, "thumbnails": [320], "enc_params": {"preset": "ult
 def phone_copies(original: Image.Image) -> list[tuple[Image.Image, str, dict, str]]:
     """(image, format, save options, kind) of a phone photo's original HEIC and its
     PHONE_COPIES, made from the HEIC as it decodes."""
-    import dedup_assets.vision.decode  # noqa: F401  registers pillow-heif's HEIF plugin
+    pillow_heif.register_heif_opener()  # Pillow writes HEIF through it
 
     buffer = io.BytesIO()
     original.save(buffer, "HEIF", **_PHONE_HEIC)

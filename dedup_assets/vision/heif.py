@@ -286,10 +286,8 @@ def _picture_facts(pps: bytes) -> dict[str, int]:
 def _slice_qp(nal: bytes, sequence: dict[str, int], picture: dict[str, int]) -> int | None:
     """The first I slice's QP of an IDR picture (H.265 §7.3.6.1); None for other layouts."""
     nal_type = _nal_type(nal)
-    # Other pictures carry order counts and reference sets before the QP, and QP's scale
-    # shifts with bit depth.
-    if nal_type not in (_IDR_W_RADL, _IDR_N_LP) or sequence["deeper_luma"]:
-        return None
+    if nal_type not in (_IDR_W_RADL, _IDR_N_LP):
+        return None  # other pictures carry order counts and reference sets before the QP
     bits = _Bits(_payload(nal))
     if not bits.u(1):  # first_slice_segment_in_pic_flag
         return None
@@ -311,12 +309,13 @@ def _slice_qp(nal: bytes, sequence: dict[str, int], picture: dict[str, int]) -> 
 
 
 def _first_coded_tile(data: bytes) -> tuple[_Items, int] | None:
-    """The primary image's item, or its first tile's if it is a grid, with its coded data."""
+    """The primary image's item, or the first it derives from if it is a grid of tiles or
+    an overlay of images, with its coded data."""
     if len(data) < 12 or data[4:8] != b"ftyp":
         return None
     items = _Items(data)
     item = items.primary
-    if item is not None and items.types.get(item) == b"grid":
+    if item is not None and items.types.get(item) in (b"grid", b"iovl"):
         item = (items.derived_from.get(item) or [None])[0]
     if item is None or item not in items.extents:
         return None
@@ -337,8 +336,11 @@ def _hevc_qp(data: bytes, items: _Items, item: int) -> int | None:
         if size > 2 and _nal_type(data[start:start + 1]) < _VPS:  # the first coded slice
             # Only its header is read: the slice's data may be megabytes.
             nal = data[start:min(start + size, start + 2 + _SLICE_HEADER_BYTES)]
-            qp = _slice_qp(nal, _sequence_facts(sets[_SPS]), _picture_facts(sets[_PPS]))
-            return qp if qp is not None and 0 <= qp <= 51 else None
+            sequence = _sequence_facts(sets[_SPS])
+            qp = _slice_qp(nal, sequence, _picture_facts(sets[_PPS]))
+            # Deeper samples allow finer QPs, below 0: the same QP is the same step relative
+            # to the samples' range (x265 at one setting: the same QP and SSIM at 8 and 10 bits).
+            return qp if qp is not None and -6 * sequence["deeper_luma"] <= qp <= 51 else None
     return None
 
 
@@ -480,8 +482,9 @@ def _quantiser(data: bytes) -> tuple[bytes, int] | None:
 
 
 def heif_quantiser(data: bytes) -> int | None:
-    """The base QP (0 finest - 51 coarsest) of a HEIC's primary image's first coded tile,
-    or None when the file is not an HEVC-coded HEIF image this reader follows."""
+    """The base QP (0 finest - 51 coarsest; down to -12 at 10 bits) of a HEIC's primary
+    image's first coded tile, or None when the file is not an HEVC-coded HEIF image this
+    reader follows."""
     found = _quantiser(data)
     return found[1] if found and found[0] == b"hvc1" else None
 
@@ -512,5 +515,5 @@ def estimate_heif_quality(data: bytes) -> int | None:
         return None
     codec, value = found
     if codec == b"hvc1":
-        return _JPEG_EQUIVALENT_BY_QP[min(value, len(_JPEG_EQUIVALENT_BY_QP) - 1)]
+        return _JPEG_EQUIVALENT_BY_QP[min(max(value, 0), len(_JPEG_EQUIVALENT_BY_QP) - 1)]
     return round(float(np.interp(value, *zip(*_JPEG_EQUIVALENT_BY_Q_INDEX))))

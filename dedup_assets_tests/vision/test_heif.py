@@ -1,6 +1,7 @@
 import io
 
 import numpy as np
+import pillow_heif
 import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
@@ -26,6 +27,19 @@ def test_the_quantiser_follows_the_quality_setting(photo):
     assert None not in quantisers
     assert quantisers == sorted(quantisers, reverse=True) and quantisers[0] - quantisers[-1] >= 30
     assert all(0 <= qp <= 51 for qp in quantisers)
+
+
+def test_a_ten_bit_heic_reads_as_an_eight_bit_one(photo):
+    # A camera's HEIF holds 10-bit samples: at one setting x265 codes it with the QP of the
+    # 8-bit file and the same SSIM, so the QP's JPEG equivalent holds for it too.
+    samples = np.asarray(photo, dtype=np.uint16) * 257
+    deep = pillow_heif.from_bytes(mode="RGB;16", size=photo.size, data=samples.tobytes())
+    buffer = io.BytesIO()
+    deep.save(buffer, quality=50)
+    decoded = decode_thumbnail(buffer.getvalue())
+    assert heif_quantiser(buffer.getvalue()) == heif_quantiser(heic(photo, quality=50))
+    assert decoded.jpeg_quality == estimate_heif_quality(heic(photo, quality=50))
+    assert np.abs(decoded.thumbnail.astype(float) - np.asarray(photo.resize(decoded.thumbnail.shape[1::-1]))).mean() < 4
 
 
 def test_an_avifs_quantiser_follows_the_quality_setting(photo):

@@ -42,7 +42,7 @@ def fidelity(image_format: str, jpeg_quality: int | None) -> float:
         return min(jpeg_quality / 100, LOSSLESS_FIDELITY)
     if image_format in LOSSLESS:
         return LOSSLESS_FIDELITY
-    return 0.8  # lossy formats whose quality is not readable (an animated WebP, a 10-bit HEIC, ...)
+    return 0.8  # lossy formats whose quality is not readable (an animated WebP or AVIF, ...)
 
 
 def quality_score(pixels: int, image_format: str, jpeg_quality: int | None,

@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from dedup_assets.cluster_stage import FRAMED
 from dedup_assets.demo_data import (_scenes, _upscale_to, in_an_interface, keystoned, phone_copies, sticker,
                                     under_a_caption_bar)
-from dedup_assets.vision.decode import decode_thumbnail, encode_jpeg
 from dedup_assets.vision.cascade import CascadePolicy, decide
+from dedup_assets.vision.decode import decode_thumbnail, encode_jpeg
 from dedup_assets.vision.hashing import downsample, to_gray, wavelet_hash
 from dedup_assets.vision.verify import (WHOLE_INSIDE, AlikedVerifier, LightGlueVerifier, OrbVerifier, Verification,
                                        fit_homography, load_verifier, ransac_iterations, ratio_test_matches)

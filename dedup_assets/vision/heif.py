@@ -18,18 +18,18 @@ import numpy as np
 
 _VPS, _SPS, _PPS = 32, 33, 34
 _IDR_W_RADL, _IDR_N_LP = 19, 20
-_IRAP_FIRST, _IRAP_LAST = 16, 23
 _I_SLICE = 2
-_SLICE_HEADER_BYTES = 64
-# The JPEG quality whose SSIM to the original first reaches the HEIC's, by QP (index):
+_HEADER_BYTES = 64  # enough for a slice's or an AV1 frame's header up to its quantiser
+# The JPEG quality whose SSIM to the original first reaches the HEIC's, by QP:
 # the median over the shipped photos, each encoded by libheif's x265 at every second
 # quality setting, 0-100 (SSIM of RGB; a HEIC finer than JPEG's 100 counts as 100).
 # Coarser than QP 42, JPEG's 10 or lower.
-_JPEG_EQUIVALENT_BY_QP = (100, 100, 100, 100, 99, 99, 99, 99, 99, 98, 98, 98, 97, 97, 96, 96, 95, 94, 93, 92, 90,
-                          88, 86, 85, 82, 79, 74, 70, 69, 65, 56, 48, 39, 31, 26, 23, 20, 17, 14, 13, 12, 12, 10)
+_JPEG_EQUIVALENT_BY_QP = tuple(enumerate((
+    100, 100, 100, 100, 99, 99, 99, 99, 99, 98, 98, 98, 97, 97, 96, 96, 95, 94, 93, 92, 90, 88, 86, 85, 82, 79, 74,
+    70, 69, 65, 56, 48, 39, 31, 26, 23, 20, 17, 14, 13, 12, 12, 10)))
 
 # The same for an AVIF, by its base quantiser index (libavif's AV1 encoder at every fourth
-# quality setting, 0-100), between which it is interpolated.
+# quality setting, 0-100). Between points both are interpolated, beyond them clamped.
 _JPEG_EQUIVALENT_BY_Q_INDEX = ((0, 100), (12, 98), (24, 97), (36, 95), (48, 94), (60, 93), (72, 91), (84, 89),
                                (96, 87), (108, 82), (120, 80), (132, 75), (144, 68), (156, 57), (164, 42),
                                (172, 37), (184, 30), (192, 25), (200, 22), (208, 18), (216, 17), (224, 15),
@@ -103,7 +103,8 @@ class _Items:
         self.derived_from: dict[int, list[int]] = {}
         self.properties: list[tuple[bytes, int, int]] = []
         self.associations: dict[int, list[int]] = {}
-        self.extents: dict[int, tuple[int, list[tuple[int, int]]]] = {}
+        # Construction method, the first extent's offset and length.
+        self.extents: dict[int, tuple[int, int, int]] = {}
         self.idat: tuple[int, int] | None = None
         for kind, start, end in _boxes(data, 0, len(data)):
             if kind == b"meta":
@@ -136,13 +137,13 @@ class _Items:
                     if part == b"ipco":
                         self.properties = list(_boxes(data, part_begin, part_end))
                     elif part == b"ipma":
-                        self._read_associations(part_begin, part_end)
+                        self._read_associations(part_begin)
             elif kind == b"iloc":
-                self._read_locations(begin, finish)
+                self._read_locations(begin)
             elif kind == b"idat":
                 self.idat = (begin, finish)
 
-    def _read_associations(self, begin: int, end: int) -> None:
+    def _read_associations(self, begin: int) -> None:
         data = self.data
         version, flags = data[begin], _uint(data, begin + 1, 3)
         position, entries = begin + 8, _uint(data, begin + 4, 4)
@@ -161,7 +162,7 @@ class _Items:
                     position += 1
             self.associations[item] = indices
 
-    def _read_locations(self, begin: int, end: int) -> None:
+    def _read_locations(self, begin: int) -> None:
         data = self.data
         version = data[begin]
         offset_size, length_size = data[begin + 4] >> 4, data[begin + 4] & 15
@@ -182,20 +183,17 @@ class _Items:
             position += base_size
             extents = _uint(data, position, 2)
             position += 2
-            spans = []
-            for _ in range(extents):
+            for number in range(extents):
                 position += index_size
-                offset = _uint(data, position, offset_size)
-                length = _uint(data, position + offset_size, length_size)
+                if number == 0:  # a picture's first NAL unit or OBUs lie in its first extent
+                    offset = _uint(data, position, offset_size)
+                    self.extents[item] = (method, base + offset, _uint(data, position + offset_size, length_size))
                 position += offset_size + length_size
-                spans.append((base + offset, length))
-            self.extents[item] = (method, spans)
 
     def first_extent(self, item: int) -> tuple[int, int]:
         """Where the item's coded data starts in the file, and where its first extent ends."""
-        method, spans = self.extents[item]
+        method, offset, length = self.extents[item]
         origin = self.idat[0] if method == 1 and self.idat else 0
-        offset, length = spans[0]
         return origin + offset, min(origin + offset + length, len(self.data))
 
     def property_of(self, item: int, kind: bytes) -> tuple[int, int] | None:
@@ -291,8 +289,7 @@ def _slice_qp(nal: bytes, sequence: dict[str, int], picture: dict[str, int]) -> 
     bits = _Bits(_payload(nal))
     if not bits.u(1):  # first_slice_segment_in_pic_flag
         return None
-    if _IRAP_FIRST <= nal_type <= _IRAP_LAST:
-        bits.u(1)  # no_output_of_prior_pics_flag
+    bits.u(1)  # no_output_of_prior_pics_flag, as in every random-access picture
     bits.ue()
     bits.u(picture["extra_bits"])
     if bits.ue() != _I_SLICE:
@@ -335,7 +332,7 @@ def _hevc_qp(data: bytes, items: _Items, item: int) -> int | None:
         start, position = position + length_size, position + length_size + size
         if size > 2 and _nal_type(data[start:start + 1]) < _VPS:  # the first coded slice
             # Only its header is read: the slice's data may be megabytes.
-            nal = data[start:min(start + size, start + 2 + _SLICE_HEADER_BYTES)]
+            nal = data[start:min(start + size, start + 2 + _HEADER_BYTES)]
             sequence = _sequence_facts(sets[_SPS])
             qp = _slice_qp(nal, sequence, _picture_facts(sets[_PPS]))
             # Deeper samples allow finer QPs, below 0: the same QP is the same step relative
@@ -463,7 +460,7 @@ def _av1_q_index(data: bytes, items: _Items, item: int) -> int | None:
         elif kind in (_OBU_FRAME_HEADER, _OBU_FRAME):
             if sequence is None:
                 return None
-            return _av1_base_q_idx(data[begin:min(finish, begin + _SLICE_HEADER_BYTES)], sequence)
+            return _av1_base_q_idx(data[begin:min(finish, begin + _HEADER_BYTES)], sequence)
     return None
 
 
@@ -514,6 +511,5 @@ def estimate_heif_quality(data: bytes) -> int | None:
     if found is None:
         return None
     codec, value = found
-    if codec == b"hvc1":
-        return _JPEG_EQUIVALENT_BY_QP[min(max(value, 0), len(_JPEG_EQUIVALENT_BY_QP) - 1)]
-    return round(float(np.interp(value, *zip(*_JPEG_EQUIVALENT_BY_Q_INDEX))))
+    points = _JPEG_EQUIVALENT_BY_QP if codec == b"hvc1" else _JPEG_EQUIVALENT_BY_Q_INDEX
+    return round(float(np.interp(value, *zip(*points))))

@@ -70,11 +70,11 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
     from dedup_assets.assets import pipeline_assets
     from dedup_assets.catalog import register_views
     from dedup_assets.definitions import defs
-    from dedup_assets.ledger import BatchLedger
+    from dedup_assets.ledger import BatchLedger, batch_sequence
     from dedup_assets.partitions import batch_partitions
     from dedup_assets.sources.factory import source_from_environment
     from dedup_assets.storage import layout_from_environment
-    from dedup_assets.work_planning import partitions_needing_work
+    from dedup_assets.work_planning import batches_readable_again, partitions_needing_work
 
     layout = layout_from_environment()
     source = source_from_environment()
@@ -86,7 +86,10 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
     if missing:
         instance.add_dynamic_partitions(batch_partitions.name, missing)
     todo = partitions_needing_work(instance, [asset.key for asset in pipeline_assets], ledger.batch_keys())
-    print(f"{len(created)} new batch(es); {len(todo)} batch(es) to materialize")
+    readable = [key for key in batches_readable_again(ledger) if key not in todo]
+    todo = sorted(todo + readable, key=batch_sequence)
+    restored = f" ({len(readable)} for blobs restored from an archive tier)" if readable else ""
+    print(f"{len(created)} new batch(es); {len(todo)} batch(es) to materialize{restored}")
 
     job = defs.resolve_job_def("dedup_job")
     sizes = {key: ledger.read_manifest(key).height for key in todo}

@@ -17,7 +17,8 @@ from typing import Callable, Iterator
 import numpy as np
 import polars as pl
 
-from dedup_assets.hash_worker import failure_reason, hash_bytes, hash_one, start_worker, start_worker_process
+from dedup_assets.hash_worker import (Failure, failure, failure_reason, hash_bytes, hash_one, start_worker,
+                                     start_worker_process)
 from dedup_assets.sources import BlobSource
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.color import SIGNATURE_SIZE
@@ -149,8 +150,9 @@ def hash_blobs(
     uploads = ThumbnailUploads(layout)
     try:
         for index, outcome in enumerate(_outcomes(source, names, etags, workers, layout)):
-            if isinstance(outcome, str):
-                failures.append({"blob_name": names[index], "stage": STAGE, "reason": outcome})
+            if isinstance(outcome, Failure):
+                failures.append({"blob_name": names[index], "stage": STAGE, "reason": outcome.reason,
+                                 "offline": outcome.offline})
             else:
                 thumbnail = layout.thumbnail_key(outcome.content_hash)
                 if outcome.thumbnail_jpeg:  # remote data root: stored from here
@@ -176,7 +178,7 @@ CHUNK = 8  # blobs per task sent to a worker
 
 
 def _outcomes(source: BlobSource, names: list[str], etags: list[str], workers: int,
-              layout: StorageLayout) -> Iterator[ImageFeatures | str]:
+              layout: StorageLayout) -> Iterator[ImageFeatures | Failure]:
     """Outcomes in inventory order. A worker killed by a file (a decoder crash, the OOM
     killer) breaks the pool: the blobs that were in flight are then retried one at a
     time, each in a fresh worker, so only the culprit is recorded as failed."""
@@ -200,35 +202,35 @@ def _outcomes(source: BlobSource, names: list[str], etags: list[str], workers: i
                 done += 1
 
 
-def _isolated(source: BlobSource, name: str, etag: str, layout: StorageLayout) -> ImageFeatures | str:
+def _isolated(source: BlobSource, name: str, etag: str, layout: StorageLayout) -> ImageFeatures | Failure:
     """One blob in a fresh single worker, read where the bulk path reads it."""
     remote = getattr(source, "is_remote", False)
     try:
         data = source.read_bytes(name, expected_etag=etag) if remote else None
     except Exception as error:
-        return failure_reason(error)
+        return failure(error)
     try:
         with _worker_pool(2, None if remote else source, layout, size=1) as pool:
             task = pool.submit(hash_bytes, data) if remote else pool.submit(hash_one, name, etag)
             return task.result()
     except BrokenProcessPool:
-        return "the decoder process crashed on this file (killed or out of memory); not decoded"
+        return Failure("the decoder process crashed on this file (killed or out of memory); not decoded")
 
 
 def _download_then_hash(source: BlobSource, names: list[str], etags: list[str], pool: Executor,
-                        workers: int) -> Iterator[ImageFeatures | str]:
+                        workers: int) -> Iterator[ImageFeatures | Failure]:
     """Downloads with bounded concurrency feeding the decode workers, in order, with a
     bounded number of blobs in memory at any time."""
     concurrency = max(1, getattr(source, "download_concurrency", 8))
 
-    def download(index: int) -> bytes | str:
+    def download(index: int) -> bytes | Failure:
         try:
             return source.read_bytes(names[index], expected_etag=etags[index])
         except Exception as error:
-            return failure_reason(error)
+            return failure(error)
 
     downloads: deque[Future] = deque()
-    decodes: deque[Future | str] = deque()
+    decodes: deque[Future | Failure] = deque()
     indices = iter(range(len(names)))
     with ThreadPoolExecutor(concurrency) as downloader:
         while True:
@@ -236,13 +238,13 @@ def _download_then_hash(source: BlobSource, names: list[str], etags: list[str], 
                 downloads.append(downloader.submit(download, index))
             while downloads and (downloads[0].done() or len(decodes) < 2 * workers):
                 data = downloads.popleft().result()
-                decodes.append(data if isinstance(data, str) else pool.submit(hash_bytes, data))
+                decodes.append(data if isinstance(data, Failure) else pool.submit(hash_bytes, data))
             if not decodes:
                 if not downloads:
                     return
                 continue
             head = decodes.popleft()
-            yield head if isinstance(head, str) else head.result()
+            yield head if isinstance(head, Failure) else head.result()
 
 
 def _rows_to_frame(rows: list[tuple]) -> pl.DataFrame:

@@ -12,17 +12,30 @@ import dataclasses
 from pathlib import Path
 
 from dedup_assets.local_files import thumbnail_key, write_bytes_atomic
-from dedup_assets.sources import BlobChangedError, BlobSource
+from dedup_assets.sources import BlobChangedError, BlobOfflineError, BlobSource
 from dedup_assets.vision.decode import DecodeError
 from dedup_assets.vision.features import ImageFeatures, extract_features
 
 
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """Why a blob has no features; `offline` when it is stored where it cannot be read
+    until restored (an archive tier), so that its batch runs again once it can be."""
+
+    reason: str
+    offline: bool = False
+
+
 def failure_reason(error: BaseException) -> str:
-    if isinstance(error, (DecodeError, BlobChangedError, PermissionError)):
+    if isinstance(error, (DecodeError, BlobChangedError, BlobOfflineError, PermissionError)):
         return str(error)
     if isinstance(error, FileNotFoundError):
         return "blob no longer exists in the source"
     return f"{type(error).__name__}: {error}"
+
+
+def failure(error: BaseException) -> Failure:
+    return Failure(failure_reason(error), offline=isinstance(error, BlobOfflineError))
 
 
 # Set in each worker process by `start_worker`, so tasks carry only blob names.
@@ -55,16 +68,16 @@ def start_worker_process(source: BlobSource | None, thumbnail_root: str | None) 
     start_worker(source, thumbnail_root)
 
 
-def hash_one(name: str, etag: str) -> ImageFeatures | str:
-    """Read, decode and hash one blob and store its thumbnail; a reason string on failure."""
+def hash_one(name: str, etag: str) -> ImageFeatures | Failure:
+    """Read, decode and hash one blob and store its thumbnail; why not, on failure."""
     try:
         data = _worker["source"].read_bytes(name, expected_etag=etag)
     except Exception as error:
-        return failure_reason(error)
+        return failure(error)
     return hash_bytes(data)
 
 
-def hash_bytes(data: bytes) -> ImageFeatures | str:
+def hash_bytes(data: bytes) -> ImageFeatures | Failure:
     """Features of one image. Its thumbnail is written here on a local data root; on a
     remote one it comes back for `ThumbnailUploads` (a worker waiting on the network
     would leave its core idle)."""
@@ -78,4 +91,4 @@ def hash_bytes(data: bytes) -> ImageFeatures | str:
             write_bytes_atomic(features.thumbnail_jpeg, path)
         return dataclasses.replace(features, thumbnail_jpeg=b"")
     except Exception as error:  # recorded per blob; one bad file never fails the batch
-        return failure_reason(error)
+        return failure(error)

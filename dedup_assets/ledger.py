@@ -31,6 +31,10 @@ MANIFEST_SCHEMA = {
     "last_modified": pl.Datetime("us", "UTC"),
     "content_md5": pl.String,
 }
+# A listing also says which blobs are offline (an archive tier): not kept in the manifests,
+# whose batches are fixed, but as the latest listing's set (`offline_versions`).
+LISTING_SCHEMA = {**MANIFEST_SCHEMA, "offline": pl.Boolean}
+OFFLINE_SCHEMA = {"blob_name": pl.String, "etag": pl.String}
 LISTING_CHUNK = 50_000  # rows held in memory while a listing streams to disk
 TOMBSTONE_SCHEMA = {"blob_name": pl.String, "etag": pl.String, "batch": pl.String,
                     "deleted_at": pl.Datetime("us", "UTC")}
@@ -85,7 +89,7 @@ class BatchLedger:
 
     def _record_deletions(self, listing_path, now: datetime) -> None:
         """Latest batched version of every name no longer listed gets a tombstone."""
-        latest = self._manifests(["blob_name", "etag"]).lazy().sort("batch").group_by("blob_name").last()
+        latest = self.latest_versions().lazy()
         existing = self.tombstones()
         gone = (
             latest.join(pl.scan_parquet(listing_path).select("blob_name"), on="blob_name", how="anti")
@@ -98,6 +102,26 @@ class BatchLedger:
 
     def known_versions(self) -> pl.DataFrame:
         return self._manifests(["blob_name", "etag"]).select("blob_name", "etag").unique()
+
+    def latest_versions(self) -> pl.DataFrame:
+        """Each name's most recently batched version (blob_name, etag, batch)."""
+        return self._manifests(["blob_name", "etag"]).sort("batch").group_by("blob_name").last()
+
+    @property
+    def offline_path(self) -> str:
+        return f"{self.directory}/offline.parquet"
+
+    def offline_versions(self) -> pl.DataFrame:
+        """Blob versions the latest listing found offline (blob_name, etag)."""
+        if not self.layout.exists(self.offline_path):
+            return pl.DataFrame(schema=OFFLINE_SCHEMA)
+        return self.layout.read_parquet(self.offline_path)
+
+    def _record_offline(self, listing_path) -> None:
+        offline = pl.scan_parquet(listing_path).filter("offline").select(list(OFFLINE_SCHEMA)).sort(
+            "blob_name", "etag").collect()
+        if not self.layout.exists(self.offline_path) or not offline.equals(self.offline_versions()):
+            self.layout.write_parquet(offline, self.offline_path)
 
     @contextlib.contextmanager
     def _locked(self):
@@ -132,8 +156,10 @@ class BatchLedger:
             try:
                 _stream_to_parquet(blobs, listing_path)
                 self._record_deletions(listing_path, now)
+                self._record_offline(listing_path)
                 fresh = (
                     pl.scan_parquet(listing_path)
+                    .select(list(MANIFEST_SCHEMA))
                     .filter(pl.col("last_modified") <= cutoff)
                     .join(self.known_versions().lazy(), on=["blob_name", "etag"], how="anti")
                     .unique(subset=["blob_name", "etag"], keep="first")
@@ -154,11 +180,11 @@ class BatchLedger:
 
 def _rows(blobs: Iterable[BlobInfo]) -> Iterator[tuple]:
     for blob in blobs:
-        yield (blob.name, blob.size, blob.etag, blob.last_modified, blob.content_md5)
+        yield (blob.name, blob.size, blob.etag, blob.last_modified, blob.content_md5, blob.offline)
 
 
 def _to_frame(blobs: Iterable[BlobInfo]) -> pl.DataFrame:
-    return pl.DataFrame(list(_rows(blobs)), schema=MANIFEST_SCHEMA, orient="row")
+    return pl.DataFrame(list(_rows(blobs)), schema=LISTING_SCHEMA, orient="row").select(list(MANIFEST_SCHEMA))
 
 
 def _stream_to_parquet(blobs: Iterable[BlobInfo], path) -> None:
@@ -168,11 +194,11 @@ def _stream_to_parquet(blobs: Iterable[BlobInfo], path) -> None:
     try:
         rows = _rows(blobs)
         while chunk := list(itertools.islice(rows, LISTING_CHUNK)):
-            table = pl.DataFrame(chunk, schema=MANIFEST_SCHEMA, orient="row").to_arrow()
+            table = pl.DataFrame(chunk, schema=LISTING_SCHEMA, orient="row").to_arrow()
             writer = writer or pq.ParquetWriter(path, table.schema)
             writer.write_table(table)
         if writer is None:
-            pl.DataFrame(schema=MANIFEST_SCHEMA).write_parquet(path)
+            pl.DataFrame(schema=LISTING_SCHEMA).write_parquet(path)
     finally:
         if writer is not None:
             writer.close()

@@ -11,7 +11,7 @@ from dedup_assets.jobs import dedup_job
 from dedup_assets.ledger import BatchLedger, batch_sequence
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
-from dedup_assets.work_planning import partitions_in_progress, partitions_needing_work
+from dedup_assets.work_planning import partitions_in_progress, partitions_needing_work, readable_again_requests
 
 
 def register_new_batches(
@@ -57,14 +57,19 @@ def new_blobs_sensor(
     rerun = sorted(touched - busy - set(to_request))
     # A batch still running gets its re-run on a later tick (run keys keep it to one).
     tombstones_seen = seen_tombstones if touched & busy else tombstones.height
-    if not to_add and not unrequested and not rerun:
-        return dg.SkipReason("no new or deleted blobs")
+    # Blobs restored from an archive tier: re-run the batches that found them offline.
+    readable = readable_again_requests(context.instance, ledger, skip=busy | set(to_request) | set(rerun))
+    if not to_add and not unrequested and not rerun and not readable:
+        return dg.SkipReason("no new, deleted or restored blobs")
     if created:
         context.log.info(f"cut {len(created)} new batch(es): {created[0]}..{created[-1]}")
     if rerun:
         context.log.info(f"{tombstones.height - seen_tombstones} blob(s) deleted; re-running {rerun}")
     requests = [dg.RunRequest(partition_key=key, run_key=key) for key in to_request]
+    if readable:
+        context.log.info(f"blob(s) readable again; re-running {[r.partition_key for r in readable]}")
     requests += [dg.RunRequest(partition_key=key, run_key=f"{key}:deletions:{tombstones.height}") for key in rerun]
+    requests += readable
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[batch_partitions.build_add_request(to_add)] if to_add else [],

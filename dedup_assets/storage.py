@@ -34,7 +34,9 @@ from fsspec.implementations.local import LocalFileSystem
 from dedup_assets.local_files import replaced_atomically, thumbnail_key, write_bytes_atomic
 
 FAILED_BLOBS = "failed_blobs"
-FAILED_BLOBS_SCHEMA = {"blob_name": pl.String, "stage": pl.String, "reason": pl.String}
+# `offline`: stored where it cannot be read until restored (an archive tier); added later:
+# null in older partitions.
+FAILED_BLOBS_SCHEMA = {"blob_name": pl.String, "stage": pl.String, "reason": pl.String, "offline": pl.Boolean}
 REMOTE_FETCH_CHUNK = 256  # Parquet files held encoded at once when reading many
 # Requests in flight at once on a remote data root. fsspec's `cat` and adlfs's `pipe`
 # send their files one at a time (31 files/s behind 20 ms of latency); requests sent
@@ -312,7 +314,7 @@ class StorageLayout:
         from dedup_assets.catalog import ensure_view  # the catalog builds on this module
 
         frame = pl.DataFrame(failures, schema=FAILED_BLOBS_SCHEMA).with_columns(
-            pl.lit(partition_key, dtype=pl.String).alias("batch")
+            pl.col("offline").fill_null(False), pl.lit(partition_key, dtype=pl.String).alias("batch")
         )
         self.write_parquet(frame, self.failures_path(stage, partition_key))
         ensure_view(self, FAILED_BLOBS)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import dagster as dg
+import polars as pl
 from dagster._core.events import DagsterEventType
 
-from dedup_assets.ledger import batch_sequence
+from dedup_assets.hash_stage import STAGE as HASH_STAGE
+from dedup_assets.ledger import BatchLedger, batch_sequence
 from dedup_assets.partitions import batch_partitions
 
 _ACTIVE = [
@@ -59,3 +61,33 @@ def partitions_needing_work(
         if missing or stale:
             needing.append(partition)
     return sorted(needing, key=batch_sequence)
+
+
+def batches_readable_again(ledger: BatchLedger) -> list[str]:
+    """Batches holding a blob that the hash stage found offline (an archive tier) and the
+    latest listing finds readable, as the same version: restoring a blob changes no etag,
+    so it is no new version for the ledger to batch."""
+    layout = ledger.layout
+    paths = layout.glob(layout.failures_path(HASH_STAGE, "*"))
+    failures = layout.read_parquet_many(paths, ["blob_name", "offline", "batch"])
+    if "offline" not in failures.columns:  # none yet, or only from before the column
+        return []
+    readable = (
+        failures.filter(pl.col("offline")).select("blob_name", "batch")
+        .join(ledger.latest_versions(), on=["blob_name", "batch"])  # not since overwritten
+        .join(ledger.offline_versions(), on=["blob_name", "etag"], how="anti")
+        .join(ledger.tombstones().select("blob_name", "etag"), on=["blob_name", "etag"], how="anti")
+    )
+    return sorted(set(readable["batch"].to_list()), key=batch_sequence)
+
+
+def readable_again_requests(instance: dg.DagsterInstance, ledger: BatchLedger,
+                            skip: set[str]) -> list[dg.RunRequest]:
+    """A run for each batch `batches_readable_again` names and `skip` does not. Keyed by
+    the batch's latest hash-stage materialization: one run per state of the batch, even
+    if a blob the listing shows readable still cannot be read."""
+    keys = [key for key in batches_readable_again(ledger) if key not in skip]
+    hashed = instance.event_log_storage.get_latest_storage_id_by_partition(
+        dg.AssetKey(HASH_STAGE), DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys)
+    ) if keys else {}
+    return [dg.RunRequest(partition_key=key, run_key=f"{key}:readable:{hashed.get(key)}") for key in keys]

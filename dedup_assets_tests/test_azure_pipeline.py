@@ -154,3 +154,33 @@ def test_a_data_root_on_azure_gives_the_local_results_and_a_gallery_that_opens_f
     images = parse(page).images
     assert images and all((page.parent / src).resolve().is_file() for src in images)
     assert not [text for text in texts if KEY[:16] in text or "AccountKey=" in text]
+
+
+def test_an_archived_blob_is_recorded_as_offline_and_processed_once_rehydrated(
+    instance, azure_resources, container, image_folder, layout
+):
+    """Set Blob Tier changes no etag, so the rehydrated blob is no new version: the sensor
+    must run its batch again for it, once."""
+    names = sorted(p.name for p in image_folder.iterdir())[:6]
+    upload_folder(container, image_folder, names)
+    archived = names[2]
+    container.get_blob_client(archived).set_standard_blob_tier("Archive")
+
+    requests, cursor = tick(instance, azure_resources, None)
+    assert [r.partition_key for r in requests] == ["batch-000001"]
+    assert dg.materialize(pipeline_assets, partition_key="batch-000001", instance=instance,
+                          resources=azure_resources).success
+    failures = query(layout, "select blob_name, reason, offline from failed_blobs")
+    assert len(failures) == 1 and failures[0][0] == archived and failures[0][2] is True
+    assert "Archive access tier" in failures[0][1] and "\n" not in failures[0][1]
+    assert archived not in {row[0] for row in query(layout, "select blob_name from clusters")}
+    assert tick(instance, azure_resources, cursor)[0] == []  # still archived: nothing to do
+
+    container.get_blob_client(archived).set_standard_blob_tier("Hot")  # Azurite: online at once
+    requests, cursor = tick(instance, azure_resources, cursor)
+    assert [r.partition_key for r in requests] == ["batch-000001"]
+    assert dg.materialize(pipeline_assets, partition_key="batch-000001", instance=instance,
+                          resources=azure_resources).success
+    assert query(layout, "select * from failed_blobs") == []
+    assert archived in {row[0] for row in query(layout, "select blob_name from clusters")}
+    assert tick(instance, azure_resources, cursor)[0] == []

@@ -31,6 +31,30 @@ def test_run_registers_batches_materializes_them_and_says_where_results_are(home
     assert "0 new batch(es); 0 batch(es) to materialize" in second.stdout
 
 
+def test_run_processes_a_blob_restored_from_the_archive_tier(home, image_folder, azurite, container):
+    from dedup_assets_tests.test_azure_pipeline import upload_folder
+
+    upload_folder(container, image_folder)
+    archived = sorted(os.listdir(image_folder))[3]
+    container.get_blob_client(archived).set_standard_blob_tier("Archive")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update({"DEDUP_HOME": str(home), "DEDUP_SOURCE": f"az://{container.container_name}",
+                "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})
+    first = dedup("run", "--batch-size", "100", "--no-progress", env=env)
+    assert first.returncode == 0, first.stderr
+    failed = pl.read_parquet(home / "parquet" / "failed_blobs" / "*" / "*.parquet")
+    assert failed.select("blob_name", "offline").rows() == [(archived, True)]
+    assert "0 new batch(es); 0 batch(es) to materialize" in dedup("run", "--no-progress", env=env).stdout
+
+    container.get_blob_client(archived).set_standard_blob_tier("Hot")
+    restored = dedup("run", "--no-progress", env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert "1 batch(es) to materialize (1 for blobs restored from an archive tier)" in restored.stdout
+    assert pl.read_parquet(home / "parquet" / "failed_blobs" / "*" / "*.parquet").height == 0
+    hashes = pl.read_parquet(home / "parquet" / "wavelet_hashes" / "*.parquet")
+    assert sorted(hashes["blob_name"]) == sorted(os.listdir(image_folder))
+
+
 def test_parser_knows_the_documented_commands():
     parser = build_parser()
     for command in (["run"], ["demo-data"], ["catalog"], ["ui"], ["evaluate", "--images", "x", "--truth", "y"]):

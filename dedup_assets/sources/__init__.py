@@ -17,10 +17,16 @@ class BlobInfo:
     etag: str
     last_modified: datetime  # UTC
     content_md5: str | None = None  # hex, when the store records one
+    # Stored where it cannot be read until restored (Azure's Archive tier, rehydrating too).
+    offline: bool = False
 
 
 class BlobChangedError(RuntimeError):
     """The blob's content changed since it was inventoried."""
+
+
+class BlobOfflineError(RuntimeError):
+    """The blob is stored offline (an archive tier): unreadable until it is restored."""
 
 
 class BlobSource(Protocol):

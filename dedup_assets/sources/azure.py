@@ -20,12 +20,16 @@ from azure.core import MatchConditions
 from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceModifiedError,
                                    ResourceNotFoundError)
 
-from dedup_assets.sources import BlobChangedError, BlobInfo
+from dedup_assets.sources import BlobChangedError, BlobInfo, BlobOfflineError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 THROTTLED = {429, 503}
+# Set Blob Tier changes no etag: a rehydrated blob is the version already batched, so its
+# batch is run again when a listing shows it online (`BatchLedger.readable_again`).
+ARCHIVED = ("offline in the Archive access tier; once rehydrated to Hot, Cool or Cold (Set Blob Tier "
+            "or a copy; hours) its batch runs again")
 _SECRET_PATTERNS = [
     re.compile(r"(AccountKey=)[^;\s]+", re.IGNORECASE),
     re.compile(r"(SharedAccessSignature=)[^;\s]+", re.IGNORECASE),
@@ -170,7 +174,7 @@ class AzureBlobSource:
     def _call(self, call: Callable[[], T], what: str) -> T:
         try:
             return with_throttle_retry(call)
-        except (BlobChangedError, ResourceNotFoundError):
+        except (BlobChangedError, BlobOfflineError, ResourceNotFoundError):
             raise
         except Exception as error:
             # SDK errors can echo request URLs (with SAS signatures) or headers.
@@ -193,6 +197,7 @@ class AzureBlobSource:
                     last_modified=blob.last_modified.astimezone(timezone.utc),
                     content_md5=bytes(blob.content_settings.content_md5).hex()
                     if blob.content_settings and blob.content_settings.content_md5 else None,
+                    offline=blob.blob_tier == "Archive",  # a rehydrating blob stays Archive until done
                 )
 
     def read_bytes(self, name: str, expected_etag: str | None = None) -> bytes:
@@ -208,6 +213,10 @@ class AzureBlobSource:
                 raise BlobChangedError(
                     "blob changed since it was inventoried; its new version gets its own batch"
                 ) from None
+            except HttpResponseError as error:
+                if error.error_code == "BlobArchived":
+                    raise BlobOfflineError(ARCHIVED) from None
+                raise
 
         try:
             return self._call(download, f"downloading {name}")

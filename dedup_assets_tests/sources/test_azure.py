@@ -12,7 +12,7 @@ from PIL import Image
 
 from dedup_assets.hash_stage import hash_blobs
 from dedup_assets.ledger import _to_frame
-from dedup_assets.sources import BlobChangedError
+from dedup_assets.sources import BlobChangedError, BlobOfflineError
 from dedup_assets.sources.azure import AzureBlobSource, AzureSettings, parse_azure_uri, with_throttle_retry
 from dedup_assets_tests.azurite import KEY, Azurite
 from dedup_assets_tests.fault_proxy import FaultProxy
@@ -67,6 +67,23 @@ def test_a_blob_changed_after_listing_is_reported_not_mixed_up(azurite, containe
         source.read_bytes("a.jpg", expected_etag=listed.etag)
     with pytest.raises(FileNotFoundError):
         source.read_bytes("missing.jpg")
+
+
+def test_an_archived_blob_is_listed_offline_and_its_download_says_why(azurite, container):
+    container.upload_blob("cold.jpg", small_jpeg(1), overwrite=True)
+    container.upload_blob("warm.jpg", small_jpeg(2), overwrite=True)
+    container.get_blob_client("cold.jpg").set_standard_blob_tier("Archive")
+    source = AzureBlobSource(f"az://{container.container_name}", connection_string=azurite.connection_string)
+    listed = {blob.name: blob for blob in source.iter_blobs()}
+    assert (listed["cold.jpg"].offline, listed["warm.jpg"].offline) == (True, False)
+    with pytest.raises(BlobOfflineError, match="Archive access tier") as raised:
+        source.read_bytes("cold.jpg", expected_etag=listed["cold.jpg"].etag)
+    assert "\n" not in str(raised.value) and "RequestId" not in str(raised.value)
+
+    container.get_blob_client("cold.jpg").set_standard_blob_tier("Hot")
+    (restored,) = [blob for blob in source.iter_blobs() if blob.name == "cold.jpg"]
+    assert not restored.offline and restored.etag == listed["cold.jpg"].etag  # the same version
+    assert source.read_bytes("cold.jpg", expected_etag=restored.etag) == small_jpeg(1)
 
 
 def test_downloads_survive_an_emulator_restart(tmp_path, layout):

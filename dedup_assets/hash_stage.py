@@ -19,13 +19,17 @@ import polars as pl
 
 from dedup_assets.hash_worker import (Failure, failure, failure_reason, hash_bytes, hash_one, start_worker,
                                      start_worker_process)
-from dedup_assets.sources import BlobSource
+from dedup_assets.sources import BlobSource, SourceUnavailableError
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.color import SIGNATURE_SIZE
 from dedup_assets.vision.cores import usable_cores
 from dedup_assets.vision.features import ImageFeatures
 
 STAGE = "wavelet_hashes"
+# Downloads in a row that the source itself refuses or does not answer (not the blobs'
+# fault) before the batch stops, instead of recording every later blob as failed: a SAS
+# token expiring mid-run would otherwise mark the rest of the corpus done and failed.
+SOURCE_DOWN_IN_A_ROW = 8
 
 HASH_SCHEMA = {
     "blob_name": pl.String,
@@ -148,8 +152,15 @@ def hash_blobs(
     rows: list[tuple] = []
     failures: list[dict] = []
     uploads = ThumbnailUploads(layout)
+    source_down = 0  # in a row
     try:
         for index, outcome in enumerate(_outcomes(source, names, etags, workers, layout)):
+            source_down = source_down + 1 if isinstance(outcome, Failure) and outcome.source_down else 0
+            if source_down == SOURCE_DOWN_IN_A_ROW or source_down == len(names):
+                raise SourceUnavailableError(
+                    f"{source_down} downloads in a row failed, so the batch stops instead of recording its blobs "
+                    f"as failed; it is run again by the hourly backfill schedule or `dedup run`. The last: "
+                    f"{outcome.reason}")
             if isinstance(outcome, Failure):
                 failures.append({"blob_name": names[index], "stage": STAGE, "reason": outcome.reason,
                                  "offline": outcome.offline})
@@ -232,7 +243,8 @@ def _download_then_hash(source: BlobSource, names: list[str], etags: list[str], 
     downloads: deque[Future] = deque()
     decodes: deque[Future | Failure] = deque()
     indices = iter(range(len(names)))
-    with ThreadPoolExecutor(concurrency) as downloader:
+    downloader = ThreadPoolExecutor(concurrency)
+    try:
         while True:
             while len(downloads) < 2 * concurrency and (index := next(indices, None)) is not None:
                 downloads.append(downloader.submit(download, index))
@@ -245,6 +257,8 @@ def _download_then_hash(source: BlobSource, names: list[str], etags: list[str], 
                 continue
             head = decodes.popleft()
             yield head if isinstance(head, Failure) else head.result()
+    finally:  # stopped early (the source is down): the queued downloads need not run
+        downloader.shutdown(cancel_futures=True)
 
 
 def _rows_to_frame(rows: list[tuple]) -> pl.DataFrame:

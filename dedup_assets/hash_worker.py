@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from dedup_assets.local_files import thumbnail_key, write_bytes_atomic
-from dedup_assets.sources import BlobChangedError, BlobOfflineError, BlobSource
+from dedup_assets.sources import BlobChangedError, BlobOfflineError, BlobSource, SourceUnavailableError
 from dedup_assets.vision.decode import DecodeError
 from dedup_assets.vision.features import ImageFeatures, extract_features
 
@@ -20,14 +20,17 @@ from dedup_assets.vision.features import ImageFeatures, extract_features
 @dataclasses.dataclass(frozen=True)
 class Failure:
     """Why a blob has no features; `offline` when it is stored where it cannot be read
-    until restored (an archive tier), so that its batch runs again once it can be."""
+    until restored (an archive tier), so that its batch runs again once it can be;
+    `source_down` when the source, not the blob, failed (`SourceUnavailableError`)."""
 
     reason: str
     offline: bool = False
+    source_down: bool = False
 
 
 def failure_reason(error: BaseException) -> str:
-    if isinstance(error, (DecodeError, BlobChangedError, BlobOfflineError, PermissionError)):
+    if isinstance(error, (DecodeError, BlobChangedError, BlobOfflineError, SourceUnavailableError,
+                          PermissionError)):
         return str(error)
     if isinstance(error, FileNotFoundError):
         return "blob no longer exists in the source"
@@ -35,7 +38,8 @@ def failure_reason(error: BaseException) -> str:
 
 
 def failure(error: BaseException) -> Failure:
-    return Failure(failure_reason(error), offline=isinstance(error, BlobOfflineError))
+    return Failure(failure_reason(error), offline=isinstance(error, BlobOfflineError),
+                   source_down=isinstance(error, SourceUnavailableError))
 
 
 # Set in each worker process by `start_worker`, so tasks carry only blob names.

@@ -2,9 +2,11 @@
 
 import json
 import threading
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 from dedup_assets.assets import pipeline_assets
 from dedup_assets.catalog import query
@@ -12,7 +14,8 @@ from dedup_assets.ledger import BatchLedger
 from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
 from dedup_assets.io_manager import storage_resources
 from dedup_assets.storage import StorageLayout
-from dedup_assets_tests.azurite import KEY
+from dedup_assets.work_planning import partitions_needing_work
+from dedup_assets_tests.azurite import ACCOUNT, KEY
 from dedup_assets_tests.test_sensors import tick
 
 
@@ -184,3 +187,30 @@ def test_an_archived_blob_is_recorded_as_offline_and_processed_once_rehydrated(
     assert query(layout, "select * from failed_blobs") == []
     assert archived in {row[0] for row in query(layout, "select blob_name from clusters")}
     assert tick(instance, azure_resources, cursor)[0] == []
+
+
+def test_an_expired_sas_token_fails_the_batch_for_a_later_run_instead_of_recording_its_blobs(
+    instance, azure_resources, azurite, container, image_folder, layout
+):
+    upload_folder(container, image_folder)
+    keys = BatchLedger(layout).register(azure_resources["image_source"].open().iter_blobs(), 100)
+    instance.add_dynamic_partitions("batches", keys)
+    expired = generate_container_sas(ACCOUNT, container.container_name, account_key=KEY,
+                                     permission=ContainerSasPermissions(read=True, list=True),
+                                     expiry=datetime.now(timezone.utc) - timedelta(minutes=1))
+    refused = {**azure_resources, "image_source": ImageSourceResource(
+        uri=f"az://{container.container_name}", account_url=azurite.url, sas_token=expired)}
+    run = dg.materialize(pipeline_assets, partition_key=keys[0], instance=instance, resources=refused,
+                         raise_on_error=False)
+    assert not run.success
+    (failure,) = [event for event in run.all_events if event.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.error.to_string()
+    assert "downloads in a row failed" in message and "access refused (AuthorizationFailure)" in message
+    assert expired not in message and expired[-20:] not in message
+    assert not layout.exists(layout.failures_path("wavelet_hashes", keys[0]))  # no blob blamed
+    assert partitions_needing_work(instance, [a.key for a in pipeline_assets]) == keys  # the schedule's work
+
+    assert dg.materialize(pipeline_assets, partition_key=keys[0], instance=instance,
+                          resources=azure_resources).success
+    assert query(layout, "select count(*) from wavelet_hashes")[0][0] == len(list(image_folder.iterdir()))
+    assert partitions_needing_work(instance, [a.key for a in pipeline_assets]) == []

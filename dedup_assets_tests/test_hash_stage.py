@@ -4,8 +4,9 @@ import resource
 
 import pytest
 
-from dedup_assets.hash_stage import ThumbnailUploads, _worker_pool, hash_blobs
+from dedup_assets.hash_stage import SOURCE_DOWN_IN_A_ROW, ThumbnailUploads, _worker_pool, hash_blobs
 from dedup_assets.ledger import _to_frame
+from dedup_assets.sources import SourceUnavailableError
 from dedup_assets.sources.local import LocalFolderSource
 from dedup_assets.storage import StorageLayout, data_storage_options
 from dedup_assets_tests.crashing_source import CrashingFolderSource
@@ -20,6 +21,37 @@ def test_a_worker_killed_by_one_file_fails_only_that_file(image_folder, layout):
     assert [f["blob_name"] for f in result.failures] == [culprit]
     assert "crashed" in result.failures[0]["reason"]
     assert sorted(result.hashes["blob_name"]) == sorted(set(names) - {culprit})
+
+
+class RefusingFolderSource(LocalFolderSource):
+    """Refuses chosen blobs as a storage service refusing access would. Injected: Azure's
+    attribute-based access conditions can refuse single blobs, and Azurite has none (an
+    expired SAS refusing everything is tested against Azurite, test_azure_pipeline.py)."""
+
+    def __init__(self, root, refuse: set[str]):
+        super().__init__(root)
+        self.refuse = refuse
+
+    def read_bytes(self, name, expected_etag=None):
+        if name in self.refuse:
+            raise SourceUnavailableError(f"downloading {name} failed: access refused (AuthorizationFailure)")
+        return super().read_bytes(name, expected_etag)
+
+
+def test_a_refused_blob_is_recorded_but_refusals_in_a_row_stop_the_batch(image_folder, layout):
+    names = sorted(p.name for p in image_folder.iterdir())
+    source = RefusingFolderSource(image_folder, refuse={names[3], names[9]})
+    result = hash_blobs(source, _to_frame(source.iter_blobs()), layout, workers=2)
+    assert [f["blob_name"] for f in result.failures] == [names[3], names[9]]
+    assert result.hashes.height == len(names) - 2
+
+    source = RefusingFolderSource(image_folder, refuse=set(names[4:4 + SOURCE_DOWN_IN_A_ROW]))
+    with pytest.raises(SourceUnavailableError, match=f"{SOURCE_DOWN_IN_A_ROW} downloads in a row failed"):
+        hash_blobs(source, _to_frame(source.iter_blobs()), layout, workers=2)
+    # A batch smaller than that, refused whole, stops too.
+    source = RefusingFolderSource(image_folder, refuse=set(names))
+    with pytest.raises(SourceUnavailableError, match="2 downloads in a row failed"):
+        hash_blobs(source, _to_frame(source.iter_blobs()).head(2), layout, workers=2)
 
 
 def page_faults_reusing_one_block(size: int = 512 << 10, rounds: int = 20) -> int:

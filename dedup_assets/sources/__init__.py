@@ -29,6 +29,12 @@ class BlobOfflineError(RuntimeError):
     """The blob is stored offline (an archive tier): unreadable until it is restored."""
 
 
+class SourceUnavailableError(RuntimeError):
+    """The source, not the blob, failed: access refused (an expired SAS token, a missing
+    role) or no answer from the service. Not recorded against blobs: it stops their batch,
+    which runs again once the source answers."""
+
+
 class BlobSource(Protocol):
     def iter_blobs(self) -> Iterator[BlobInfo]: ...
 

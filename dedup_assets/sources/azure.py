@@ -17,10 +17,11 @@ from datetime import datetime, timezone
 from typing import Callable, Iterator, TypeVar
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (HttpResponseError, ResourceExistsError, ResourceModifiedError,
-                                   ResourceNotFoundError)
+from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceExistsError,
+                                   ResourceModifiedError, ResourceNotFoundError, ServiceRequestError,
+                                   ServiceResponseError)
 
-from dedup_assets.sources import BlobChangedError, BlobInfo, BlobOfflineError
+from dedup_assets.sources import BlobChangedError, BlobInfo, BlobOfflineError, SourceUnavailableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,6 +83,9 @@ def with_throttle_retry(call: Callable[[], T], attempts: int = 8, max_wait: floa
             log.info("throttled (HTTP %s); retrying in %.1f s", error.status_code, wait)
             sleep(wait)
     raise AssertionError("unreachable")
+
+CHECK_CREDENTIALS = ("check the credentials: an expired SAS token or one without read and list permission, "
+                     "a rotated key, a missing role, a firewall rule")
 
 
 @dataclass
@@ -178,7 +182,15 @@ class AzureBlobSource:
             raise
         except Exception as error:
             # SDK errors can echo request URLs (with SAS signatures) or headers.
-            raise RuntimeError(f"{what} failed: {redact(str(error), self._secrets())[:500]}") from None
+            text = redact(str(error), self._secrets())
+            if isinstance(error, ClientAuthenticationError) or getattr(error, "status_code", None) in (401, 403):
+                code = getattr(error, "error_code", None) or getattr(error, "status_code", None) or "no credential"
+                code = getattr(code, "value", code)  # the SDK's StorageErrorCode enum
+                raise SourceUnavailableError(f"{what} failed: access refused ({code}); {CHECK_CREDENTIALS}") from None
+            if isinstance(error, (ServiceRequestError, ServiceResponseError)):  # after the SDK's retries
+                raise SourceUnavailableError(f"{what} failed: no answer from the storage service "
+                                             f"({text.splitlines()[0][:300]})") from None
+            raise RuntimeError(f"{what} failed: {text[:500]}") from None
 
     def iter_blobs(self, continuation_token: str | None = None) -> Iterator[BlobInfo]:
         """Every blob under the prefix, page by page (a page is the SDK's own unit, and

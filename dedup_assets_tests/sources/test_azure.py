@@ -2,19 +2,21 @@
 
 import hashlib
 import io
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from azure.storage.blob import ContentSettings
+from azure.storage.blob import ContainerSasPermissions, ContentSettings, generate_container_sas
 from PIL import Image
 
 from dedup_assets.hash_stage import hash_blobs
 from dedup_assets.ledger import _to_frame
-from dedup_assets.sources import BlobChangedError, BlobOfflineError
+from dedup_assets.sources import BlobChangedError, BlobOfflineError, SourceUnavailableError
 from dedup_assets.sources.azure import AzureBlobSource, AzureSettings, parse_azure_uri, with_throttle_retry
-from dedup_assets_tests.azurite import KEY, Azurite
+from dedup_assets_tests.azurite import ACCOUNT, KEY, Azurite
 from dedup_assets_tests.fault_proxy import FaultProxy
 
 
@@ -84,6 +86,37 @@ def test_an_archived_blob_is_listed_offline_and_its_download_says_why(azurite, c
     (restored,) = [blob for blob in source.iter_blobs() if blob.name == "cold.jpg"]
     assert not restored.offline and restored.etag == listed["cold.jpg"].etag  # the same version
     assert source.read_bytes("cold.jpg", expected_etag=restored.etag) == small_jpeg(1)
+
+
+def sas_source(azurite, container, expires_in: float, **permissions) -> AzureBlobSource:
+    expiry = datetime.now(timezone.utc) + timedelta(seconds=expires_in)
+    token = generate_container_sas(ACCOUNT, container.container_name, account_key=KEY, expiry=expiry,
+                                   permission=ContainerSasPermissions(**permissions))
+    return AzureBlobSource(f"az://{container.container_name}", account_url=azurite.url, credential=token,
+                           settings=AzureSettings(retry_total=0))
+
+
+def test_refused_or_unanswered_requests_blame_the_source_not_the_blob(azurite, container):
+    container.upload_blob("a.jpg", small_jpeg(1), overwrite=True)
+    no_read = sas_source(azurite, container, 3600, list=True)
+    (listed,) = no_read.iter_blobs()
+    with pytest.raises(SourceUnavailableError, match=r"access refused \(AuthorizationPermissionMismatch\)"):
+        no_read.read_bytes("a.jpg", expected_etag=listed.etag)
+    expired = sas_source(azurite, container, -60, read=True, list=True)
+    for attempt in (lambda: list(expired.iter_blobs()), lambda: expired.read_bytes("a.jpg")):
+        with pytest.raises(SourceUnavailableError, match=r"access refused \(AuthorizationFailure\); check the") as raised:
+            attempt()
+        assert "\n" not in str(raised.value) and "sig=" not in str(raised.value)
+    unanswered = AzureBlobSource(f"az://{container.container_name}", connection_string=azurite.connection_string.replace(
+        str(azurite.port), str(free_port())), settings=AzureSettings(retry_total=0))
+    with pytest.raises(SourceUnavailableError, match="no answer from the storage service"):
+        unanswered.read_bytes("a.jpg")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def test_downloads_survive_an_emulator_restart(tmp_path, layout):

@@ -19,17 +19,13 @@ import polars as pl
 
 from dedup_assets.hash_worker import (Failure, failure, failure_reason, hash_bytes, hash_one, start_worker,
                                      start_worker_process)
-from dedup_assets.sources import BlobSource, SourceUnavailableError
+from dedup_assets.sources import SOURCE_DOWN_IN_A_ROW, BlobSource, SourceUnavailableError
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.color import SIGNATURE_SIZE
 from dedup_assets.vision.cores import usable_cores
 from dedup_assets.vision.features import ImageFeatures
 
 STAGE = "wavelet_hashes"
-# Downloads in a row that the source itself refuses or does not answer (not the blobs'
-# fault) before the batch stops, instead of recording every later blob as failed: a SAS
-# token expiring mid-run would otherwise mark the rest of the corpus done and failed.
-SOURCE_DOWN_IN_A_ROW = 8
 
 HASH_SCHEMA = {
     "blob_name": pl.String,

@@ -96,6 +96,22 @@ def test_duplicates_get_blob_index_tags_on_azure(run_everything, azure_review_re
     assert sorted(container.list_blob_names()) == names_before
 
 
+def test_credentials_without_write_permission_stop_the_actions_early(
+    run_everything, azure_review_resources, azurite, container, layout
+):
+    from dedup_assets.actions import apply_actions, plan_drops
+    from dedup_assets.sources import SOURCE_DOWN_IN_A_ROW, SourceUnavailableError
+    from dedup_assets_tests.sources.test_azure import sas_source
+
+    run_everything(azure_review_resources)  # a dry run: the plan
+    drops = plan_drops(layout, layout.partition_path("keep_drop_manifest", None))
+    assert drops.height > SOURCE_DOWN_IN_A_ROW
+    reader = sas_source(azurite, container, 3600, read=True, list=True)  # no tag permission
+    with pytest.raises(SourceUnavailableError, match=f"{SOURCE_DOWN_IN_A_ROW} actions in a row failed.*access refused"):
+        apply_actions(reader, drops, "tag", dry_run=False)
+    assert not list(container.find_blobs_by_tags("dedup_action = 'drop'"))
+
+
 def test_quarantine_copies_on_azure_go_outside_the_scanned_prefix(
     run_everything, azure_review_resources, azurite, container, layout
 ):

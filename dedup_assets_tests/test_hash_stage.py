@@ -4,9 +4,9 @@ import resource
 
 import pytest
 
-from dedup_assets.hash_stage import SOURCE_DOWN_IN_A_ROW, ThumbnailUploads, _worker_pool, hash_blobs
+from dedup_assets.hash_stage import ThumbnailUploads, _worker_pool, hash_blobs
 from dedup_assets.ledger import _to_frame
-from dedup_assets.sources import SourceUnavailableError
+from dedup_assets.sources import SOURCE_DOWN_IN_A_ROW, SourceUnavailableError
 from dedup_assets.sources.local import LocalFolderSource
 from dedup_assets.storage import StorageLayout, data_storage_options
 from dedup_assets_tests.crashing_source import CrashingFolderSource

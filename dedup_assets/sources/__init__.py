@@ -31,8 +31,15 @@ class BlobOfflineError(RuntimeError):
 
 class SourceUnavailableError(RuntimeError):
     """The source, not the blob, failed: access refused (an expired SAS token, a missing
-    role) or no answer from the service. Not recorded against blobs: it stops their batch,
-    which runs again once the source answers."""
+    role) or no answer from the service. Not to be recorded against every blob: this many
+    in a row stop the work, which runs again later."""
+
+
+# Failures in a row, each a SourceUnavailableError, that stop a stage: one alone may be a
+# single blob's (Azure's attribute-based access conditions can refuse one), a run of them
+# is the source's. Recorded per blob, a SAS token expiring mid-run would mark every later
+# blob of the corpus failed.
+SOURCE_DOWN_IN_A_ROW = 8
 
 
 class BlobSource(Protocol):

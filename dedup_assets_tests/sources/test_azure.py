@@ -104,11 +104,12 @@ def test_refused_or_unanswered_requests_blame_the_source_not_the_blob(azurite, c
         no_read.read_bytes("a.jpg", expected_etag=listed.etag)
     expired = sas_source(azurite, container, -60, read=True, list=True)
     for attempt in (lambda: list(expired.iter_blobs()), lambda: expired.read_bytes("a.jpg")):
-        with pytest.raises(SourceUnavailableError, match=r"access refused \(AuthorizationFailure\); check the") as raised:
+        with pytest.raises(SourceUnavailableError, match=r"access refused \(AuthorizationFailure\); check") as raised:
             attempt()
         assert "\n" not in str(raised.value) and "sig=" not in str(raised.value)
-    unanswered = AzureBlobSource(f"az://{container.container_name}", connection_string=azurite.connection_string.replace(
-        str(azurite.port), str(free_port())), settings=AzureSettings(retry_total=0))
+    elsewhere = azurite.connection_string.replace(str(azurite.port), str(free_port()))  # nothing listens
+    unanswered = AzureBlobSource(f"az://{container.container_name}", connection_string=elsewhere,
+                                 settings=AzureSettings(retry_total=0))
     with pytest.raises(SourceUnavailableError, match="no answer from the storage service"):
         unanswered.read_bytes("a.jpg")
 

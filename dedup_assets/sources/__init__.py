@@ -31,8 +31,8 @@ class BlobOfflineError(RuntimeError):
 
 class SourceUnavailableError(RuntimeError):
     """The source, not the blob, failed: access refused (an expired SAS token, a missing
-    role) or no answer from the service. Not to be recorded against every blob: this many
-    in a row stop the work, which runs again later."""
+    role) or no answer from the service. Not to be recorded against every blob: a run of
+    them (SOURCE_DOWN_IN_A_ROW) stops the work, which runs again later."""
 
 
 # Failures in a row, each a SourceUnavailableError, that stop a stage: one alone may be a

@@ -29,8 +29,10 @@ T = TypeVar("T")
 THROTTLED = {429, 503}
 # Set Blob Tier changes no etag: a rehydrated blob is the version already batched, so its
 # batch is run again when a listing shows it online (`BatchLedger.readable_again`).
-ARCHIVED = ("offline in the Archive access tier; once rehydrated to Hot, Cool or Cold (Set Blob Tier "
-            "or a copy; hours) its batch runs again")
+ARCHIVED = ("offline in the Archive access tier; once its tier is set to Hot, Cool or Cold (rehydration takes "
+            "hours) its batch runs again")
+CHECK_CREDENTIALS = ("check the credentials: an expired SAS token or one without read and list permission, "
+                     "a rotated key, a missing role, a firewall rule")
 _SECRET_PATTERNS = [
     re.compile(r"(AccountKey=)[^;\s]+", re.IGNORECASE),
     re.compile(r"(SharedAccessSignature=)[^;\s]+", re.IGNORECASE),
@@ -83,9 +85,6 @@ def with_throttle_retry(call: Callable[[], T], attempts: int = 8, max_wait: floa
             log.info("throttled (HTTP %s); retrying in %.1f s", error.status_code, wait)
             sleep(wait)
     raise AssertionError("unreachable")
-
-CHECK_CREDENTIALS = ("check the credentials: an expired SAS token or one without read and list permission, "
-                     "a rotated key, a missing role, a firewall rule")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 import ctypes
 import platform
 import resource
+import threading
 
 import pytest
 
@@ -52,6 +53,45 @@ def test_a_refused_blob_is_recorded_but_refusals_in_a_row_stop_the_batch(image_f
     source = RefusingFolderSource(image_folder, refuse=set(names))
     with pytest.raises(SourceUnavailableError, match="2 downloads in a row failed"):
         hash_blobs(source, _to_frame(source.iter_blobs()).head(2), layout, workers=2)
+
+
+class DownloadingFolderSource(LocalFolderSource):
+    """A folder read as the stage reads a remote source (downloads on threads of the stage's
+    process), noting at each read how many blobs had been started."""
+
+    is_remote = True
+    download_concurrency = 16
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.started = 0
+        self.reads: list[tuple[int, int]] = []  # (blobs started before, blobs hashed before)
+        self.hashed = 0
+        self.lock = threading.Lock()
+
+    def read_bytes(self, name, expected_etag=None):
+        with self.lock:
+            self.reads.append((self.started, self.hashed))
+            self.started += 1
+        return super().read_bytes(name, expected_etag)
+
+
+def test_downloads_held_at_once_stay_within_the_byte_budget(image_folder, layout, monkeypatch):
+    from dedup_assets import hash_stage
+
+    source = DownloadingFolderSource(image_folder)
+    inventory = _to_frame(source.iter_blobs())
+    sizes = inventory["size"].to_list()
+    budget = 3 * sorted(sizes)[len(sizes) // 2]
+    monkeypatch.setattr(hash_stage, "DOWNLOAD_BUDGET", budget)
+    result = hash_blobs(source, inventory, layout, workers=2,
+                        on_progress=lambda done, _: setattr(source, "hashed", done))
+    assert result.hashes.height == len(sizes)
+    # Held as a read starts: the blobs started and not yet hashed, this one included;
+    # over the budget only when it is alone (one blob always goes through).
+    held = [(sum(sizes[hashed:started + 1]), started == hashed) for started, hashed in source.reads]
+    assert all(total <= budget or alone for total, alone in held)
+    assert max(started + 1 - hashed for started, hashed in source.reads) >= 2  # still concurrent
 
 
 def page_faults_reusing_one_block(size: int = 512 << 10, rounds: int = 20) -> int:

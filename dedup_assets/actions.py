@@ -16,7 +16,7 @@ from typing import Callable
 
 import polars as pl
 
-from dedup_assets.sources import SOURCE_DOWN_IN_A_ROW, BlobChangedError, SourceUnavailableError
+from dedup_assets.sources import BlobChangedError, SourceDownRun, SourceUnavailableError
 from dedup_assets.storage import StorageLayout
 
 MODES = ("tag", "copy")
@@ -53,7 +53,7 @@ def apply_actions(source, drops: pl.DataFrame, mode: str, dry_run: bool, quarant
             raise ValueError("mode 'copy' needs a quarantine location")
         source.check_quarantine(quarantine)
     rows, frames = [], []
-    source_down = 0  # in a row
+    source_down = SourceDownRun(drops.height, "actions", "so the rest were not tried")
     for done, drop in enumerate(drops.iter_rows(named=True), 1):
         name, cluster = drop["blob_name"], drop["cluster_id"]
         target = source.quarantine_target(quarantine, name) if mode == "copy" else _tag_summary(cluster)
@@ -76,10 +76,7 @@ def apply_actions(source, drops: pl.DataFrame, mode: str, dry_run: bool, quarant
                 status, detail = "failed", f"{type(error).__name__}: {error}"[:500]
                 if isinstance(error, SourceUnavailableError):
                     refused = str(error)
-        source_down = source_down + 1 if refused else 0
-        if source_down in (SOURCE_DOWN_IN_A_ROW, drops.height):
-            raise SourceUnavailableError(f"{source_down} actions in a row failed, so the rest were not tried. "
-                                         f"The last: {refused}")
+        source_down.note(refused)
         rows.append((name, cluster, mode, target, status, detail))
         if len(rows) == ROWS_PER_FRAME:
             frames.append(pl.DataFrame(rows, schema=ACTION_SCHEMA, orient="row"))

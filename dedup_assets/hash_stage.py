@@ -19,7 +19,7 @@ import polars as pl
 
 from dedup_assets.hash_worker import (Failure, failure, failure_reason, hash_bytes, hash_one, start_worker,
                                      start_worker_process)
-from dedup_assets.sources import SOURCE_DOWN_IN_A_ROW, BlobSource, SourceUnavailableError
+from dedup_assets.sources import BlobSource, SourceDownRun
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.color import SIGNATURE_SIZE
 from dedup_assets.vision.cores import usable_cores
@@ -149,15 +149,11 @@ def hash_blobs(
     rows: list[tuple] = []
     failures: list[dict] = []
     uploads = ThumbnailUploads(layout)
-    source_down = 0  # in a row
+    source_down = SourceDownRun(len(names), "downloads", "so the batch stops instead of recording its blobs as "
+                                "failed; it is run again by the hourly backfill schedule or `dedup run`")
     try:
         for index, outcome in enumerate(_outcomes(source, names, etags, sizes, workers, layout)):
-            source_down = source_down + 1 if isinstance(outcome, Failure) and outcome.source_down else 0
-            if source_down == SOURCE_DOWN_IN_A_ROW or source_down == len(names):
-                raise SourceUnavailableError(
-                    f"{source_down} downloads in a row failed, so the batch stops instead of recording its blobs "
-                    f"as failed; it is run again by the hourly backfill schedule or `dedup run`. The last: "
-                    f"{outcome.reason}")
+            source_down.note(outcome.reason if isinstance(outcome, Failure) and outcome.source_down else None)
             if isinstance(outcome, Failure):
                 failures.append({"blob_name": names[index], "stage": STAGE, "reason": outcome.reason,
                                  "offline": outcome.offline})

@@ -42,6 +42,23 @@ class SourceUnavailableError(RuntimeError):
 SOURCE_DOWN_IN_A_ROW = 8
 
 
+class SourceDownRun:
+    """Counts the source's failures in a row among `total` requests; raises
+    SourceUnavailableError ("N <what> in a row failed, <then>. The last: …") when they make
+    a run: SOURCE_DOWN_IN_A_ROW of them, or all `total`."""
+
+    def __init__(self, total: int, what: str, then: str):
+        self.total, self.what, self.then = total, what, then
+        self.in_a_row = 0
+
+    def note(self, source_down: str | None) -> None:
+        """After each request: the source's failure (its reason), or None."""
+        self.in_a_row = self.in_a_row + 1 if source_down else 0
+        if source_down and self.in_a_row in (SOURCE_DOWN_IN_A_ROW, self.total):
+            raise SourceUnavailableError(f"{self.in_a_row} {self.what} in a row failed, {self.then}. "
+                                         f"The last: {source_down}")
+
+
 class BlobSource(Protocol):
     def iter_blobs(self) -> Iterator[BlobInfo]: ...
 

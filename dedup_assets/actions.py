@@ -89,8 +89,9 @@ def apply_actions(source, drops: pl.DataFrame, mode: str, dry_run: bool, quarant
 
 def duplicate_tags(cluster_id: str, representative: str | None) -> dict[str, str]:
     tags = {"dedup_action": "drop", "dedup_cluster": cluster_id}
-    # Tag values allow only letters, digits, space and + - . / : = _ (256 at most).
-    if representative and len(representative) <= 256 and all(c.isalnum() or c in " +-./:=_" for c in representative):
+    # Tag values allow only ASCII letters and digits, space and + - . / : = _ (256 at most).
+    if representative and len(representative) <= 256 and all(
+            (c.isascii() and c.isalnum()) or c in " +-./:=_" for c in representative):
         tags["dedup_keep"] = representative
     return tags
 

@@ -96,6 +96,21 @@ def test_duplicates_get_blob_index_tags_on_azure(run_everything, azure_review_re
     assert sorted(container.list_blob_names()) == names_before
 
 
+@pytest.mark.parametrize("kept", ["Müller.jpg", "photo (1).jpg", "a&b.jpg", "写真.jpg", "x" * 257,
+                                  "plain/IMG_0001 copy-2.jpg", "c:/x+y=z_1.jpg"])
+def test_the_tags_of_a_duplicate_are_accepted_by_the_service_whatever_the_kept_copy_is_named(
+    kept, container
+):
+    from dedup_assets.actions import duplicate_tags
+
+    container.upload_blob("drop.jpg", b"x", overwrite=True)
+    tags = duplicate_tags("0123456789abcdef", kept)
+    container.get_blob_client("drop.jpg").set_blob_tags(tags)  # Azurite refuses what Azure refuses
+    assert container.get_blob_client("drop.jpg").get_blob_tags() == tags
+    # The kept copy's name goes in a tag when the service allows it; the cluster id always does.
+    assert tags.get("dedup_keep") == (kept if kept in ("plain/IMG_0001 copy-2.jpg", "c:/x+y=z_1.jpg") else None)
+
+
 def test_credentials_without_write_permission_stop_the_actions_early(
     run_everything, azure_review_resources, azurite, container, layout
 ):

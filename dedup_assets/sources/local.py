@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +15,33 @@ from dedup_assets.sources import BlobChangedError, BlobInfo
 def _etag(stat: os.stat_result) -> str:
     # Like a web server's weak ETag: size and modification time change with the content.
     return f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
+
+
+_ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
+def stored_name(relative: str) -> str:
+    """A path as the inventory holds it. File names are bytes on Linux; one that is not
+    UTF-8 (a Latin-1 'café' from an old archive) comes from `os` with surrogates, which no
+    Parquet string can hold: its undecodable bytes are written as \\xNN ('caf\\xe9.jpg')."""
+    try:
+        relative.encode("utf-8")
+        return relative
+    except UnicodeEncodeError:
+        return os.fsencode(relative).decode("utf-8", "backslashreplace")
+
+
+def file_system_name(name: str) -> str:
+    """The path `stored_name` was made from: \\xNN back to bytes where that gives a name
+    that is not UTF-8 (so no valid name is ever read as escaped)."""
+    if "\\x" not in name:
+        return name
+    raw = _ESCAPED_BYTE.sub(lambda match: bytes([int(match.group(1), 16)]), name.encode("utf-8"))
+    try:
+        raw.decode("utf-8")
+        return name
+    except UnicodeDecodeError:
+        return os.fsdecode(raw)
 
 
 class LocalFolderSource:
@@ -45,14 +73,15 @@ class LocalFolderSource:
                 if not path.is_file() or path.is_symlink():
                     continue
                 yield BlobInfo(
-                    name=path.relative_to(self.root).as_posix(),
+                    name=stored_name(path.relative_to(self.root).as_posix()),
                     size=stat.st_size,
                     etag=_etag(stat),
                     last_modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
                 )
 
     def _resolve(self, name: str) -> Path:
-        path = (self.root / name).resolve()
+        literal = self.root / name
+        path = (literal if literal.exists() else self.root / file_system_name(name)).resolve()
         if not path.is_relative_to(self.root):
             raise PermissionError(f"blob name escapes the source root: {name!r}")
         return path
@@ -82,5 +111,7 @@ class LocalFolderSource:
         path = self._resolve(name)
         if expected_etag is not None and _etag(path.stat()) != expected_etag:
             raise BlobChangedError("file changed since the decision; left alone")
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
+        # A file whose stored name is escaped keeps its own name in the quarantine too.
+        destination = Path(file_system_name(target)) if path.name != Path(name).name else Path(target)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, destination)

@@ -43,3 +43,34 @@ def test_a_file_changed_after_listing_is_reported(tmp_path):
 def test_a_missing_source_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         list(LocalFolderSource(tmp_path / "nowhere").iter_blobs())
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_escaped_and_read_back(tmp_path, layout):
+    from datetime import timedelta
+
+    from dedup_assets.ledger import BatchLedger
+
+    root = os.fsencode(tmp_path / "root")
+    os.makedirs(root + b"/\xe9t\xe9")
+    files = {b"caf\xe9.jpg": b"latin-1 name", b"\xe9t\xe9/x.jpg": b"latin-1 folder",
+             "caf\\xe9 (2).jpg".encode(): b"a backslash in a UTF-8 name", "café.jpg".encode(): b"utf-8 name"}
+    for name, content in files.items():
+        with open(root + b"/" + name, "wb") as handle:
+            handle.write(content)
+    source = LocalFolderSource(os.fsdecode(root))
+    listed = list(source.iter_blobs())
+    names = sorted(b.name for b in listed)
+    assert names == sorted(["caf\\xe9.jpg", "caf\\xe9 (2).jpg", "café.jpg", "\\xe9t\\xe9/x.jpg"]), names
+    # Every name is text a Parquet file holds (a surrogate had failed the whole listing) ...
+    later = max(b.last_modified for b in listed) + timedelta(minutes=5)
+    (key,) = BatchLedger(layout).register(listed, max_batch_size=10, now=later)
+    assert sorted(BatchLedger(layout).read_manifest(key)["blob_name"]) == names
+    # ... and reads the file it was listed from.
+    contents = {b.name: source.read_bytes(b.name, expected_etag=b.etag) for b in listed}
+    assert sorted(contents.values()) == sorted(files.values())
+    assert contents["caf\\xe9.jpg"] == b"latin-1 name"
+    assert contents["caf\\xe9 (2).jpg"] == b"a backslash in a UTF-8 name"
+    # A quarantine copy keeps the file's own name.
+    quarantine = tmp_path / "quarantine"
+    source.copy_to("caf\\xe9.jpg", source.quarantine_target(str(quarantine), "caf\\xe9.jpg"))
+    assert os.listdir(os.fsencode(quarantine)) == [b"caf\xe9.jpg"]

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 import polars as pl
 
-from dedup_assets.hash_worker import (Failure, failure, failure_reason, hash_bytes, hash_one, start_worker,
+from dedup_assets.hash_worker import (Failure, failure, failure_reason, hash_bytes, hash_one, read_blob, start_worker,
                                      start_worker_process)
 from dedup_assets.sources import BlobSource, SourceDownRun
 from dedup_assets.storage import StorageLayout
@@ -196,26 +196,26 @@ def _outcomes(source: BlobSource, names: list[str], etags: list[str], sizes: lis
                 if remote:
                     outcomes = _download_then_hash(source, names[done:], etags[done:], sizes[done:], pool, workers)
                 else:
-                    outcomes = pool.map(hash_one, names[done:], etags[done:], chunksize=CHUNK)
+                    outcomes = pool.map(hash_one, names[done:], etags[done:], sizes[done:], chunksize=CHUNK)
                 for outcome in outcomes:
                     yield outcome
                     done += 1
         except BrokenProcessPool:
             for index in range(done, min(done + 2 * workers * CHUNK, len(names))):
-                yield _isolated(source, names[index], etags[index], layout)
+                yield _isolated(source, names[index], etags[index], sizes[index], layout)
                 done += 1
 
 
-def _isolated(source: BlobSource, name: str, etag: str, layout: StorageLayout) -> ImageFeatures | Failure:
+def _isolated(source: BlobSource, name: str, etag: str, size: int, layout: StorageLayout) -> ImageFeatures | Failure:
     """One blob in a fresh single worker, read where the bulk path reads it."""
     remote = getattr(source, "is_remote", False)
     try:
-        data = source.read_bytes(name, expected_etag=etag) if remote else None
+        data = read_blob(source, name, etag, size) if remote else None
     except Exception as error:
         return failure(error)
     try:
         with _worker_pool(2, None if remote else source, layout, size=1) as pool:
-            task = pool.submit(hash_bytes, data) if remote else pool.submit(hash_one, name, etag)
+            task = pool.submit(hash_bytes, data) if remote else pool.submit(hash_one, name, etag, size)
             return task.result()
     except BrokenProcessPool:
         return Failure("the decoder process crashed on this file (killed or out of memory); not decoded")
@@ -236,7 +236,7 @@ def _download_then_hash(source: BlobSource, names: list[str], etags: list[str], 
 
     def download(index: int) -> bytes | Failure:
         try:
-            return source.read_bytes(names[index], expected_etag=etags[index])
+            return read_blob(source, names[index], etags[index], sizes[index])
         except Exception as error:
             return failure(error)
 

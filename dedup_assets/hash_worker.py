@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dedup_assets.local_files import thumbnail_key, write_bytes_atomic
 from dedup_assets.sources import BlobChangedError, BlobOfflineError, BlobSource, SourceUnavailableError
-from dedup_assets.vision.decode import DecodeError
+from dedup_assets.vision.decode import DecodeError, header_problem
 from dedup_assets.vision.features import ImageFeatures, extract_features
 
 
@@ -72,10 +72,28 @@ def start_worker_process(source: BlobSource | None, thumbnail_root: str | None) 
     start_worker(source, thumbnail_root)
 
 
-def hash_one(name: str, etag: str) -> ImageFeatures | Failure:
+# A blob listed larger than this is read whole only once its first HEAD_BYTES show it may
+# be an image: a 1.5 GB video in the container had been downloaded (3.5 GB peak) to be
+# recorded as "not a recognised image format". Images this large are print masters.
+READ_HEAD_FIRST_ABOVE = 16 * 2**20
+HEAD_BYTES = 64 * 2**10
+
+
+def read_blob(source: BlobSource, name: str, etag: str, size: int | None) -> bytes:
+    """A blob's bytes; a large one's only if its head does not rule out an image (else a
+    DecodeError that says what it is)."""
+    if size and size > READ_HEAD_FIRST_ABOVE:
+        problem = header_problem(source.read_head(name, HEAD_BYTES, expected_etag=etag))
+        if problem:
+            raise DecodeError(f"{problem}; told from its first {HEAD_BYTES // 1024} KB, "
+                              f"the rest of its {size / 2**20:,.0f} MB not read")
+    return source.read_bytes(name, expected_etag=etag)
+
+
+def hash_one(name: str, etag: str, size: int | None = None) -> ImageFeatures | Failure:
     """Read, decode and hash one blob and store its thumbnail; why not, on failure."""
     try:
-        data = _worker["source"].read_bytes(name, expected_etag=etag)
+        data = read_blob(_worker["source"], name, etag, size)
     except Exception as error:
         return failure(error)
     return hash_bytes(data)

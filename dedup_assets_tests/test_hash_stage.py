@@ -157,3 +157,21 @@ def test_a_blob_whose_thumbnail_cannot_be_stored_is_a_failure_not_a_row(image_fo
     assert not result.failures and result.hashes.height == inventory.height
     thumbnails = result.hashes["thumbnail"].unique().to_list()
     assert set(layout.read_thumbnails(thumbnails)) == set(thumbnails)
+
+
+def test_a_large_blob_that_is_not_an_image_is_told_from_its_head_and_not_read_whole(image_folder, layout):
+    from dedup_assets.hash_worker import READ_HEAD_FIRST_ABOVE
+    from PIL import Image
+
+    size = READ_HEAD_FIRST_ABOVE + 2**20
+    with open(image_folder / "holiday.mp4", "wb") as video:  # sparse: no disk space taken
+        video.write(b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41")
+        video.truncate(size)
+    Image.new("RGB", (2600, 2300), (90, 140, 200)).save(image_folder / "master.tif")  # 17.9 MB, an image
+    assert (image_folder / "master.tif").stat().st_size > READ_HEAD_FIRST_ABOVE
+    for source in (LocalFolderSource(image_folder), DownloadingFolderSource(image_folder)):  # workers; threads
+        result = hash_blobs(source, _to_frame(source.iter_blobs()), layout, workers=2)
+        assert [(f["blob_name"], f["reason"]) for f in result.failures] == [(
+            "holiday.mp4", "not a recognised image format (it looks like an MP4 or QuickTime video); told from "
+            f"its first 64 KB, the rest of its {size / 2**20:,.0f} MB not read")]
+        assert "master.tif" in set(result.hashes["blob_name"])

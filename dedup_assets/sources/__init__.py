@@ -64,4 +64,7 @@ class BlobSource(Protocol):
 
     def read_bytes(self, name: str, expected_etag: str | None = None) -> bytes: ...
 
+    def read_head(self, name: str, length: int, expected_etag: str | None = None) -> bytes:
+        """The first `length` bytes (all of a shorter blob)."""
+
     def describe(self) -> str: ...

@@ -212,10 +212,16 @@ class AzureBlobSource:
                 )
 
     def read_bytes(self, name: str, expected_etag: str | None = None) -> bytes:
+        return self.read_head(name, None, expected_etag)
+
+    def read_head(self, name: str, length: int | None, expected_etag: str | None = None) -> bytes:
+        """The first `length` bytes (a ranged GET; None: the whole blob)."""
         blob = self.client.get_blob_client(self.prefix + name)
         conditions = {}
         if expected_etag:
             conditions = {"etag": f'"{expected_etag}"', "match_condition": MatchConditions.IfNotModified}
+        if length is not None:
+            conditions.update(offset=0, length=length)
 
         def download() -> bytes:
             try:

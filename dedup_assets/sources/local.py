@@ -87,6 +87,10 @@ class LocalFolderSource:
         return path
 
     def read_bytes(self, name: str, expected_etag: str | None = None) -> bytes:
+        return self.read_head(name, -1, expected_etag)
+
+    def read_head(self, name: str, length: int, expected_etag: str | None = None) -> bytes:
+        """The first `length` bytes (-1: all)."""
         path = self._resolve(name)
         with open(path, "rb") as handle:
             stat = os.fstat(handle.fileno())
@@ -94,7 +98,7 @@ class LocalFolderSource:
                 raise BlobChangedError(
                     "blob changed since it was inventoried; its new version gets its own batch"
                 )
-            return handle.read()
+            return handle.read(length)
 
     # Actions on duplicates (dedup_assets.actions). None of them deletes anything.
 

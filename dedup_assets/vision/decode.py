@@ -95,6 +95,49 @@ def _target_size(width: int, height: int, side: int) -> tuple[int, int]:
     return max(1, round(width * ratio)), max(1, round(height * ratio))
 
 
+# What files that are not images begin with, so that a reason can say what a blob is
+# (asset containers hold videos, documents and archives beside their images).
+_OTHER_FILES = [(0, b"%PDF-", "a PDF document"), (0, b"PK\x03\x04", "a ZIP archive or Office document"),
+                (0, b"\x1f\x8b", "a gzip archive"), (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+                (0, b"Rar!\x1a\x07", "a RAR archive"), (0, b"\x1aE\xdf\xa3", "a Matroska or WebM video"),
+                (8, b"AVI ", "an AVI video"), (4, b"ftyp", "an MP4 or QuickTime video"),
+                (4, b"moov", "a QuickTime video"), (0, b"ID3", "an MP3 audio file"),
+                (0, b"{", "JSON text"), (0, b"<", "XML or HTML text")]
+
+
+def _unrecognised(data: bytes) -> str:
+    if b"<svg" in data[:4096]:
+        return "not a recognised image format (it looks like an SVG drawing: vector images are not compared)"
+    kind = next((what for offset, magic, what in _OTHER_FILES if data[offset:offset + len(magic)] == magic), None)
+    return "not a recognised image format" + (f" (it looks like {kind})" if kind else "")
+
+
+def _too_many_pixels(width: int, height: int) -> str | None:
+    if width * height > MAX_PIXELS:
+        return (f"declared size {width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit "
+                "(possible decompression bomb); not decoded")
+    return None
+
+
+def header_problem(head: bytes) -> str | None:
+    """Why a file beginning with `head` cannot be an image decoded here, where its first
+    bytes already tell (not an image format; more pixels than MAX_PIXELS); None when it
+    may be one. The hash stage reads a large blob's head first, so a video of gigabytes
+    is not downloaded to find that out. An image header longer than `head` (a JPEG with a
+    large ICC profile) fails to open, but its format's signature is recognised: None."""
+    Image.init()
+    try:
+        with Image.open(io.BytesIO(head)) as image:
+            return _too_many_pixels(*image.size)
+    except Image.DecompressionBombError as error:
+        return f"{error}; not decoded"
+    except Exception:
+        signature = head[:16]
+        if is_heif_container(head) or any(accept and accept(signature) for _, accept in Image.OPEN.values()):
+            return None
+        return _unrecognised(head)
+
+
 def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
     if not data:
         raise DecodeError("empty file (0 bytes)")
@@ -103,17 +146,14 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
     except Image.UnidentifiedImageError:
         if is_heif_container(data):  # pillow-heif reads the whole container on opening
             raise DecodeError("corrupt or truncated HEIF image (HEIC, AVIF): its container could not be read") from None
-        raise DecodeError("not a recognised image format") from None
+        raise DecodeError(_unrecognised(data)) from None
     except Image.DecompressionBombError as error:
         raise DecodeError(f"{error}; not decoded") from None
     except Exception as error:  # Pillow raises many types on malformed headers
         raise DecodeError(f"unreadable image header: {error}") from None
     width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise DecodeError(
-            f"declared size {width}x{height} exceeds the {MAX_PIXELS:,}-pixel limit "
-            "(possible decompression bomb); not decoded"
-        )
+    if too_many := _too_many_pixels(width, height):
+        raise DecodeError(too_many)
     image_format = image.format or "unknown"
     quality = None
     if image_format == "JPEG":

@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import random
 import socket
 import threading
 import time
@@ -69,6 +70,18 @@ def test_a_blob_changed_after_listing_is_reported_not_mixed_up(azurite, containe
         source.read_bytes("a.jpg", expected_etag=listed.etag)
     with pytest.raises(FileNotFoundError):
         source.read_bytes("missing.jpg")
+
+
+def test_the_head_of_a_blob_is_read_alone_and_checked_against_its_listed_version(azurite, container):
+    data = random.Random(2).randbytes(200_000)
+    container.upload_blob("big.bin", data, overwrite=True)
+    source = AzureBlobSource(f"az://{container.container_name}", connection_string=azurite.connection_string)
+    (listed,) = list(source.iter_blobs())
+    assert source.read_head("big.bin", 65536, expected_etag=listed.etag) == data[:65536]
+    assert source.read_head("big.bin", 10**6) == data  # all of a shorter blob
+    container.upload_blob("big.bin", data[::-1], overwrite=True)
+    with pytest.raises(BlobChangedError):
+        source.read_head("big.bin", 65536, expected_etag=listed.etag)
 
 
 def test_an_archived_blob_is_listed_offline_and_its_download_says_why(azurite, container):

@@ -79,6 +79,39 @@ def test_bad_bytes_raise_a_readable_decode_error(data, reason):
         decode_thumbnail(data)
 
 
+MP4_HEAD = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
+
+
+@pytest.mark.parametrize("head, kind", [
+    (MP4_HEAD, "an MP4 or QuickTime video"), (b"%PDF-1.7\n", "a PDF document"),
+    (b"PK\x03\x04\x14\x00", "a ZIP archive or Office document"), (b"\x1aE\xdf\xa3\x01", "a Matroska or WebM video"),
+    (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "an SVG drawing"),
+])
+def test_a_file_that_is_not_an_image_is_named_from_its_first_bytes(head, kind):
+    from dedup_assets.vision.decode import header_problem
+
+    data = head + np.random.default_rng(0).bytes(70_000)
+    assert header_problem(data[:65536]).startswith(f"not a recognised image format (it looks like {kind}")
+    with pytest.raises(DecodeError, match=kind):
+        decode_thumbnail(data)
+
+
+def test_the_head_of_an_image_is_never_taken_for_something_else(photo):
+    """An image header can reach past the head read (a JPEG's ICC profile, a TIFF's
+    directory at its end): then its signature decides. A bomb is told from its head."""
+    from dedup_assets.vision.decode import header_problem
+
+    large_profile = encode(photo, "JPEG", icc_profile=np.random.default_rng(1).bytes(200_000))
+    directory_at_end = encode(Image.new("RGB", (3000, 2000)), "TIFF")
+    assert len(large_profile) > 65536 and len(directory_at_end) > 65536
+    for data in (large_profile, directory_at_end, encode(photo, "PNG"), encode(photo, "WEBP")):
+        assert header_problem(data[:65536]) is None
+        assert header_problem(data[:16]) is None
+    side = int(np.sqrt(MAX_PIXELS)) + 1000
+    with pytest.warns(Image.DecompressionBombWarning):
+        assert "decompression bomb" in header_problem(encode(Image.new("1", (side, side)), "PNG", optimize=True))
+
+
 def test_a_decompression_bomb_is_refused_before_decoding():
     side = int(np.sqrt(MAX_PIXELS)) + 1000
     # A tiny PNG whose header declares a huge size.

@@ -112,6 +112,54 @@ def test_the_head_of_an_image_is_never_taken_for_something_else(photo):
         assert "decompression bomb" in header_problem(encode(Image.new("1", (side, side)), "PNG", optimize=True))
 
 
+@pytest.mark.parametrize("options", [{}, {"irreversible": True}, {"no_jp2": True}, {"num_resolutions": 2}])
+def test_a_jpeg2000_scan_is_decoded_at_a_coarser_resolution_and_measures_as_its_jpeg_copy(photo, options):
+    """Only the wavelet levels a thumbnail needs are decoded (as many as the file has: one
+    here with `num_resolutions` 2), and the thumbnail reads as the JPEG copy's does."""
+    from dedup_assets.vision.clustering import SHARPNESS_TIE
+    from dedup_assets.vision.decode import _jpeg2000_discarded_levels, _jpeg2000_levels
+    from dedup_assets.vision.features import extract_features
+
+    scan = photo.resize((2400, 2400 * photo.height // photo.width))
+    data = encode(scan, "JPEG2000", **options)
+    assert _jpeg2000_levels(data) == options.get("num_resolutions", 6) - 1
+    assert _jpeg2000_discarded_levels(data, *scan.size, THUMBNAIL_SIDE) == (0 if options.get("num_resolutions") else 2)
+    decoded = decode_thumbnail(data)
+    assert (decoded.format, decoded.width, decoded.height) == ("JPEG2000", *scan.size)
+    assert THUMBNAIL_SIDE <= max(decoded.thumbnail.shape[:2]) < 2 * THUMBNAIL_SIDE
+    as_jp2, as_jpeg = extract_features(data), extract_features(encode(scan, "JPEG", quality=92))
+    assert bin(as_jp2.wavelet_hash ^ as_jpeg.wavelet_hash).count("1") <= 2
+    assert SHARPNESS_TIE < as_jp2.sharpness / as_jpeg.sharpness < 1 / SHARPNESS_TIE
+
+
+@pytest.mark.parametrize("size", [(2400, 1601), (2403, 1599), (2047, 1537)])
+def test_a_jpeg2000_of_odd_sides_is_decoded_at_a_level_pillow_and_openjpeg_size_alike(photo, size):
+    """Pillow rounds a reduced side, OpenJPEG rounds it up (1601 at 1/4: 400 against 401,
+    "broken data stream"): only levels where they agree are left undecoded."""
+    from dedup_assets.vision.decode import _jpeg2000_discarded_levels
+
+    data = encode(photo.resize(size), "JPEG2000")
+    levels = _jpeg2000_discarded_levels(data, *size, THUMBNAIL_SIDE)
+    assert levels >= 1
+    with Image.open(io.BytesIO(data)) as image:
+        image.reduce = levels
+        image.load()  # no fallback needed
+    assert THUMBNAIL_SIDE <= max(decode_thumbnail(data).thumbnail.shape[:2]) < 2 * THUMBNAIL_SIDE
+
+
+def test_a_jpeg2000_that_openjpeg_sizes_otherwise_is_decoded_whole(photo, monkeypatch):
+    """Such a codestream (an image offset) cannot be written here with Pillow: the level
+    that breaks it is forced instead, as the file would."""
+    from dedup_assets.vision import decode
+
+    data = encode(photo.resize((2400, 1601)), "JPEG2000")
+    monkeypatch.setattr(decode, "_jpeg2000_discarded_levels", lambda *_: 2)  # 1601 / 4: 400 vs 401
+    with Image.open(io.BytesIO(data)) as image, pytest.raises(OSError):
+        image.reduce = 2
+        image.load()
+    assert THUMBNAIL_SIDE <= max(decode_thumbnail(data).thumbnail.shape[:2]) < 2 * THUMBNAIL_SIDE
+
+
 def test_a_decompression_bomb_is_refused_before_decoding():
     side = int(np.sqrt(MAX_PIXELS)) + 1000
     # A tiny PNG whose header declares a huge size.

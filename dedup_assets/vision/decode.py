@@ -160,6 +160,8 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
         quality = estimate_jpeg_quality(getattr(image, "quantization", None))
     elif image_format == "WEBP":
         quality = estimate_webp_quality(data)
+    elif image_format == "JPEG2000":
+        quality = estimate_jpeg2000_quality(data, width, height, len(image.getbands()))
     elif image_format in ("HEIF", "AVIF"):
         quality = estimate_heif_quality(data)
     elif image.mode in ("P", "PA"):
@@ -242,21 +244,46 @@ def _jpeg2000_discarded_levels(data: bytes, width: int, height: int, side: int) 
                  if all(n % (1 << k) == 0 or n % (1 << k) >= 1 << k >> 1 for n in (width, height))), 0)
 
 
-def _jpeg2000_levels(data: bytes) -> int:
-    """The decomposition levels in a JPEG 2000 codestream's main header (0 if not found):
-    its marker segments, from SIZ after SOC (inside a JP2 file's `jp2c` box), up to COD."""
+def _jpeg2000_header(data: bytes) -> dict[int, bytes]:
+    """The marker segments of a JPEG 2000 codestream's main header, by marker (SIZ, COD,
+    QCD, ...): from SOC (inside a JP2 file's `jp2c` box) to the first tile's SOT."""
+    segments: dict[int, bytes] = {}
     position = data.find(b"\xff\x4f\xff\x51")
     if position < 0:
-        return 0
+        return segments
     position += 2
-    while position + 10 <= len(data) and data[position] == 0xFF:
-        marker = data[position + 1]
-        if marker == 0x52:  # COD: Lcod, Scod, progression, layers (2), MCT, then the levels
-            return data[position + 9]
-        if marker == 0x90:  # SOT: the tiles begin, no COD in the main header
-            return 0
-        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
-    return 0
+    while position + 4 <= len(data) and data[position] == 0xFF and data[position + 1] != 0x90:
+        end = position + 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        segments.setdefault(data[position + 1], data[position + 4:end])
+        position = end
+    return segments
+
+
+def _jpeg2000_levels(data: bytes) -> int:
+    """The decomposition levels in a JPEG 2000 codestream's main header (0 if not found):
+    COD holds Scod, the progression, the layers (2 bytes), MCT, then the levels."""
+    cod = _jpeg2000_header(data).get(0x52, b"")
+    return cod[5] if len(cod) > 5 else 0
+
+
+# Bits per sample at or above which a reversible, unquantised JPEG 2000 is taken for
+# lossless: such a codestream may still have been cut at a rate (Pillow's `quality_layers`
+# with `irreversible=False`: 20:1 is 0.4), while the shipped photos stored losslessly take
+# 1.5-2.1 (camera photos more). Cut at 8:1 or less it is as faithful as the best JPEGs
+# anyway. Lossless graphics can take less: they are then ranked as a lossy JPEG 2000.
+_LOSSLESS_BITS_PER_SAMPLE = 1.0
+
+
+def estimate_jpeg2000_quality(data: bytes, width: int, height: int, components: int) -> int | None:
+    """100 for a JPEG 2000 stored losslessly (the reversible 5/3 wavelet, no quantisation,
+    and as many bits as lossless coding takes), else None (lossy: its quality unread), so
+    a lossless master is kept over its JPEG copies of the same size."""
+    header = _jpeg2000_header(data)
+    cod, qcd = header.get(0x52, b""), header.get(0x5C, b"")
+    reversible = len(cod) > 9 and cod[9] == 1
+    unquantised = len(qcd) > 0 and qcd[0] & 0x1F == 0
+    bits_per_sample = 8 * len(data) / max(1, width * height * components)
+    return 100 if reversible and unquantised and bits_per_sample >= _LOSSLESS_BITS_PER_SAMPLE else None
 
 
 def _decode_with_pillow(image: Image.Image, orientation: int, side: int) -> np.ndarray:

@@ -132,6 +132,17 @@ def test_a_jpeg2000_scan_is_decoded_at_a_coarser_resolution_and_measures_as_its_
     assert SHARPNESS_TIE < as_jp2.sharpness / as_jpeg.sharpness < 1 / SHARPNESS_TIE
 
 
+@pytest.mark.parametrize("options, quality", [
+    ({}, 100), ({"irreversible": True}, None),  # lossless; the 9/7 wavelet is lossy
+    ({"quality_mode": "rates", "quality_layers": [20]}, None),  # reversible, but cut at 20:1
+])
+def test_a_lossless_jpeg2000_is_recognised_as_lossless(photos, options, quality):
+    for photo in list(photos.values())[:2]:
+        data = encode(photo.resize((1200, 1200 * photo.height // photo.width)), "JPEG2000", **options)
+        assert decode_thumbnail(data).jpeg_quality == quality
+        assert decode_thumbnail(encode(photo.convert("L"), "JPEG2000", **options)).jpeg_quality == quality
+
+
 @pytest.mark.parametrize("size", [(2400, 1601), (2403, 1599), (2047, 1537)])
 def test_a_jpeg2000_of_odd_sides_is_decoded_at_a_level_pillow_and_openjpeg_size_alike(photo, size):
     """Pillow rounds a reduced side, OpenJPEG rounds it up (1601 at 1/4: 400 against 401,

@@ -3,25 +3,42 @@
 from __future__ import annotations
 
 import json
+import time
 
 import dagster as dg
 
 from dedup_assets.assets import pipeline_assets
 from dedup_assets.jobs import dedup_job
-from dedup_assets.ledger import BatchLedger, batch_sequence
+from dedup_assets.ledger import BatchLedger, ResumableListing, batch_sequence
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
 from dedup_assets.work_planning import partitions_in_progress, partitions_needing_work, readable_again_requests
 
 
+# Listing per tick: Dagster stops a sensor's evaluation after 60 s (its default), and a
+# listing of millions of blobs takes minutes; it goes on at the next tick, and the batches
+# are cut once it is complete. The rest of a tick (cutting batches: ~10 s at 3,000 batches)
+# fits in what is left.
+LISTING_SECONDS_PER_TICK = 30.0
+
+
 def register_new_batches(
-    ledger: BatchLedger, image_source: ImageSourceResource, batching: BatchingResource
+    ledger: BatchLedger, image_source: ImageSourceResource, batching: BatchingResource,
+    log=None,
 ) -> list[str]:
-    return ledger.register(
-        image_source.open().iter_blobs(),
-        max_batch_size=batching.max_batch_size,
-        settle_seconds=batching.settle_seconds,
-    )
+    """New batches from the source's listing once it is complete; none while it is under
+    way (it goes on at the next call). A listing finished early in this call is used at
+    once, so a small source's new blobs are batched at the tick that sees them."""
+    listing = ResumableListing(ledger.layout.home, image_source.uri)
+    started, listed_before = time.monotonic(), listing.complete
+    if not listing.advance(image_source.open(), LISTING_SECONDS_PER_TICK):
+        if log:
+            log.info(f"listing {image_source.uri}: {listing.blobs_listed:,} blobs so far, continued next tick")
+        return []
+    if not listed_before and time.monotonic() - started > LISTING_SECONDS_PER_TICK / 2:
+        return []  # cut at the next tick, in a tick of its own
+    return ledger.register_listing(listing, max_batch_size=batching.max_batch_size,
+                                   settle_seconds=batching.settle_seconds)
 
 
 @dg.sensor(job=dedup_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -41,7 +58,7 @@ def new_blobs_sensor(
     cursor = json.loads(context.cursor) if context.cursor else {}
     last_requested = cursor.get("last_requested_sequence", 0)
     ledger = storage.ledger
-    created = register_new_batches(ledger, image_source, batching)
+    created = register_new_batches(ledger, image_source, batching, context.log)
     all_keys = ledger.batch_keys()
     known = set(context.instance.get_dynamic_partitions(batch_partitions.name))
     to_add = [key for key in all_keys if key not in known]

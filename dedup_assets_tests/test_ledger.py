@@ -76,3 +76,42 @@ def test_an_offline_blob_overwritten_or_deleted_is_not_readable_again(layout):
     assert len(ledger.register([blob("a", etag="e2")], 10, now=NOW)) == 1
     assert ledger.readable_again().height == 0
 
+
+
+class PagedSource:
+    """A listing in fixed pages whose resumption fails as told: a continuation token the
+    service no longer takes is a fault Azurite does not produce (it lists on from any
+    marker), so it is injected here."""
+
+    def __init__(self, pages):
+        self.pages, self.error = pages, None
+
+    def list_pages(self, resume=None):
+        if resume and self.error:
+            raise self.error
+        for number in range(int(resume or 0), len(self.pages)):
+            yield self.pages[number], str(number + 1) if number + 1 < len(self.pages) else None
+
+
+def test_a_listing_goes_on_over_calls_and_starts_over_when_its_token_is_refused(layout):
+    from dedup_assets.ledger import ResumableListing
+    from dedup_assets.sources import SourceUnavailableError
+
+    source = PagedSource([[blob(f"p{page}-{i}") for i in range(3)] for page in range(4)])
+    listing = ResumableListing(layout.home, "az://photos")
+    assert not listing.advance(source, seconds=0) and listing.blobs_listed == 3  # one page at least
+    source.error = SourceUnavailableError("listing failed: no answer from the storage service")
+    with pytest.raises(SourceUnavailableError):
+        listing.advance(source, seconds=0)
+    assert listing.blobs_listed == 3  # kept: it goes on once the source answers
+    source.error = RuntimeError("listing failed: InvalidQueryParameterValue (marker)")
+    with pytest.raises(RuntimeError):
+        listing.advance(source, seconds=0)
+    assert listing.blobs_listed == 0 and not (layout.home / ".listing").exists()  # starts over
+    source.error = None
+    assert not listing.advance(source, seconds=0)
+    assert ResumableListing(layout.home, "az://other").blobs_listed == 0  # another source's listing starts afresh
+    assert listing.advance(source, seconds=60) and listing.blobs_listed == 12
+    keys = BatchLedger(layout).register_listing(listing, max_batch_size=5, now=NOW)
+    assert [BatchLedger(layout).read_manifest(k).height for k in keys] == [5, 5, 2]
+    assert not listing.complete and listing.blobs_listed == 0  # cleared for the next one

@@ -50,6 +50,34 @@ def test_each_blob_lands_in_exactly_one_batch_across_ticks_and_restarts(
     assert len(names) == len(set(names))
 
 
+def test_a_listing_longer_than_a_tick_goes_on_at_the_next_and_batches_once_complete(
+    instance, resources, image_folder, layout, monkeypatch
+):
+    """Dagster stops a sensor's evaluation after 60 s; a container of millions of blobs
+    takes minutes to list. Here one page of 5 per tick (the time per tick set to nothing)."""
+    from dedup_assets import sensors
+    from dedup_assets.sources import local
+
+    monkeypatch.setattr(sensors, "LISTING_SECONDS_PER_TICK", 0.0)
+    monkeypatch.setattr(local, "LOCAL_PAGE_SIZE", 5)
+    names = sorted(os.listdir(image_folder))
+    assert len(names) == 16  # pages of 5, 5, 5 and 1
+    cursor = None
+    for _ in range(4):  # each tick lists one page, and no batch is cut from a partial listing
+        requests, cursor = tick(instance, resources, cursor)
+        assert requests == [] and BatchLedger(layout).batch_keys() == []
+    # The listing is complete; its batches are cut at the next tick, each blob once.
+    requests, cursor = tick(instance, resources, cursor)
+    assert [r.partition_key for r in requests] == ["batch-000001", "batch-000002"]
+    assert sorted(batched_names(layout)) == names
+    assert not (layout.home / ".listing").exists()
+    # The next listing starts over: a blob deleted meanwhile is seen as deleted.
+    (image_folder / names[0]).unlink()
+    for _ in range(5):
+        requests, cursor = tick(instance, resources, cursor)
+    assert BatchLedger(layout).tombstones()["blob_name"].to_list() == [names[0]]
+
+
 def test_a_file_still_being_written_waits_until_it_settles(instance, resources, image_folder):
     resources = {**resources, "batching": BatchingResource(max_batch_size=10, settle_seconds=2)}
     for path in image_folder.iterdir():

@@ -62,6 +62,10 @@ class SourceDownRun:
 class BlobSource(Protocol):
     def iter_blobs(self) -> Iterator[BlobInfo]: ...
 
+    def list_pages(self, resume: str | None = None) -> Iterator[tuple[list[BlobInfo], str | None]]:
+        """The listing in pages, each with the token that resumes it after that page (None
+        after the last): a listing too long for one sensor tick goes on at the next."""
+
     def read_bytes(self, name: str, expected_etag: str | None = None) -> bytes: ...
 
     def read_head(self, name: str, length: int, expected_etag: str | None = None) -> bytes:

@@ -194,22 +194,32 @@ class AzureBlobSource:
     def iter_blobs(self, continuation_token: str | None = None) -> Iterator[BlobInfo]:
         """Every blob under the prefix, page by page (a page is the SDK's own unit, and
         its continuation token the only way to resume)."""
+        for page, _ in self.list_pages(continuation_token):
+            yield from page
+
+    def list_pages(self, resume: str | None = None) -> Iterator[tuple[list[BlobInfo], str | None]]:
+        """The listing's pages, each with the continuation token that resumes after it
+        (None after the last page)."""
         pages = self.client.list_blobs(name_starts_with=self.prefix or None,
-                                       results_per_page=self.settings.page_size).by_page(continuation_token)
+                                       results_per_page=self.settings.page_size).by_page(resume)
         while True:
             page = self._call(lambda: next(pages, None), f"listing {self.uri}")
             if page is None:
                 return
-            for blob in page:
-                yield BlobInfo(
-                    name=blob.name[len(self.prefix):],
-                    size=blob.size,
-                    etag=blob.etag.strip('"'),
-                    last_modified=blob.last_modified.astimezone(timezone.utc),
-                    content_md5=bytes(blob.content_settings.content_md5).hex()
-                    if blob.content_settings and blob.content_settings.content_md5 else None,
-                    offline=blob.blob_tier == "Archive",  # a rehydrating blob stays Archive until done
-                )
+            yield [self._blob_info(blob) for blob in page], pages.continuation_token or None
+            if not pages.continuation_token:
+                return
+
+    def _blob_info(self, blob) -> BlobInfo:
+        return BlobInfo(
+            name=blob.name[len(self.prefix):],
+            size=blob.size,
+            etag=blob.etag.strip('"'),
+            last_modified=blob.last_modified.astimezone(timezone.utc),
+            content_md5=bytes(blob.content_settings.content_md5).hex()
+            if blob.content_settings and blob.content_settings.content_md5 else None,
+            offline=blob.blob_tier == "Archive",  # a rehydrating blob stays Archive until done
+        )
 
     def read_bytes(self, name: str, expected_etag: str | None = None) -> bytes:
         return self.read_head(name, None, expected_etag)

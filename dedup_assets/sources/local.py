@@ -17,6 +17,8 @@ def _etag(stat: os.stat_result) -> str:
     return f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
 
 
+LOCAL_PAGE_SIZE = 5000  # as many as an Azure listing page
+
 _ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
 
 
@@ -53,31 +55,57 @@ class LocalFolderSource:
         return str(self.root)
 
     def iter_blobs(self) -> Iterator[BlobInfo]:
-        """Every visible regular file under the root, in name order.
+        """Every visible regular file under the root, in path order.
 
         Hidden files and folders (a leading '.') are skipped: copy tools write their
         partial files that way. Symlinks are not followed.
         """
+        for page, _ in self.list_pages():
+            yield from page
+
+    def list_pages(self, resume: str | None = None,
+                   page_size: int | None = None) -> Iterator[tuple[list[BlobInfo], str | None]]:
+        """`iter_blobs` in pages, each with the token that resumes the listing after it (the
+        last path listed; None after the last page), so that a listing can stop and go on."""
         if not self.root.is_dir():
             raise FileNotFoundError(f"image source folder does not exist: {self.root}")
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                if filename.startswith("."):
-                    continue
-                path = Path(dirpath) / filename
-                try:
-                    stat = path.lstat()
-                except FileNotFoundError:
-                    continue  # deleted while listing; it never existed for this batch
-                if not path.is_file() or path.is_symlink():
-                    continue
-                yield BlobInfo(
-                    name=stored_name(path.relative_to(self.root).as_posix()),
-                    size=stat.st_size,
-                    etag=_etag(stat),
-                    last_modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
-                )
+        page_size = page_size or LOCAL_PAGE_SIZE
+        page: list[BlobInfo] = []
+        for entry in self._files(self.root, tuple(resume.split("/")) if resume else ()):
+            try:
+                stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted while listing; it never existed for this batch
+            relative = Path(entry.path).relative_to(self.root).as_posix()
+            page.append(BlobInfo(name=stored_name(relative), size=stat.st_size, etag=_etag(stat),
+                                 last_modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc)))
+            if len(page) == page_size:
+                yield page, relative
+                page = []
+        yield page, None
+
+    def _files(self, directory: Path, after: tuple[str, ...]) -> Iterator[os.DirEntry]:
+        """Visible regular files under `directory` in path order (each folder's entries by
+        name, a subfolder's files in its place), from the first path after `after`."""
+        try:
+            with os.scandir(directory) as scan:
+                entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+        except FileNotFoundError:
+            if directory == self.root:
+                raise FileNotFoundError(f"image source folder does not exist: {self.root}") from None
+            return  # removed while listing: its files are gone
+        except PermissionError as error:
+            # Not skipped: its files would look deleted, and leave their duplicate groups.
+            raise PermissionError(f"cannot list {error.filename}: permission denied; the listing "
+                                  "stops rather than take its files for deleted") from None
+        for entry in entries:
+            if after and entry.name < after[0]:
+                continue
+            within = after[1:] if after and entry.name == after[0] else ()
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._files(Path(entry.path), within)
+            elif entry.is_file(follow_symlinks=False) and not (after and entry.name == after[0]):
+                yield entry
 
     def _resolve(self, name: str) -> Path:
         literal = self.root / name

@@ -59,6 +59,10 @@ def test_inventory_of_thousands_of_blobs_with_prefixes_and_pages(azurite, contai
     next(pages)
     rest = [b.name for b in source.iter_blobs(continuation_token=pages.continuation_token)]
     assert rest == [b.name for b in blobs[300:]]
+    # Each page carries the token that resumes after it; the last, none.
+    (first_page, token), *later = list(source.list_pages())
+    assert [b.name for b in first_page] == [b.name for b in blobs[:300]] and later[-1][1] is None
+    assert [b.name for page, _ in source.list_pages(token) for b in page] == [b.name for b in blobs[300:]]
 
 
 def test_a_blob_changed_after_listing_is_reported_not_mixed_up(azurite, container):

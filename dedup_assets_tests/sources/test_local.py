@@ -74,3 +74,38 @@ def test_a_file_name_that_is_not_utf8_is_listed_escaped_and_read_back(tmp_path, 
     quarantine = tmp_path / "quarantine"
     source.copy_to("caf\\xe9.jpg", source.quarantine_target(str(quarantine), "caf\\xe9.jpg"))
     assert os.listdir(os.fsencode(quarantine)) == [b"caf\xe9.jpg"]
+
+
+def test_a_listing_resumes_after_the_last_path_of_a_page(tmp_path):
+    for name in ["a.jpg", "b/c.jpg", "b/d/e.jpg", "b/f.jpg", "g.jpg", "h/.partial.jpg", "h/i.jpg"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    source = LocalFolderSource(tmp_path)
+    everything = ["a.jpg", "b/c.jpg", "b/d/e.jpg", "b/f.jpg", "g.jpg", "h/i.jpg"]
+    assert [b.name for b in source.iter_blobs()] == everything  # path order
+    pages = list(source.list_pages(page_size=2))
+    assert [[b.name for b in page] for page, _ in pages] == [everything[:2], everything[2:4], everything[4:], []]
+    assert [token for _, token in pages] == ["b/c.jpg", "b/f.jpg", "h/i.jpg", None]
+    # From any token, exactly the paths after it, even once that path is gone.
+    for position, token in enumerate(everything):
+        assert [b.name for page, _ in source.list_pages(token) for b in page] == everything[position + 1:]
+    (tmp_path / "b" / "d" / "e.jpg").unlink()
+    assert [b.name for page, _ in source.list_pages("b/d/e.jpg") for b in page] == everything[3:]
+
+
+def test_an_unreadable_folder_stops_the_listing_instead_of_looking_deleted(tmp_path, monkeypatch):
+    """Injected: the tests run as root, whom no folder's permissions refuse."""
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "b.jpg").write_bytes(b"x")
+    scandir = os.scandir
+
+    def refusing(path):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with pytest.raises(PermissionError, match="cannot list .*locked: permission denied"):
+        list(LocalFolderSource(tmp_path).iter_blobs())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import itertools
 import json
 import re
@@ -26,7 +25,7 @@ from typing import Iterable, Iterator
 import polars as pl
 import pyarrow.parquet as pq
 
-from dedup_assets.local_files import write_bytes_atomic
+from dedup_assets.local_files import replaced_atomically, write_bytes_atomic
 from dedup_assets.sources import BlobInfo, SourceUnavailableError
 from dedup_assets.storage import StorageLayout
 
@@ -93,12 +92,12 @@ class BatchLedger:
             return pl.DataFrame(schema=TOMBSTONE_SCHEMA)
         return self.layout.read_parquet(self.tombstones_path)
 
-    def _record_deletions(self, listing_path, now: datetime) -> None:
+    def _record_deletions(self, listing: list[Path], now: datetime) -> None:
         """Latest batched version of every name no longer listed gets a tombstone."""
         latest = self._manifests(["blob_name", "etag"]).lazy().sort("batch").group_by("blob_name").last()
         existing = self.tombstones()
         gone = (
-            latest.join(pl.scan_parquet(listing_path).select("blob_name"), on="blob_name", how="anti")
+            latest.join(pl.scan_parquet(listing).select("blob_name"), on="blob_name", how="anti")
             .join(existing.lazy().select("blob_name", "etag"), on=["blob_name", "etag"], how="anti")
             .with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("deleted_at"))
             .collect()
@@ -121,14 +120,14 @@ class BatchLedger:
             return pl.DataFrame(schema=READABLE_AGAIN_SCHEMA)
         return self.layout.read_parquet(self.readable_again_path)
 
-    def _record_readable_again(self, listing_path) -> None:
+    def _record_readable_again(self, listing: list[Path]) -> None:
         offline = self.layout.read_failures().filter(pl.col("offline")).select("blob_name", "batch").unique()
         readable = pl.DataFrame(schema=READABLE_AGAIN_SCHEMA)
         if offline.height:
             batches = offline["batch"].unique().to_list()
             versions = self.layout.read_parquet_many([self.manifest_path(k) for k in batches], ["blob_name", "etag"],
                                                      file_stem_column="batch")
-            listed_online = pl.scan_parquet(listing_path).filter(~pl.col("offline")).select("blob_name", "etag")
+            listed_online = pl.scan_parquet(listing).filter(~pl.col("offline")).select("blob_name", "etag")
             # The same version listed: an overwritten blob is a new version with a batch of its own.
             readable = (offline.lazy().join(versions.lazy(), on=["blob_name", "batch"])
                         .join(listed_online, on=["blob_name", "etag"], how="semi")
@@ -176,16 +175,17 @@ class BatchLedger:
         listing.clear()
         return keys
 
-    def _register_listed(self, listing_paths: list[Path], max_batch_size: int, settle_seconds: float,
+    def _register_listed(self, listing: list[Path], max_batch_size: int, settle_seconds: float,
                          now: datetime | None) -> list[str]:
+        """Cut batches from a listing's Parquet files."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         now = now or datetime.now(timezone.utc)
         cutoff = now - timedelta(seconds=settle_seconds)
-        self._record_deletions(listing_paths, now)
-        self._record_readable_again(listing_paths)
+        self._record_deletions(listing, now)
+        self._record_readable_again(listing)
         fresh = (
-            pl.scan_parquet(listing_paths)
+            pl.scan_parquet(listing)
             .select(list(MANIFEST_SCHEMA))
             .filter(pl.col("last_modified") <= cutoff)
             .join(self.known_versions().lazy(), on=["blob_name", "etag"], how="anti")
@@ -238,7 +238,8 @@ class ResumableListing:
         deadline = time.monotonic() + seconds
         try:
             for blobs, resume in source.list_pages(state["resume"]):
-                write_bytes_atomic(_listing_part(blobs), self.directory / f"part-{state['parts']:06d}.parquet")
+                with replaced_atomically(self.directory / f"part-{state['parts']:06d}.parquet") as part:
+                    _stream_to_parquet(blobs, part)
                 state = {**state, "resume": resume, "parts": state["parts"] + 1,
                          "blobs": state["blobs"] + len(blobs), "complete": resume is None}
                 write_bytes_atomic(json.dumps(state).encode(), self._state_path)
@@ -265,11 +266,6 @@ class ResumableListing:
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 
-
-def _listing_part(blobs: list[BlobInfo]) -> bytes:
-    buffer = io.BytesIO()
-    pl.DataFrame(list(_rows(blobs)), schema=LISTING_SCHEMA, orient="row").write_parquet(buffer)
-    return buffer.getvalue()
 
 
 def _rows(blobs: Iterable[BlobInfo]) -> Iterator[tuple]:

@@ -1,6 +1,8 @@
 """Asset checks, visible in the UI next to the assets they guard. Each reads the
 partition's Parquet files directly, so a check never loads other partitions."""
 
+import warnings
+
 import dagster as dg
 import polars as pl
 
@@ -12,6 +14,12 @@ from dedup_assets.resources import DedupStorageResource
 def _read(storage: DedupStorageResource, asset: str, partition: str) -> pl.DataFrame:
     layout = storage.layout
     return layout.read_parquet(layout.partition_path(asset, partition))
+
+
+# Partitioned checks are a Dagster preview feature, used knowingly: each check reads its
+# own batch. Its warning would otherwise open every `dedup` command's output.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
+                        category=dg.PreviewWarning)
 
 
 @dg.asset_check(asset=wavelet_hashes, partitions_def=batch_partitions, blocking=True)

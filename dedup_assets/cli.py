@@ -15,13 +15,15 @@ import os
 import sys
 from pathlib import Path
 
+from dedup_assets.settings import SetupError, whole_number
+
 
 def _configure(args: argparse.Namespace) -> None:
     if getattr(args, "home", None):
         os.environ["DEDUP_HOME"] = str(Path(args.home).resolve())
     if getattr(args, "source", None):
         os.environ["DEDUP_SOURCE"] = args.source
-    if getattr(args, "batch_size", None):
+    if getattr(args, "batch_size", None) is not None:
         os.environ["DEDUP_BATCH_SIZE"] = str(args.batch_size)
     from dedup_assets.settings import apply_defaults
 
@@ -54,13 +56,51 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_config(path: str | None) -> dict:
-    """A YAML run config (`ops: {embeddings: {config: {...}}}`), as in the UI's launchpad."""
+    """A YAML run config (`ops: {embeddings: {config: {...}}}`), as in the UI's launchpad,
+    checked whole before anything is listed or run (a SetupError says what to change)."""
     if not path:
         return {}
+    import dagster as dg
     import yaml
+    from pydantic import ValidationError
 
-    with open(path) as handle:
-        return yaml.safe_load(handle) or {}
+    from dedup_assets.assets import run_settings
+    from dedup_assets.definitions import defs
+
+    try:
+        with open(path) as handle:
+            config = yaml.safe_load(handle) or {}
+    except OSError as error:
+        raise SetupError(f"run config {path}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise SetupError(f"run config {path} is not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise SetupError(f"run config {path}: expected a mapping such as ops: {{embeddings: {{config: ...}}}}")
+    for job_name, job_config in zip(("dedup_job", "review_job"), _job_configs(config)):
+        try:
+            dg.validate_run_config(defs.resolve_job_def(job_name), job_config)
+        except dg.DagsterInvalidConfigError as error:
+            # Dagster's messages end with the whole schema; the README's settings table is shorter.
+            problems = "; ".join(e.message.split(" Expected: ")[0] for e in error.errors)
+            raise SetupError(f"run config {path}: {problems} (settings: README, Policies and settings)") from None
+    for op, settings in run_settings.items():
+        values = (config.get("ops", {}).get(op) or {}).get("config")
+        try:
+            settings(**(values or {}))
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise SetupError(f"run config {path}: ops.{op}.config: {problems}") from None
+    return config
+
+
+def _job_configs(run_config: dict) -> tuple[dict, dict]:
+    """One config file for both jobs: the batch job's ops and the review job's."""
+    from dedup_assets.assets import pipeline_assets
+
+    batch_ops = {asset.key.path[-1] for asset in pipeline_assets}
+    ops = run_config.get("ops") or {}
+    return ({**run_config, "ops": {k: v for k, v in ops.items() if k in batch_ops}},
+            {**run_config, "ops": {k: v for k, v in ops.items() if k not in batch_ops}})
 
 
 def _materialize_all(instance, progress: bool = True, summary: bool = True, run_config: dict | None = None) -> int:
@@ -80,7 +120,7 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
     source = source_from_environment()
     ledger = BatchLedger(layout)
     print(f"source: {source.describe()}")
-    created = ledger.register(source.iter_blobs(), max_batch_size=int(os.environ["DEDUP_BATCH_SIZE"]))
+    created = ledger.register(source.iter_blobs(), max_batch_size=whole_number("DEDUP_BATCH_SIZE"))
     known = set(instance.get_dynamic_partitions(batch_partitions.name))
     missing = [key for key in ledger.batch_keys() if key not in known]
     if missing:
@@ -95,11 +135,7 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
     sizes = {key: ledger.read_manifest(key).height for key in todo}
     failed_runs = []
     quiet = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    # One config file for both jobs: each gets the ops it has.
-    batch_ops = {asset.key.path[-1] for asset in pipeline_assets}
-    ops = quiet.get("ops", {})
-    batch_config = {**quiet, "ops": {k: v for k, v in ops.items() if k in batch_ops}}
-    review_config = {**quiet, "ops": {k: v for k, v in ops.items() if k not in batch_ops}}
+    batch_config, review_config = _job_configs(quiet)
     with tqdm(total=sum(sizes.values()), unit="img", desc="dedup", disable=not progress) as bar:
         for key in todo:
             bar.set_postfix_str(key)
@@ -271,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SetupError as error:  # a setting to change: the message says which, no traceback
+        print(f"dedup: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,6 +13,27 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = PROJECT_ROOT / "data"
+# The whole numbers read from the environment: their default and least valid value.
+WHOLE_NUMBER_SETTINGS = {"DEDUP_BATCH_SIZE": (1000, 1), "DEDUP_SETTLE_SECONDS": (5, 0),
+                         "DEDUP_DOWNLOAD_CONCURRENCY": (16, 1)}
+
+
+class SetupError(ValueError):
+    """A setting a person has to change (an environment variable, a run config file, a
+    source's address): `dedup` prints it alone, without a traceback."""
+
+
+def whole_number(name: str) -> int:
+    """The environment variable `name` as a whole number, or a SetupError naming it."""
+    default, least = WHOLE_NUMBER_SETTINGS[name]
+    value = os.environ.get(name, str(default))
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < least:
+        raise SetupError(f"{name}={value!r}: expected a whole number, at least {least}")
+    return number
 
 
 def prepare_dagster_home(dagster_home: Path) -> Path:
@@ -29,9 +50,9 @@ def apply_defaults() -> None:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DEDUP_HOME"] = str(home)
     os.environ.setdefault("DEDUP_SOURCE", str(home / "demo" / "images"))
-    os.environ.setdefault("DEDUP_BATCH_SIZE", "1000")
-    os.environ.setdefault("DEDUP_SETTLE_SECONDS", "5")
-    os.environ.setdefault("DEDUP_DOWNLOAD_CONCURRENCY", "16")
+    for name, (default, _) in WHOLE_NUMBER_SETTINGS.items():
+        os.environ.setdefault(name, str(default))
+        whole_number(name)  # a typo stops here, named, not deep inside a run or a sensor tick
     # The Dagster instance lives under $DEDUP_HOME/dagster (runs, event logs, schedules,
     # compute logs), configured by the project's dagster.yaml.
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster").resolve()

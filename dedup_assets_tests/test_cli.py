@@ -1,8 +1,10 @@
 import os
+import re
 import subprocess
 import sys
 
 import polars as pl
+import pytest
 
 from dedup_assets.cli import build_parser
 from dedup_assets.settings import PROJECT_ROOT
@@ -67,3 +69,68 @@ def test_a_large_group_is_summarised_as_a_few_names_and_a_count():
     names = [f"copy_{i:03d}.jpg" for i in range(400)]
     assert _listed(names) == "copy_000.jpg, copy_001.jpg, copy_002.jpg, copy_003.jpg, copy_004.jpg and 395 more"
     assert _listed(names[:6]) == ", ".join(names[:6])  # "and 1 more" would save nothing
+
+
+def test_a_setting_to_change_is_one_line_and_nothing_runs(home, image_folder):
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update({"DEDUP_HOME": str(home), "DEDUP_SOURCE": str(image_folder), "DEDUP_BATCH_SIZE": "1e3"})
+    typo = dedup("run", "--no-progress", env=env)
+    assert typo.returncode == 2
+    assert typo.stderr.strip() == "dedup: DEDUP_BATCH_SIZE='1e3': expected a whole number, at least 1"
+
+    env["DEDUP_BATCH_SIZE"] = "10"
+    config = home / "run.yaml"
+    config.write_text("ops: {verified_pairs: {config: {min_coverage: 55}}}\n")  # a percentage for a share
+    out_of_range = dedup("run", "--no-progress", "--config", str(config), env=env)
+    assert out_of_range.returncode == 2
+    assert out_of_range.stderr.strip() == (f"dedup: run config {config}: ops.verified_pairs.config: "
+                                           "min_coverage: Input should be less than or equal to 1")
+    # Checked before the listing: no batch was cut, no run started.
+    assert not (home / "batches").exists() or not any((home / "batches").iterdir())
+    assert not (home / "parquet").exists()
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("ops: {verified_pairs: {config: {verify_sid: 320}}}",
+     'Received unexpected config entry "verify_sid" at path root:ops:verified_pairs:config. (settings: README'),
+    ("ops: {verified_pair: {config: {verify_side: 320}}}", 'unexpected config entry "verified_pair" at path root:ops.'),
+    ("ops: {verified_pairs: {config: {verifier: sift}}}", "verifier not in enum type"),
+    ("ops: {verified_pairs: {config: {verify_side: 0}}}",
+     "ops.verified_pairs.config: verify_side: Input should be greater than or equal to 64"),
+    ("ops: {color_candidates: {config: {hamming_radius: 65}}}",
+     "ops.color_candidates.config: hamming_radius: Input should be less than or equal to 64"),
+    ("ops: {embeddings: {config: {batch_size: 0}}}", "ops.embeddings.config: batch_size: Input should be greater"),
+    ("ops: {duplicate_gallery: {config: {clusters_per_page: 0}}}", "ops.duplicate_gallery.config: clusters_per_page"),
+    ("ops: {duplicate_actions: {config: {mode: delete}}}", "mode not in enum type"),
+    ("ops: [1, 2", "is not valid YAML"),
+    ("- ops", "expected a mapping"),
+])
+def test_a_run_config_is_checked_whole_before_anything_runs(tmp_path, text, problem):
+    from dedup_assets.cli import _run_config
+    from dedup_assets.settings import SetupError
+
+    path = tmp_path / "run.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(SetupError, match=re.escape(problem)):
+        _run_config(str(path))
+
+
+def test_the_documented_run_configs_pass_the_check(tmp_path):
+    from dedup_assets.cli import _run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("ops: {embeddings: {config: {input_size: 160}}, verified_pairs: {config: {verify_side: 320, "
+                    "verifier: torch-orb}}, duplicate_actions: {config: {dry_run: false, mode: tag}}}\n")
+    assert _run_config(str(path))["ops"]["verified_pairs"]["config"]["verify_side"] == 320
+
+
+def test_every_configurable_asset_has_its_settings_checked():
+    from dedup_assets.assets import pipeline_assets, review_assets, run_settings
+
+    configurable = {asset.key.path[-1] for asset in pipeline_assets + review_assets
+                    if getattr(asset.op.config_schema.config_type, "fields", None)}
+    assert configurable == set(run_settings)
+    for name, settings in run_settings.items():
+        fields = set(next(a for a in pipeline_assets + review_assets if a.key.path[-1] == name)
+                     .op.config_schema.config_type.fields)
+        assert fields == set(settings.model_fields)

@@ -4,6 +4,7 @@ from typing import Iterable
 import dagster as dg
 import numpy as np
 import polars as pl
+from pydantic import Field
 
 from dedup_assets.assets.reporting import markdown_preview, timing
 from dedup_assets.corpus import grouped, partitions
@@ -20,9 +21,9 @@ NEAREST_PER_IMAGE = 32
 
 
 class ColorCandidatesConfig(dg.Config):
-    hamming_radius: int = 10  # bits of 64
-    max_color_distance: float = 12.0  # mean |ΔLab| per grid cell
-    neighbours: int = NEAREST_PER_IMAGE
+    hamming_radius: int = Field(10, ge=0, le=64)  # bits of 64
+    max_color_distance: float = Field(12.0, gt=0)  # mean |ΔLab| per grid cell
+    neighbours: int = Field(NEAREST_PER_IMAGE, ge=1)
 
 
 STORED_ROWS_PER_SEARCH = 100_000  # ~10 MB of names, hashes and colour signatures

@@ -2,6 +2,7 @@ import time
 
 import dagster as dg
 import numpy as np
+from pydantic import Field
 
 from dedup_assets.assets.keep_drop_manifest import keep_drop_manifest
 from dedup_assets.assets.verified_pairs import verified_pairs
@@ -11,7 +12,7 @@ from dedup_assets.review import write_gallery
 
 
 class GalleryConfig(dg.Config):
-    clusters_per_page: int = 50
+    clusters_per_page: int = Field(50, ge=1)
 
 
 @dg.asset(

@@ -1,5 +1,6 @@
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from dedup_assets.assets.reporting import log_progress, timing
 from dedup_assets.embedding_stage import cached_embedder, embed_batch, pass_size
@@ -19,11 +20,11 @@ class EmbeddingsConfig(dg.Config):
     # auto: the ONNX export served by OpenVINO on CPU, PyTorch on CUDA; or torch, onnx
     # (ONNX Runtime: ~160 MB less memory, ~2x slower), openvino
     runtime: str = "auto"
-    input_size: int | None = None  # pixels per side; None: the model's own (224)
+    input_size: int | None = Field(None, ge=32)  # pixels per side; None: the model's own (224)
     # Images per forward pass; None: 8 on the CPU (as fast as 16 or 32, and its ONNX pass,
     # the peak of a whole batch's run, is 84 MB above idle against 169 MB for 16), 256 on
     # CUDA (4,335-4,520 images/s on an H200, bench/gpu.py) (docs/performance.md).
-    batch_size: int | None = None
+    batch_size: int | None = Field(None, ge=1)
 
 
 @dg.asset(

@@ -1,8 +1,10 @@
 import functools
+from typing import Literal
 import time
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from dedup_assets.assets.reporting import log_progress, markdown_preview, timing
 from dedup_assets.plots import markdown_image, similarity_distributions
@@ -18,22 +20,23 @@ from dedup_assets.vision.verify import ORB_FEATURES, VERIFY_SIDE, load_verifier
 
 
 class VerifiedPairsConfig(dg.Config):
-    min_similarity: float = 0.5  # embedding cosine for a candidate pair
-    neighbours: int = 32  # per image, in the embedding search
+    min_similarity: float = Field(0.5, ge=-1, le=1)  # embedding cosine for a candidate pair
+    neighbours: int = Field(32, ge=1)  # per image, in the embedding search
     # From this many stored embeddings on, the search across batches goes through a
     # compressed index (trained once, ~66 bytes per image) instead of reading and
     # multiplying every stored embedding; 0: always exact. Candidates' cosines stay exact.
-    index_from: int = 200_000
-    index_spec: str = DEFAULT_SPEC  # faiss factory string; must contain an IVF
-    index_probes: int = INDEX_PROBES  # inverted lists visited per query
+    index_from: int = Field(200_000, ge=0)
+    index_spec: str = Field(DEFAULT_SPEC, pattern="IVF")  # faiss factory string; must contain an IVF
+    index_probes: int = Field(INDEX_PROBES, ge=1)  # inverted lists visited per query
     # Stored embeddings the exact search keeps decoded in this process for the next
     # batch (`dedup run`, a long-lived worker): each batch then reads only partitions
     # new since. 256 MB hold ~100k images; a GPU host searching millions exactly: more.
-    resident_embeddings_mb: int = 256
-    verifier: str = "orb"  # orb (CPU), torch-orb, aliked, lightglue or loftr (GPU)
+    resident_embeddings_mb: int = Field(256, ge=0)
+    verifier: Literal["orb", "torch-orb", "aliked", "lightglue", "loftr"] = "orb"  # orb (CPU), torch-orb, aliked, lightglue or loftr (GPU)
     verifier_checkpoint: str | None = None  # local LoFTR checkpoint
-    verify_side: int = VERIFY_SIDE  # longest side, in pixels, images are matched at
-    orb_features: int = ORB_FEATURES  # keypoints per image for the orb verifier
+    # Longest side, in pixels, images are matched at (ORB leaves a 31 px margin on each side).
+    verify_side: int = Field(VERIFY_SIDE, ge=64)
+    orb_features: int = Field(ORB_FEATURES, ge=4)  # keypoints per image for the orb verifier
     # Keep each image's ORB features beside its thumbnail (~40 KB), so images already
     # stored are not described again by every later batch that pairs with them.
     keep_features: bool = True
@@ -51,14 +54,14 @@ class VerifiedPairsConfig(dg.Config):
     screen_device: str = "auto"
     # Threads verifying pairs; 0: one per core, at most 4 (`verify_stage.VERIFY_THREADS_CAP`: beyond ~4 the
     # fits' Python, which holds the GIL, makes threads wait on each other: docs/performance.md §7).
-    workers: int = 0
-    accept_hamming: int = 4
-    min_inliers: int = 15
-    min_coverage: float = 0.55
-    min_agreement: float = 0.6
-    min_window_agreement: float = 0.75  # or this share of the overlap's windows agreeing (an overlay)
-    min_spread: float = 0.01  # the inliers' hull, as a share of the smaller image
-    candidate_hamming: int = 10  # keep equal to color_candidates.hamming_radius
+    workers: int = Field(0, ge=0)
+    accept_hamming: int = Field(4, ge=0, le=64)  # bits of 64
+    min_inliers: int = Field(15, ge=4)  # a homography takes 4 points
+    min_coverage: float = Field(0.55, ge=0, le=1)
+    min_agreement: float = Field(0.6, ge=-1, le=1)  # a correlation
+    min_window_agreement: float = Field(0.75, ge=0, le=1)  # or this share of the overlap's windows agreeing (an overlay)
+    min_spread: float = Field(0.01, ge=0, le=1)  # the inliers' hull, as a share of the smaller image
+    candidate_hamming: int = Field(10, ge=0, le=64)  # keep equal to color_candidates.hamming_radius
     grayscale_is_duplicate: bool = True
     mirrored_is_duplicate: bool = False
 

@@ -1,5 +1,6 @@
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from dedup_assets.assets.reporting import log_progress
 from dedup_assets.hash_stage import STAGE, hash_blobs
@@ -9,7 +10,7 @@ from dedup_assets.resources import DedupStorageResource, ImageSourceResource
 
 
 class WaveletHashConfig(dg.Config):
-    workers: int = 0  # decode processes; 0 means one per usable core (vision/cores.py)
+    workers: int = Field(0, ge=0)  # decode processes; 0 means one per usable core (vision/cores.py)
 
 
 @dg.asset(

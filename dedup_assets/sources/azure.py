@@ -15,12 +15,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterator, TypeVar
+from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceExistsError,
                                    ResourceModifiedError, ResourceNotFoundError, ServiceRequestError,
                                    ServiceResponseError)
 
+from dedup_assets.settings import SetupError
 from dedup_assets.sources import BlobChangedError, BlobInfo, BlobOfflineError, SourceUnavailableError
 
 log = logging.getLogger(__name__)
@@ -52,11 +54,34 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 def parse_azure_uri(uri: str) -> tuple[str, str]:
     """`az://container/some/prefix` → ("container", "some/prefix/")."""
-    match = re.fullmatch(r"(?:az|abfs)://([^/]+)/?(.*)", uri)
+    match = re.fullmatch(r"(?:az|abfs)://([^/@]+)(?:/(.*))?", uri)
     if not match:
-        raise ValueError(f"not an Azure source: {uri!r} (expected az://<container>/<optional prefix>)")
-    container, prefix = match.group(1), match.group(2).strip("/")
+        raise SetupError(azure_address_hint(uri) or f"not an Azure source: {without_query(uri)!r} "
+                         "(expected az://<container>/<optional prefix>)")
+    container, prefix = match.group(1), (match.group(2) or "").strip("/")
     return container, f"{prefix}/" if prefix else ""
+
+
+def without_query(uri: str) -> str:
+    """An address as it may be shown: a query can hold a SAS token."""
+    return uri.partition("?")[0]
+
+
+def azure_address_hint(uri: str) -> str | None:
+    """How to give an Azure blob URL this tool does not take as it is — the portal's
+    https://<account>.blob.core.windows.net/<container>/..., or abfss://<container>@<account>
+    .dfs.core.windows.net/... — as az:// plus the account URL; None for other addresses."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    if ".blob." not in host and ".dfs." not in host:
+        return None
+    container, _, prefix = parts.path.strip("/").partition("/")
+    if "@" in parts.netloc:
+        container, prefix = parts.netloc.split("@")[0], parts.path.strip("/")
+    sas = "; a SAS token goes in AZURE_STORAGE_SAS_TOKEN" if parts.query else ""
+    return (f"source {without_query(uri)!r}: give an Azure container as DEDUP_SOURCE=az://{container}"
+            f"{'/' + prefix if prefix else ''} with AZURE_STORAGE_ACCOUNT_URL="
+            f"https://{host.replace('.dfs.', '.blob.')}{sas}")
 
 
 def retry_after_seconds(error: HttpResponseError, default: float) -> float:
@@ -107,7 +132,7 @@ class AzureBlobSource:
         self.uri = uri
         self.container, self.prefix = parse_azure_uri(uri)
         if not connection_string and not account_url:
-            raise ValueError(
+            raise SetupError(
                 "no Azure account configured: set AZURE_STORAGE_CONNECTION_STRING, or "
                 "AZURE_STORAGE_ACCOUNT_URL (with AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN, "
                 "or an identity DefaultAzureCredential can find)"
@@ -203,7 +228,11 @@ class AzureBlobSource:
         pages = self.client.list_blobs(name_starts_with=self.prefix or None,
                                        results_per_page=self.settings.page_size).by_page(resume)
         while True:
-            page = self._call(lambda: next(pages, None), f"listing {self.uri}")
+            try:
+                page = self._call(lambda: next(pages, None), f"listing {self.uri}")
+            except ResourceNotFoundError:
+                raise SetupError(f"listing {self.uri}: the storage account {self._service.account_name!r} has "
+                                 f"no container {self.container!r}") from None
             if page is None:
                 return
             yield [self._blob_info(blob) for blob in page], pages.continuation_token or None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 
-from dedup_assets.sources.azure import AzureBlobSource, AzureSettings
+from dedup_assets.settings import SetupError, whole_number
+from dedup_assets.sources.azure import AzureBlobSource, AzureSettings, azure_address_hint, without_query
 from dedup_assets.sources.local import LocalFolderSource
 
 AZURE_ENV = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_URL", "AZURE_STORAGE_KEY",
@@ -24,6 +26,10 @@ def open_source(uri: str, connection_string: str | None = None, account_url: str
                                credential=credential, settings=AzureSettings(concurrency=download_concurrency))
     if uri.startswith("file://"):
         uri = uri[len("file://"):]
+    elif re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", uri):
+        # Not a folder: taken as one, `s3://bucket` would be looked for as ./s3:/bucket.
+        raise SetupError(azure_address_hint(uri) or f"source {without_query(uri)!r}: this tool reads a folder, "
+                         "or Azure Blob Storage as az://<container>/<optional prefix>")
     return LocalFolderSource(uri)
 
 
@@ -36,5 +42,5 @@ def source_from_environment():
         account_url=values["AZURE_STORAGE_ACCOUNT_URL"],
         account_key=values["AZURE_STORAGE_KEY"],
         sas_token=values["AZURE_STORAGE_SAS_TOKEN"],
-        download_concurrency=int(os.environ.get("DEDUP_DOWNLOAD_CONCURRENCY", "16")),
+        download_concurrency=whole_number("DEDUP_DOWNLOAD_CONCURRENCY"),
     )

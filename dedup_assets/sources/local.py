@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from dedup_assets.settings import SetupError
 from dedup_assets.sources import BlobChangedError, BlobInfo
 
 
@@ -46,6 +47,10 @@ def file_system_name(name: str) -> str:
         return os.fsdecode(raw)
 
 
+class SourceFolderMissing(SetupError, FileNotFoundError):
+    """The folder named as the source is not there (a typo, an unmounted share)."""
+
+
 class LocalFolderSource:
     supports_tags = False  # files have no blob index tags; quarantine copies instead
     def __init__(self, root: str | os.PathLike):
@@ -68,7 +73,7 @@ class LocalFolderSource:
         """`iter_blobs` in pages, each with the token that resumes the listing after it (the
         last path listed; None after the last page), so that a listing can stop and go on."""
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image source folder does not exist: {self.root}")
+            raise SourceFolderMissing(f"image source folder does not exist: {self.root}")
         page_size = page_size or LOCAL_PAGE_SIZE
         page: list[BlobInfo] = []
         for entry in self._files(self.root, tuple(resume.split("/")) if resume else ()):
@@ -92,7 +97,7 @@ class LocalFolderSource:
                 entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
         except FileNotFoundError:
             if directory == self.root:
-                raise FileNotFoundError(f"image source folder does not exist: {self.root}") from None
+                raise SourceFolderMissing(f"image source folder does not exist: {self.root}") from None
             return  # removed while listing: its files are gone
         except PermissionError as error:
             # Not skipped: its files would look deleted, and leave their duplicate groups.

@@ -44,6 +44,33 @@ def test_uri_names_container_and_prefix():
         parse_azure_uri("s3://bucket")
 
 
+@pytest.mark.parametrize("address, written", [
+    ("https://acct.blob.core.windows.net/images/2024/?sv=2024&sig=SECRETSIG",
+     "DEDUP_SOURCE=az://images/2024 with AZURE_STORAGE_ACCOUNT_URL=https://acct.blob.core.windows.net; "
+     "a SAS token goes in AZURE_STORAGE_SAS_TOKEN"),
+    ("abfss://images@acct.dfs.core.windows.net/raw/2024",
+     "DEDUP_SOURCE=az://images/raw/2024 with AZURE_STORAGE_ACCOUNT_URL=https://acct.blob.core.windows.net"),
+    ("abfs://images@acct.dfs.core.windows.net",
+     "DEDUP_SOURCE=az://images with AZURE_STORAGE_ACCOUNT_URL=https://acct.blob.core.windows.net"),
+])
+def test_an_azure_url_given_as_the_source_says_how_to_write_it_and_never_repeats_its_sas(address, written):
+    from dedup_assets.settings import SetupError
+    from dedup_assets.sources.factory import open_source
+
+    with pytest.raises(SetupError) as raised:
+        open_source(address)
+    assert str(raised.value).endswith(written)
+    assert "SECRETSIG" not in str(raised.value) and "sv=" not in str(raised.value)
+
+
+def test_a_container_that_does_not_exist_is_named(azurite):
+    from dedup_assets.settings import SetupError
+
+    source = AzureBlobSource("az://photoz/2024", connection_string=azurite.connection_string)
+    with pytest.raises(SetupError, match=f"the storage account '{ACCOUNT}' has no container 'photoz'"):
+        list(source.iter_blobs())
+
+
 def test_inventory_of_thousands_of_blobs_with_prefixes_and_pages(azurite, container):
     upload_many(container, [f"photos/2024/{i:05d}.jpg" for i in range(2000)])
     upload_many(container, [f"other/{i:03d}.jpg" for i in range(150)])

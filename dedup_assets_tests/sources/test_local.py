@@ -41,8 +41,21 @@ def test_a_file_changed_after_listing_is_reported(tmp_path):
 
 
 def test_a_missing_source_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    from dedup_assets.settings import SetupError
+
+    with pytest.raises(FileNotFoundError, match="does not exist") as raised:
         list(LocalFolderSource(tmp_path / "nowhere").iter_blobs())
+    assert isinstance(raised.value, SetupError)  # `dedup` prints it without a traceback
+
+
+@pytest.mark.parametrize("address", ["s3://bucket/photos?X-Amz-Signature=SECRETSIG", "gs://bucket", "ftp://host/x"])
+def test_an_address_of_another_storage_is_refused_not_taken_for_a_folder(address):
+    from dedup_assets.settings import SetupError
+    from dedup_assets.sources.factory import open_source
+
+    with pytest.raises(SetupError, match="this tool reads a folder, or Azure Blob Storage as az://") as raised:
+        open_source(address)
+    assert "SECRETSIG" not in str(raised.value)
 
 
 def test_a_file_name_that_is_not_utf8_is_listed_escaped_and_read_back(tmp_path, layout):

@@ -114,7 +114,8 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
     from dedup_assets.partitions import batch_partitions
     from dedup_assets.sources.factory import source_from_environment
     from dedup_assets.storage import layout_from_environment
-    from dedup_assets.work_planning import batches_readable_again, partitions_needing_work
+    from dedup_assets.work_planning import (batches_readable_again, batches_with_deletions_not_applied,
+                                            partitions_needing_work)
 
     layout = layout_from_environment()
     source = source_from_environment()
@@ -127,9 +128,12 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
         instance.add_dynamic_partitions(batch_partitions.name, missing)
     todo = partitions_needing_work(instance, [asset.key for asset in pipeline_assets], ledger.batch_keys())
     readable = [key for key in batches_readable_again(ledger) if key not in todo]
-    todo = sorted(todo + readable, key=batch_sequence)
-    restored = f" ({len(readable)} for blobs restored from an archive tier)" if readable else ""
-    print(f"{len(created)} new batch(es); {len(todo)} batch(es) to materialize{restored}")
+    deleted = [key for key in batches_with_deletions_not_applied(instance, ledger) if key not in todo + readable]
+    todo = sorted(todo + readable + deleted, key=batch_sequence)
+    reasons = [f"{len(readable)} for blobs restored from an archive tier"] if readable else []
+    reasons += [f"{len(deleted)} for blobs deleted from the source"] if deleted else []
+    print(f"{len(created)} new batch(es); {len(todo)} batch(es) to materialize"
+          + (f" ({'; '.join(reasons)})" if reasons else ""))
 
     job = defs.resolve_job_def("dedup_job")
     sizes = {key: ledger.read_manifest(key).height for key in todo}

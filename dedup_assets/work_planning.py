@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import dagster as dg
+import polars as pl
 from dagster._core.events import DagsterEventType
 
 from dedup_assets.hash_stage import STAGE as HASH_STAGE
@@ -60,6 +61,25 @@ def partitions_needing_work(
         if missing or stale:
             needing.append(partition)
     return sorted(needing, key=batch_sequence)
+
+
+def batches_with_deletions_not_applied(instance: dg.DagsterInstance, ledger: BatchLedger) -> list[str]:
+    """Batches holding a blob deleted from the source after their `clusters` were last
+    materialized: until they run again their groups may still keep that blob, and drop
+    the copies that remain. The sensor re-runs them as it sees the deletions; this asks the
+    instance, so `dedup run` needs no cursor."""
+    tombstones = ledger.tombstones()
+    if not tombstones.height:
+        return []
+    latest_deletion = tombstones.group_by("batch").agg(pl.col("deleted_at").max())
+    stale = []
+    for batch, deleted_at in latest_deletion.rows():
+        clustered = instance.fetch_materializations(
+            dg.AssetRecordsFilter(dg.AssetKey("clusters"), asset_partitions=[batch]), limit=1).records
+        # A batch never clustered is missing work, which `partitions_needing_work` finds.
+        if clustered and clustered[0].timestamp < deleted_at.timestamp():
+            stale.append(batch)
+    return sorted(stale, key=batch_sequence)
 
 
 def batches_readable_again(ledger: BatchLedger) -> list[str]:

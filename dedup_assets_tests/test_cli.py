@@ -134,3 +134,27 @@ def test_every_configurable_asset_has_its_settings_checked():
         fields = set(next(a for a in pipeline_assets + review_assets if a.key.path[-1] == name)
                      .op.config_schema.config_type.fields)
         assert fields == set(settings.model_fields)
+
+
+def test_run_again_after_a_kept_copy_is_deleted_keeps_one_of_its_copies(home, image_folder):
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update({"DEDUP_HOME": str(home), "DEDUP_SOURCE": str(image_folder)})
+    assert dedup("run", "--no-progress", env=env).returncode == 0
+    manifest = pl.read_parquet(home / "review" / "keep_drop_manifest.parquet")
+    victim = manifest.filter((pl.col("action") == "keep") & (pl.col("cluster_size") > 1))["blob_name"][0]
+    group = manifest.filter(pl.col("representative") == victim)["cluster_id"][0]
+    copies = sorted(set(manifest.filter(pl.col("cluster_id") == group)["blob_name"]) - {victim})
+    (image_folder / victim).unlink()
+
+    again = dedup("run", "--no-progress", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "1 batch(es) to materialize (1 for blobs deleted from the source)" in again.stdout
+    manifest = pl.read_parquet(home / "review" / "keep_drop_manifest.parquet")
+    assert victim not in manifest.filter(pl.col("action") != "review")["blob_name"].to_list()
+    assert victim not in manifest["representative"].to_list()
+    remaining = manifest.filter(pl.col("blob_name").is_in(copies))
+    if len(copies) > 1:  # the copies left are still one group, with one of them kept
+        assert remaining["action"].to_list().count("keep") == 1
+    else:
+        assert remaining["action"].to_list() == ["keep"]
+    assert "0 new batch(es); 0 batch(es) to materialize" in dedup("run", "--no-progress", env=env).stdout

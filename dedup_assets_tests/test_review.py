@@ -127,3 +127,27 @@ def test_names_are_escaped_in_the_gallery(resources, run_everything, image_folde
     assert "<img src=x onerror" not in pages
     assert "&lt;img src=x onerror=alert(1)&gt;" in pages
 
+
+
+def test_no_copy_is_dropped_for_a_kept_copy_deleted_since_its_batch_ran(run_everything, resources, image_folder,
+                                                                        layout):
+    from dedup_assets.ledger import BatchLedger
+
+    run_everything(resources)
+    before = pl.read_parquet(layout.review_dir / "keep_drop_manifest.parquet")
+    victim = before.filter((pl.col("action") == "keep") & (pl.col("cluster_size") > 1))["blob_name"][0]
+    copies = before.filter((pl.col("action") == "drop") & (pl.col("representative") == victim))["blob_name"]
+    (image_folder / victim).unlink()
+    # The next listing records the deletion; no batch has run again yet (no sensor, or
+    # its run still queued) when someone rebuilds the manifest to act on it.
+    assert BatchLedger(layout).register(resources["image_source"].open().iter_blobs(), 100) == []
+    write_manifest(layout)
+    after = pl.read_parquet(layout.review_dir / "keep_drop_manifest.parquet")
+    assert after.filter(pl.col("representative") == victim)["action"].unique().to_list() == ["review"]
+    for row in after.filter(pl.col("blob_name").is_in(copies.to_list())).iter_rows(named=True):
+        assert row["reason"] == (f"not decided: the copy kept, {victim}, was deleted from the source; "
+                                 "its batch runs again to keep another")
+    assert victim not in after["blob_name"].to_list()
+    # Every other decision stands.
+    untouched = before.filter((pl.col("representative") != victim) | pl.col("representative").is_null())
+    assert untouched.join(after, on=list(untouched.columns), how="anti").height == 0

@@ -121,6 +121,7 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
     source = source_from_environment()
     ledger = BatchLedger(layout)
     print(f"source: {source.describe()}")
+    ledger.claim_source(source.identity)
     created = ledger.register(source.iter_blobs(), max_batch_size=whole_number("DEDUP_BATCH_SIZE"))
     known = set(instance.get_dynamic_partitions(batch_partitions.name))
     missing = [key for key in ledger.batch_keys() if key not in known]

@@ -26,6 +26,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from dedup_assets.local_files import replaced_atomically, write_bytes_atomic
+from dedup_assets.settings import SetupError
 from dedup_assets.sources import BlobInfo, SourceUnavailableError
 from dedup_assets.storage import StorageLayout
 
@@ -146,6 +147,25 @@ class BatchLedger:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @property
+    def source_path(self) -> str:
+        return f"{self.directory}/source.json"
+
+    def claim_source(self, identity: str) -> None:
+        """Record the source this data root batches, or refuse another one: its listing would
+        take every blob batched so far for deleted (their groups emptied, and a name both
+        sources hold taken for one blob overwritten). The first source to register is kept."""
+        with self._locked():
+            if not self.layout.exists(self.source_path):
+                self.layout.write_bytes(self.source_path, json.dumps({"source": identity}).encode())
+                return
+            recorded = json.loads(self.layout.read_bytes(self.source_path))["source"]
+            if recorded != identity:
+                raise SetupError(
+                    f"{self.layout.uri(self.directory)} holds the batches of {recorded}, not of {identity}: give "
+                    f"that source a DEDUP_HOME (or DEDUP_DATA_URL) of its own. If these are the same blobs at a "
+                    f"new address, delete {self.layout.uri(self.source_path)} once to move the results to it.")
 
     def register(
         self,

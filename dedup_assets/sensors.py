@@ -29,9 +29,11 @@ def register_new_batches(
     """New batches from the source's listing once it is complete; none while it is under
     way (it goes on at the next call). A listing finished early in this call is used at
     once, so a small source's new blobs are batched at the tick that sees them."""
+    source = image_source.open()
+    ledger.claim_source(source.identity)
     listing = ResumableListing(ledger.layout.home, image_source.uri)
     started, listed_before = time.monotonic(), listing.complete
-    if not listing.advance(image_source.open(), LISTING_SECONDS_PER_TICK):
+    if not listing.advance(source, LISTING_SECONDS_PER_TICK):
         if log:
             log.info(f"listing {image_source.uri}: {listing.blobs_listed:,} blobs so far, continued next tick")
         return []

@@ -7,7 +7,9 @@ import polars as pl
 import pytest
 
 from dedup_assets.cli import build_parser
+from dedup_assets.ledger import BatchLedger
 from dedup_assets.settings import PROJECT_ROOT
+from dedup_assets.storage import StorageLayout
 
 
 def dedup(*args, env):
@@ -31,6 +33,15 @@ def test_run_registers_batches_materializes_them_and_says_where_results_are(home
     second = dedup("run", "--no-progress", env=env)
     assert second.returncode == 0, second.stderr
     assert "0 new batch(es); 0 batch(es) to materialize" in second.stdout
+
+    # Another folder on the same DEDUP_HOME would take every blob batched so far for deleted.
+    other = home.parent / "other_images"
+    other.mkdir()
+    (other / "x.jpg").write_bytes((image_folder / sorted(os.listdir(image_folder))[0]).read_bytes())
+    switched = dedup("run", "--no-progress", env={**env, "DEDUP_SOURCE": str(other)})
+    assert switched.returncode == 2
+    assert f"holds the batches of {image_folder}, not of {other}" in switched.stderr
+    assert BatchLedger(StorageLayout(home)).tombstones().height == 0
 
 
 def test_run_processes_a_blob_restored_from_the_archive_tier(home, image_folder, azurite, container):

@@ -115,3 +115,18 @@ def test_a_listing_goes_on_over_calls_and_starts_over_when_its_token_is_refused(
     keys = BatchLedger(layout).register_listing(listing, max_batch_size=5, now=NOW)
     assert [BatchLedger(layout).read_manifest(k).height for k in keys] == [5, 5, 2]
     assert not listing.complete and listing.blobs_listed == 0  # cleared for the next one
+
+
+def test_a_data_root_batches_one_source_and_refuses_another(layout):
+    from dedup_assets.settings import SetupError
+
+    ledger = BatchLedger(layout)
+    ledger.claim_source("/photos/2023")
+    ledger.claim_source("/photos/2023")  # the same source, again and again
+    with pytest.raises(SetupError, match="holds the batches of /photos/2023, not of /photos/2024: give that source"):
+        ledger.claim_source("/photos/2024")
+    # The same blobs moved to a new address: the person says so by removing the record.
+    layout.remove([ledger.source_path])
+    ledger.claim_source("/mnt/archive/photos/2023")
+    with pytest.raises(SetupError):
+        ledger.claim_source("/photos/2023")

@@ -163,6 +163,12 @@ class AzureBlobSource:
         return self.uri
 
     @property
+    def identity(self) -> str:
+        """Which blobs these are: a container of the same name in another account is another
+        source (a development and a production account, say)."""
+        return f"{self.uri} in storage account {self.client.account_name}"
+
+    @property
     def client(self):
         if self._client is None:
             self._client = self._make_client()

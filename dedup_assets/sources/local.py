@@ -59,6 +59,10 @@ class LocalFolderSource:
     def describe(self) -> str:
         return str(self.root)
 
+    @property
+    def identity(self) -> str:
+        return str(self.root)
+
     def iter_blobs(self) -> Iterator[BlobInfo]:
         """Every visible regular file under the root, in path order.
 

@@ -69,6 +69,8 @@ def test_a_container_that_does_not_exist_is_named(azurite):
     source = AzureBlobSource("az://photoz/2024", connection_string=azurite.connection_string)
     with pytest.raises(SetupError, match=f"the storage account '{ACCOUNT}' has no container 'photoz'"):
         list(source.iter_blobs())
+    # A container of that name in another account would be another source.
+    assert source.identity == f"az://photoz/2024 in storage account {ACCOUNT}"
 
 
 def test_inventory_of_thousands_of_blobs_with_prefixes_and_pages(azurite, container):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -205,7 +206,9 @@ def _print_summary(layout) -> None:
             print(f"  {cluster_id}: keep {members[0]}; drop {_listed(members[1:])}")
     print(f"\n  gallery:  {(layout.review_dir / 'index.html').as_uri()}")
     print(f"  manifest: {layout.review_dir / 'keep_drop_manifest.csv'} (and .parquet)")
-    print(f'  try:      duckdb {layout.catalog_path} "select * from keep_drop_manifest where action = \'drop\'"')
+    # A command to copy: the path quoted for the shell (a home may hold spaces or quotes).
+    print(f'  try:      duckdb {shlex.quote(str(layout.catalog_path))} '
+          '"select * from keep_drop_manifest where action = \'drop\'"')
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -218,7 +218,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from dedup_assets.evaluation import (format_report, imagededup_phash_pairs, pairs_from_clusters,
                                          read_truth, score)
 
-    truth = read_truth(args.truth)
+    truth = read_truth(args.truth, images)
     with tempfile.TemporaryDirectory(prefix="dedup-evaluate-") as scratch:
         keep = bool(args.home)
         args.home = args.home or scratch

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dedup_assets.settings import SetupError
 
 
 @dataclass
@@ -20,11 +22,26 @@ class Scores:
     kept_original: float | None = None
 
 
-def read_truth(path: str | Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+def read_truth(path: str | Path, images: Path | None = None) -> list[dict]:
+    """The labelled groups: rows of name (relative to `images`), group and optionally kind.
+    A name listed twice, or one `images` lacks, is refused: its pairs could never be found,
+    and would lower recall without a word."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise SetupError(f"truth {path}: {error.strerror or error}") from None
     if not rows or not {"name", "group"} <= set(rows[0]):
-        raise ValueError(f"{path}: truth needs columns name, group (and optionally kind)")
+        raise SetupError(f"truth {path}: needs columns name, group (and optionally kind)")
+    counts = Counter(row["name"] for row in rows)
+    twice = sorted(name for name, count in counts.items() if count > 1)
+    if twice:
+        raise SetupError(f"truth {path}: {len(twice)} name(s) listed more than once: {', '.join(twice[:5])}")
+    if images is not None:
+        absent = sorted(name for name in counts if not (images / name).is_file())
+        if absent:
+            raise SetupError(f"truth {path}: {len(absent)} of {len(counts)} name(s) not in {images}: "
+                             f"{', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''}")
     return rows
 
 

@@ -1,6 +1,9 @@
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 from dedup_assets.evaluation import pairs_from_clusters, score
 
@@ -37,3 +40,20 @@ def test_evaluate_on_the_demo_set_beats_the_phash_baseline(demo_set, tmp_path):
     assert precision >= 0.98 and f1 >= 0.95
     assert f1 > baseline_f1
     assert float(completed.stdout.split("kept image is original")[1].split()[0]) >= 0.95
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("file,label\na.jpg,1\n", "needs columns name, group"),
+    ("", "needs columns name, group"),
+    ("name,group\na.jpg,1\na.jpg,2\n", "1 name(s) listed more than once: a.jpg"),
+    ("name,group\na.jpg,1\nmissing.jpg,1\n", "1 of 2 name(s) not in"),
+])
+def test_a_truth_that_cannot_score_the_folder_is_refused(tmp_path, text, problem):
+    from dedup_assets.evaluation import read_truth
+    from dedup_assets.settings import SetupError
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "truth.csv").write_text(text)
+    with pytest.raises(SetupError, match=re.escape(problem)):
+        read_truth(tmp_path / "truth.csv", tmp_path / "images")

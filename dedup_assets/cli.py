@@ -133,7 +133,7 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
     deleted = [key for key in batches_with_deletions_not_applied(instance, ledger) if key not in todo + readable]
     todo = sorted(todo + readable + deleted, key=batch_sequence)
     reasons = [f"{len(readable)} for blobs restored from an archive tier"] if readable else []
-    reasons += [f"{len(deleted)} for blobs deleted from the source"] if deleted else []
+    reasons += [f"{len(deleted)} for blobs deleted or overwritten in the source"] if deleted else []
     print(f"{len(created)} new batch(es); {len(todo)} batch(es) to materialize"
           + (f" ({'; '.join(reasons)})" if reasons else ""))
 

@@ -94,11 +94,14 @@ class BatchLedger:
         return self.layout.read_parquet(self.tombstones_path)
 
     def _record_deletions(self, listing: list[Path], now: datetime) -> None:
-        """Latest batched version of every name no longer listed gets a tombstone."""
+        """The latest batched version of each name gets a tombstone once the listing no longer
+        shows it: the blob was deleted, or overwritten (its name listed with another etag).
+        Either way the content its batch decided on is gone, and a group that kept it, or
+        dropped copies for it, is decided again when that batch runs again."""
         latest = self._manifests(["blob_name", "etag"]).lazy().sort("batch").group_by("blob_name").last()
         existing = self.tombstones()
         gone = (
-            latest.join(pl.scan_parquet(listing).select("blob_name"), on="blob_name", how="anti")
+            latest.join(pl.scan_parquet(listing).select("blob_name", "etag"), on=["blob_name", "etag"], how="anti")
             .join(existing.lazy().select("blob_name", "etag"), on=["blob_name", "etag"], how="anti")
             .with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("deleted_at"))
             .collect()

@@ -53,15 +53,18 @@ def manifest_sql(views: set[str]) -> str:
     inventory = ("(select blob_name, etag from blob_inventory qualify row_number() over "
                  "(partition by blob_name order by batch desc) = 1)")
     if "clusters" in views:
-        # A copy is dropped only for a kept copy still in the source: one deleted since its
-        # batch last ran (hidden from the clusters view) leaves its copies for review until
-        # the batch runs again and keeps one of them.
-        kept_gone = "c.representative not in (select blob_name from clusters)"
+        # A copy is dropped only for the kept copy its group was decided with: a clusters run
+        # writes every member of a group at one `computed_at`. A kept copy deleted since
+        # (hidden from the clusters view), or overwritten (its row now its new content's, in
+        # a group of its own that may even bear the same id), leaves its copies for review
+        # until the batch that decided them runs again and keeps one of them.
+        kept_gone = ("not exists (select 1 from clusters r where r.blob_name = c.representative "
+                     "and r.cluster_id = c.cluster_id and r.is_representative and r.computed_at = c.computed_at)")
         parts.append(
             "select c.blob_name, c.cluster_id, case when c.is_representative then 'keep' "
             f"when {kept_gone} then 'review' else 'drop' end as action, "
             f"case when not c.is_representative and {kept_gone} then 'not decided: the copy kept, ' || "
-            "c.representative || ', was deleted from the source; its batch runs again to keep another' "
+            "c.representative || ', was deleted or overwritten since; its batch runs again to keep another' "
             "else c.reason end as reason, "
             "c.representative, c.cluster_size::integer as cluster_size, i.etag "
             f"from clusters c join {inventory} i using (blob_name)"

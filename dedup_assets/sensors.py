@@ -69,7 +69,7 @@ def new_blobs_sensor(
     busy = partitions_in_progress(context.instance, dedup_job.name)
     needing = set(partitions_needing_work(context.instance, [a.key for a in pipeline_assets], unrequested))
     to_request = [key for key in unrequested if key in needing and key not in busy]
-    # Blobs deleted from the source: re-run their batches so they leave the clusters.
+    # Blobs deleted or overwritten: re-run their batches so their old contents leave the clusters.
     tombstones = ledger.tombstones()
     seen_tombstones = cursor.get("tombstones_seen", 0)
     touched = set(tombstones["batch"].slice(seen_tombstones).to_list())
@@ -83,7 +83,7 @@ def new_blobs_sensor(
     if created:
         context.log.info(f"cut {len(created)} new batch(es): {created[0]}..{created[-1]}")
     if rerun:
-        context.log.info(f"{tombstones.height - seen_tombstones} blob(s) deleted; re-running {rerun}")
+        context.log.info(f"{tombstones.height - seen_tombstones} blob(s) deleted or overwritten; re-running {rerun}")
     requests = [dg.RunRequest(partition_key=key, run_key=key) for key in to_request]
     if readable:
         context.log.info(f"blob(s) readable again; re-running {[r.partition_key for r in readable]}")

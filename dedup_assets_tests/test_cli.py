@@ -159,7 +159,7 @@ def test_run_again_after_a_kept_copy_is_deleted_keeps_one_of_its_copies(home, im
 
     again = dedup("run", "--no-progress", env=env)
     assert again.returncode == 0, again.stderr
-    assert "1 batch(es) to materialize (1 for blobs deleted from the source)" in again.stdout
+    assert "1 batch(es) to materialize (1 for blobs deleted or overwritten in the source)" in again.stdout
     manifest = pl.read_parquet(home / "review" / "keep_drop_manifest.parquet")
     assert victim not in manifest.filter(pl.col("action") != "review")["blob_name"].to_list()
     assert victim not in manifest["representative"].to_list()

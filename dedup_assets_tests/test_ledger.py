@@ -31,6 +31,10 @@ def test_new_content_under_an_old_name_is_batched_again(layout):
     keys = ledger.register([blob("a", etag="e2"), blob("b")], 10, now=NOW)
     assert len(keys) == 1
     assert ledger.read_manifest(keys[0])["etag"].to_list() == ["e2"]
+    # The version batched first is gone: its batch has to decide its groups again.
+    assert ledger.tombstones().select("blob_name", "etag", "batch").rows() == [("a", "e1", "batch-000001")]
+    ledger.register([blob("a", etag="e2"), blob("b")], 10, now=NOW)
+    assert ledger.tombstones().height == 1
 
 
 def test_blobs_still_being_written_wait_for_a_later_call(layout):

@@ -3,7 +3,11 @@
 import csv
 import html.parser
 
+import dagster as dg
+import numpy as np
 import polars as pl
+import pytest
+from PIL import Image
 
 from dedup_assets.catalog import query
 from dedup_assets.review import write_gallery, write_manifest
@@ -129,25 +133,36 @@ def test_names_are_escaped_in_the_gallery(resources, run_everything, image_folde
 
 
 
-def test_no_copy_is_dropped_for_a_kept_copy_deleted_since_its_batch_ran(run_everything, resources, image_folder,
-                                                                        layout):
+@pytest.mark.parametrize("change", ["deleted", "overwritten"])
+def test_no_copy_is_dropped_for_a_kept_copy_changed_since_its_batch_ran(run_everything, resources, image_folder,
+                                                                        layout, instance, change):
+    from dedup_assets.assets import pipeline_assets
     from dedup_assets.ledger import BatchLedger
 
     run_everything(resources)
     before = pl.read_parquet(layout.review_dir / "keep_drop_manifest.parquet")
     victim = before.filter((pl.col("action") == "keep") & (pl.col("cluster_size") > 1))["blob_name"][0]
     copies = before.filter((pl.col("action") == "drop") & (pl.col("representative") == victim))["blob_name"]
-    (image_folder / victim).unlink()
-    # The next listing records the deletion; no batch has run again yet (no sensor, or
-    # its run still queued) when someone rebuilds the manifest to act on it.
-    assert BatchLedger(layout).register(resources["image_source"].open().iter_blobs(), 100) == []
+    if change == "deleted":
+        (image_folder / victim).unlink()
+    else:  # another picture under its name, like no other in the folder
+        noise = np.random.default_rng(7).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(image_folder / victim, "JPEG", quality=90)
+    # The next listing records the change; the batch that decided the group has not run
+    # again yet (no sensor, or its run still queued) when someone rebuilds the manifest.
+    ledger = BatchLedger(layout)
+    new = ledger.register(resources["image_source"].open().iter_blobs(), 100)
+    assert ledger.tombstones()["blob_name"].to_list() == [victim]
+    if change == "overwritten":  # its new content is batched and decided first
+        instance.add_dynamic_partitions("batches", new)
+        assert dg.materialize(pipeline_assets, partition_key=new[0], instance=instance, resources=resources).success
     write_manifest(layout)
     after = pl.read_parquet(layout.review_dir / "keep_drop_manifest.parquet")
-    assert after.filter(pl.col("representative") == victim)["action"].unique().to_list() == ["review"]
     for row in after.filter(pl.col("blob_name").is_in(copies.to_list())).iter_rows(named=True):
-        assert row["reason"] == (f"not decided: the copy kept, {victim}, was deleted from the source; "
+        assert row["action"] == "review"
+        assert row["reason"] == (f"not decided: the copy kept, {victim}, was deleted or overwritten since; "
                                  "its batch runs again to keep another")
-    assert victim not in after["blob_name"].to_list()
+    assert (victim in after["blob_name"].to_list()) == (change == "overwritten")
     # Every other decision stands.
-    untouched = before.filter((pl.col("representative") != victim) | pl.col("representative").is_null())
+    untouched = before.filter(~pl.col("blob_name").is_in([victim, *copies.to_list()]))
     assert untouched.join(after, on=list(untouched.columns), how="anti").height == 0

@@ -79,18 +79,19 @@ def _run_config(path: str | None) -> dict:
         raise SetupError(f"run config {path}: expected a mapping such as ops: {{embeddings: {{config: ...}}}}")
     for job_name, job_config in zip(("dedup_job", "review_job"), _job_configs(config)):
         try:
-            dg.validate_run_config(defs.resolve_job_def(job_name), job_config)
+            # Names and types; the answer has every op's settings, defaults and env values filled in.
+            resolved = dg.validate_run_config(defs.resolve_job_def(job_name), job_config)
         except dg.DagsterInvalidConfigError as error:
             # Dagster's messages end with the whole schema; the README's settings table is shorter.
             problems = "; ".join(e.message.split(" Expected: ")[0] for e in error.errors)
             raise SetupError(f"run config {path}: {problems} (settings: README, Policies and settings)") from None
-    for op, settings in run_settings.items():
-        values = (config.get("ops", {}).get(op) or {}).get("config")
-        try:
-            settings(**(values or {}))
-        except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise SetupError(f"run config {path}: ops.{op}.config: {problems}") from None
+        for op, values in resolved["ops"].items():
+            try:
+                if op in run_settings:
+                    run_settings[op](**values["config"])
+            except ValidationError as error:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+                raise SetupError(f"run config {path}: ops.{op}.config: {problems}") from None
     return config
 
 

@@ -64,10 +64,10 @@ def partitions_needing_work(
 
 
 def batches_with_deletions_not_applied(instance: dg.DagsterInstance, ledger: BatchLedger) -> list[str]:
-    """Batches holding a blob deleted from the source after their `clusters` were last
-    materialized: until they run again their groups may still keep that blob, and drop
-    the copies that remain. The sensor re-runs them as it sees the deletions; this asks the
-    instance, so `dedup run` needs no cursor."""
+    """Batches holding a blob version deleted or overwritten (a tombstone) after their
+    `clusters` were last materialized: until they run again their groups may still keep
+    that content, and drop the copies that remain. The sensor re-runs them as it sees the
+    tombstones; this asks the instance, so `dedup run` needs no cursor."""
     tombstones = ledger.tombstones()
     if not tombstones.height:
         return []

@@ -1,6 +1,6 @@
 import functools
-from typing import Literal
 import time
+from typing import Literal
 
 import dagster as dg
 import polars as pl
@@ -32,7 +32,8 @@ class VerifiedPairsConfig(dg.Config):
     # batch (`dedup run`, a long-lived worker): each batch then reads only partitions
     # new since. 256 MB hold ~100k images; a GPU host searching millions exactly: more.
     resident_embeddings_mb: int = Field(256, ge=0)
-    verifier: Literal["orb", "torch-orb", "aliked", "lightglue", "loftr"] = "orb"  # orb (CPU), torch-orb, aliked, lightglue or loftr (GPU)
+    # orb (CPU), torch-orb, aliked, lightglue or loftr (GPU)
+    verifier: Literal["orb", "torch-orb", "aliked", "lightglue", "loftr"] = "orb"
     verifier_checkpoint: str | None = None  # local LoFTR checkpoint
     # Longest side, in pixels, images are matched at (ORB leaves a 31 px margin on each side).
     verify_side: int = Field(VERIFY_SIDE, ge=64)
@@ -59,7 +60,8 @@ class VerifiedPairsConfig(dg.Config):
     min_inliers: int = Field(15, ge=4)  # a homography takes 4 points
     min_coverage: float = Field(0.55, ge=0, le=1)
     min_agreement: float = Field(0.6, ge=-1, le=1)  # a correlation
-    min_window_agreement: float = Field(0.75, ge=0, le=1)  # or this share of the overlap's windows agreeing (an overlay)
+    # ... or this share of the overlap's windows agreeing (an overlay)
+    min_window_agreement: float = Field(0.75, ge=0, le=1)
     min_spread: float = Field(0.01, ge=0, le=1)  # the inliers' hull, as a share of the smaller image
     candidate_hamming: int = Field(10, ge=0, le=64)  # keep equal to color_candidates.hamming_radius
     grayscale_is_duplicate: bool = True

@@ -144,11 +144,17 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
     quiet = {**(run_config or {}), "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     batch_config, review_config = _job_configs(quiet)
     with tqdm(total=sum(sizes.values()), unit="img", desc="dedup", disable=not progress) as bar:
-        for key in todo:
+        for done, key in enumerate(todo):
             bar.set_postfix_str(key)
             result = job.execute_in_process(
                 partition_key=key, instance=instance, raise_on_error=False, run_config=batch_config
             )
+            if _interrupted(result):
+                # Dagster turns Ctrl-C into a failed step; the batches left wait for the next run.
+                bar.close()
+                print(f"dedup: interrupted in {key} ({done} of {len(todo)} batch(es) done); "
+                      "`dedup run` again goes on from there", file=sys.stderr)
+                return 130
             if not result.success:
                 failed_runs.append((key, result.run_id, _step_errors(result)))
             bar.update(sizes[key])
@@ -164,6 +170,15 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
         for step, message in errors:
             print(f"  {step}: {message}", file=sys.stderr)
     return 1 if failed_runs else 0
+
+
+def _interrupted(result) -> bool:
+    """Whether the run stopped for a Ctrl-C (SIGINT) or SIGTERM rather than failed."""
+    for event in result.all_events:
+        data = event.step_failure_data if event.is_step_failure else None
+        if data and data.error and data.error.cls_name == "DagsterExecutionInterruptedError":
+            return True
+    return False
 
 
 def _step_errors(result) -> list[tuple[str, str]]:
@@ -321,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     except SetupError as error:  # a setting to change: the message says which, no traceback
         print(f"dedup: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside a run (listing, say): nothing half-written to report
+        print("dedup: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

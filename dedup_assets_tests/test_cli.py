@@ -169,3 +169,28 @@ def test_run_again_after_a_kept_copy_is_deleted_keeps_one_of_its_copies(home, im
     else:
         assert remaining["action"].to_list() == ["keep"]
     assert "0 new batch(es); 0 batch(es) to materialize" in dedup("run", "--no-progress", env=env).stdout
+
+
+def test_ctrl_c_stops_the_whole_run_and_the_next_run_goes_on(home, image_folder):
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update({"DEDUP_HOME": str(home), "DEDUP_SOURCE": str(image_folder)})
+    process = subprocess.Popen([sys.executable, "-m", "dedup_assets.cli", "run", "--batch-size", "5", "--no-progress"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first_step = home / "parquet" / "blob_inventory" / "batch-000001.parquet"
+    deadline = time.monotonic() + 120
+    while not first_step.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "dedup: interrupted in batch-000001 (0 of " in stderr
+    # Before, the interrupt failed that batch only, and every later batch and the review ran.
+    assert not (home / "parquet" / "clusters").exists() and not (home / "review").exists()
+
+    again = dedup("run", "--no-progress", env=env)
+    assert again.returncode == 0, again.stderr
+    hashes = pl.read_parquet(home / "parquet" / "wavelet_hashes" / "*.parquet")
+    assert sorted(hashes["blob_name"]) == sorted(os.listdir(image_folder))

@@ -30,3 +30,16 @@ def test_lineage_follows_the_cascade():
     assert parents("keep_drop_manifest") == {"clusters"}
     assert parents("duplicate_gallery") == {"keep_drop_manifest", "verified_pairs"}
     assert parents("duplicate_actions") == {"keep_drop_manifest"}
+
+
+def test_the_instance_fails_runs_left_behind_by_a_dead_daemon(tmp_path):
+    # A reboot mid-run leaves runs STARTED for ever, and two fill the queue (measured with a
+    # daemon killed with its code server and run workers: the queued runs never started).
+    from dedup_assets.jobs import BATCH_RUN_MAX_SECONDS
+    from dedup_assets.settings import prepare_dagster_home
+
+    with dg.DagsterInstance.from_config(str(prepare_dagster_home(tmp_path / "dagster"))) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_start_timeout_seconds == 180
+        assert instance.run_monitoring_max_runtime_seconds == 6 * 3600
+    assert defs.resolve_job_def("dedup_job").tags["dagster/max_runtime"] == str(BATCH_RUN_MAX_SECONDS)

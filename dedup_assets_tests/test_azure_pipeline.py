@@ -63,11 +63,14 @@ def test_the_sensor_batches_new_blobs_exactly_once_even_during_a_run(
     batched = [n for key in BatchLedger(layout).batch_keys() for n in BatchLedger(layout).read_manifest(key)["blob_name"]]
     assert sorted(batched) == names
 
-    # A blob overwritten with new content is processed again, once.
+    # A blob overwritten with new content is processed again, once, and the batch that
+    # decided its old content runs again (its groups may have kept it).
     container.upload_blob(names[0], (image_folder / names[1]).read_bytes(), overwrite=True)
     requests, cursor = tick(instance, azure_resources, cursor)
-    assert [r.partition_key for r in requests] == ["batch-000003"]
+    assert [r.partition_key for r in requests] == ["batch-000003", "batch-000001"]
+    assert requests[1].run_key.startswith("batch-000001:deletions")
     assert BatchLedger(layout).read_manifest("batch-000003")["blob_name"].to_list() == [names[0]]
+    assert tick(instance, azure_resources, cursor)[0] == []
 
 
 # Names people give files, and Azure allows: each must be listed, read and clustered alike.

@@ -47,7 +47,10 @@ def prepare_dagster_home(dagster_home: Path) -> Path:
 
 def apply_defaults() -> None:
     home = Path(os.environ.get("DEDUP_HOME") or DEFAULT_HOME).resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file of that name, a read-only disk, no permission
+        raise SetupError(f"DEDUP_HOME={home}: cannot be made a folder ({error.strerror or error})") from None
     os.environ["DEDUP_HOME"] = str(home)
     os.environ.setdefault("DEDUP_SOURCE", str(home / "demo" / "images"))
     for name, (default, _) in WHOLE_NUMBER_SETTINGS.items():

@@ -194,3 +194,13 @@ def test_ctrl_c_stops_the_whole_run_and_the_next_run_goes_on(home, image_folder)
     assert again.returncode == 0, again.stderr
     hashes = pl.read_parquet(home / "parquet" / "wavelet_hashes" / "*.parquet")
     assert sorted(hashes["blob_name"]) == sorted(os.listdir(image_folder))
+
+
+def test_a_home_that_cannot_be_a_folder_is_named(tmp_path, monkeypatch):
+    from dedup_assets.settings import SetupError, apply_defaults
+
+    taken = tmp_path / "results.txt"
+    taken.write_text("a file, not a folder")
+    monkeypatch.setenv("DEDUP_HOME", str(taken))
+    with pytest.raises(SetupError, match=re.escape(f"DEDUP_HOME={taken}: cannot be made a folder (File exists)")):
+        apply_defaults()

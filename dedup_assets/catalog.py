@@ -1,4 +1,5 @@
-"""The DuckDB catalog: `$DEDUP_HOME/dedup.duckdb` holds one view per asset.
+"""The DuckDB catalog: `$DEDUP_HOME/dedup.duckdb` holds one view per asset, for people;
+the pipeline reads through the same views built in memory (`connect_views`).
 
 Views read the asset's Parquet files through a glob (a local path, or `az://...` when the
 data root is on Azure: `connect()` then registers the fsspec filesystem), so a new partition is visible
@@ -63,9 +64,23 @@ def _view_sql(layout: StorageLayout, asset_name: str) -> str | None:
 
 
 def connect(layout: StorageLayout, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """A connection to the catalog that can read the data root wherever it is."""
+    """A connection to the catalog file that can read the data root wherever it is."""
     con = duckdb.connect(str(layout.catalog_path), read_only=read_only)
     layout.register(con)
+    return con
+
+
+def connect_views(layout: StorageLayout) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with the catalog's views, for the pipeline's own reads. The
+    catalog file is for people: DuckDB lets no process read a file another holds open for
+    writing, and a `duckdb data/dedup.duckdb` shell left open (read-write by default), or a
+    `dedup run` refreshing the views, failed every review step meanwhile."""
+    con = duckdb.connect()
+    layout.register(con)
+    for name in layout.subdirectories(layout.parquet_root):
+        sql = _view_sql(layout, name)
+        if sql:
+            con.execute(sql)
     return con
 
 
@@ -150,7 +165,7 @@ def ensure_view(layout: StorageLayout, asset_name: str) -> None:
 
 
 def query(layout: StorageLayout, sql: str) -> list[tuple]:
-    con = connect(layout)
+    con = connect_views(layout)
     try:
         return con.execute(sql).fetchall()
     finally:

@@ -107,6 +107,7 @@ def _job_configs(run_config: dict) -> tuple[dict, dict]:
 
 def _materialize_all(instance, progress: bool = True, summary: bool = True, run_config: dict | None = None) -> int:
     """Batch what is new in DEDUP_SOURCE, then materialize every batch needing work."""
+    import duckdb
     from tqdm import tqdm
 
     from dedup_assets.assets import pipeline_assets
@@ -162,7 +163,11 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
         instance=instance, raise_on_error=False, run_config=review_config)
     if not review.success:
         failed_runs.append(("review", review.run_id, _step_errors(review)))
-    register_views(layout)
+    try:
+        register_views(layout)
+    except duckdb.IOException:  # the results are in Parquet either way; the views catch up next time
+        print(f"dedup: {layout.catalog_path} is held open by another process (a duckdb shell?): its views "
+              "were not refreshed; `dedup catalog` does it once it is closed", file=sys.stderr)
     if summary:
         _print_summary(layout)
     for key, run_id, errors in failed_runs:

@@ -84,6 +84,8 @@ class StoredVectors:
     @staticmethod
     def joined(parts: list["StoredVectors"]) -> "StoredVectors":
         """Consecutive parts as one (on the device of their vectors)."""
+        # A batch whose every blob failed stores no embedding: its empty matrix has no width.
+        parts = [part for part in parts if len(part)] or parts[:1]
         if len(parts) == 1:
             return parts[0]
         if isinstance(parts[0].vectors, np.ndarray):

@@ -130,7 +130,7 @@ class EmbeddingIndex:
                 missing.append((source, target, [p for p in have.get(partition, []) if p != target]))
         for (source, target, stale), (_, frame) in zip(
                 missing, self.layout.iter_parquet([source for source, _, _ in missing], ["blob_name", "embedding"])):
-            codes = [row.tobytes() for row in encode(codec, embeddings_matrix(frame))]
+            codes = [row.tobytes() for row in encode(codec, embeddings_matrix(frame, codec.d))]
             self.layout.write_parquet(pl.DataFrame({"blob_name": frame["blob_name"], "code": codes},
                                                    schema={"blob_name": pl.String, "code": pl.Binary}), target)
             self.layout.remove(stale)

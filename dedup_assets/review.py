@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from dedup_assets.catalog import bounded_memory, connect, quoted
+from dedup_assets.catalog import bounded_memory, connect_views, quoted
 from dedup_assets.local_files import replaced_atomically, write_bytes_atomic
 from dedup_assets.storage import StorageLayout
 
@@ -95,7 +95,7 @@ def write_manifest(layout: StorageLayout, directory: Path | None = None) -> Mani
     directory = directory or layout.review_dir
     directory.mkdir(parents=True, exist_ok=True)
     csv_path, parquet_path = directory / "keep_drop_manifest.csv", directory / "keep_drop_manifest.parquet"
-    con = connect(layout) if layout.catalog_path.exists() else duckdb.connect()
+    con = connect_views(layout)
     with bounded_memory(con, layout, MANIFEST_MEMORY_LIMIT):
         sql = manifest_sql(_views(con))
         for path, options in ((parquet_path, "format parquet"), (csv_path, "header")):
@@ -185,7 +185,7 @@ def write_gallery(layout: StorageLayout, out_dir: Path, clusters_per_page: int =
     thumbnails are linked relative to the pages, so the folder opens with no server."""
     out_dir.mkdir(parents=True, exist_ok=True)
     environment = _environment()
-    con = connect(layout)
+    con = connect_views(layout)
     try:
         views = _views(con)
         clustered = "clusters" in views

@@ -69,6 +69,8 @@ def embedding_pairs(batch: pl.DataFrame, corpus: Iterable[pl.DataFrame | StoredV
         stored = ((part if isinstance(part, StoredVectors) else StoredVectors.from_frame(part)).without(seen)
                   for part in corpus)
         for group in grouped(stored, REFERENCE_BLOCK, StoredVectors.joined):
+            if not len(group):
+                continue  # only batches whose every blob failed: nothing to search, no width
             names.append(group.names)
             yield group.vectors  # float16: widened by the search, on the GPU if there
 

@@ -166,3 +166,23 @@ def test_no_copy_is_dropped_for_a_kept_copy_changed_since_its_batch_ran(run_ever
     # Every other decision stands.
     untouched = before.filter(~pl.col("blob_name").is_in([victim, *copies.to_list()]))
     assert untouched.join(after, on=list(untouched.columns), how="anti").height == 0
+
+
+def test_the_review_is_written_while_a_person_holds_the_catalog_open(run_everything, resources, layout):
+    import subprocess
+    import sys
+
+    run_everything(resources)
+    # `duckdb data/dedup.duckdb` opens the file read-write and locks out every other process.
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+                               "print('holding', flush=True); time.sleep(120)", str(layout.catalog_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        manifest = write_manifest(layout)
+        assert manifest.rows == len(list(resources["image_source"].open().iter_blobs()))
+        assert write_gallery(layout, layout.review_dir / "held").clusters >= 2
+        assert query(layout, "select count(*) from clusters")[0][0] == manifest.rows
+    finally:
+        holder.kill()
+        holder.wait()

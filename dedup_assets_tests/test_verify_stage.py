@@ -98,6 +98,25 @@ def test_the_exact_search_finds_the_same_pairs_however_the_stored_partitions_are
         same_pairs_as_whole(embedding_pairs(batch, iter(held), -1.0, k=6), whole)
 
 
+@pytest.mark.parametrize("rows_per_search", [5, 4096])
+def test_a_stored_batch_without_embeddings_is_searched_past(monkeypatch, rows_per_search):
+    # A batch whose every blob failed (a lone text file the sensor batched) stores no
+    # embedding; every later batch's search had failed on its matrix of no width.
+    rng = np.random.default_rng(9)
+    vectors = rng.standard_normal((30, 16))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype("<f2")
+    part = lambda a, b: pl.DataFrame({"blob_name": [f"img{i:03d}" for i in range(a, b)],  # noqa: E731
+                                      "embedding": [v.tobytes() for v in vectors[a:b]]},
+                                     schema={"blob_name": pl.String, "embedding": pl.Binary})
+    monkeypatch.setattr("dedup_assets.verify_stage.REFERENCE_BLOCK", rows_per_search)
+    batch, empty = part(20, 30), part(0, 0)
+    expected = embedding_pairs(batch, iter([part(0, 10), part(10, 20), batch]), -1.0, k=6)
+    for stored in ([empty, part(0, 10), empty, part(10, 20), batch], [part(0, 10), empty, part(10, 20), empty, batch]):
+        same_pairs_as_whole(embedding_pairs(batch, iter(stored), -1.0, k=6), expected)
+    alone = embedding_pairs(part(0, 10), iter([empty]), -1.0, k=6)
+    assert alone.height == 0
+
+
 def same_pairs_as_whole(found: pl.DataFrame, whole: pl.DataFrame) -> None:
     """The same pairs, and their cosines to float32's rounding: a BLAS may sum a product
     in an order set by the block's shape (OpenBLAS on an AMD EPYC host: 1 ulp apart)."""

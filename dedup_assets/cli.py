@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import shlex
 import sys
@@ -107,6 +109,27 @@ def _job_configs(run_config: dict) -> tuple[dict, dict]:
 
 def _materialize_all(instance, progress: bool = True, summary: bool = True, run_config: dict | None = None) -> int:
     """Batch what is new in DEDUP_SOURCE, then materialize every batch needing work."""
+    from dedup_assets.storage import layout_from_environment
+
+    layout = layout_from_environment()
+    with _only_run(layout.home):
+        return _materialize_batches(instance, layout, progress, summary, run_config)
+
+
+@contextlib.contextmanager
+def _only_run(home: Path):
+    """One `dedup run` per home at a time: two would compute the same batches at once, and
+    each one's writes clear the other's temporary files (measured: one batch failed)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".dedup-run.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SetupError(f"another `dedup run` is working on {home}: run this one once it is done") from None
+        yield
+
+
+def _materialize_batches(instance, layout, progress: bool, summary: bool, run_config: dict | None) -> int:
     import duckdb
     from tqdm import tqdm
 
@@ -116,11 +139,9 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
     from dedup_assets.ledger import BatchLedger, batch_sequence
     from dedup_assets.partitions import batch_partitions
     from dedup_assets.sources.factory import source_from_environment
-    from dedup_assets.storage import layout_from_environment
     from dedup_assets.work_planning import (batches_readable_again, batches_with_deletions_not_applied,
                                             partitions_needing_work)
 
-    layout = layout_from_environment()
     source = source_from_environment()
     ledger = BatchLedger(layout)
     print(f"source: {source.describe()}")

@@ -12,7 +12,6 @@ writing process per database file (concurrent runs would otherwise fail with
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ from typing import Iterator
 
 import duckdb
 
+from dedup_assets.local_files import exclusive_lock
 from dedup_assets.storage import FAILED_BLOBS, StorageLayout
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,8 @@ LATEST_ROW_PER_BLOB = {"clusters"}
 
 @contextlib.contextmanager
 def _catalog_lock(layout: StorageLayout):
-    layout.home.mkdir(parents=True, exist_ok=True)
-    with open(layout.home / ".dedup.duckdb.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(layout.home / ".dedup.duckdb.lock"):
+        yield
 
 
 def _view_sql(layout: StorageLayout, asset_name: str) -> str | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import os
 import shlex
 import sys
@@ -120,10 +119,11 @@ def _materialize_all(instance, progress: bool = True, summary: bool = True, run_
 def _only_run(home: Path):
     """One `dedup run` per home at a time: two would compute the same batches at once, and
     each one's writes clear the other's temporary files (measured: one batch failed)."""
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".dedup-run.lock", "w") as handle:
+    from dedup_assets.local_files import exclusive_lock
+
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            stack.enter_context(exclusive_lock(home / ".dedup-run.lock", wait=False))
         except BlockingIOError:
             raise SetupError(f"another `dedup run` is working on {home}: run this one once it is done") from None
         yield
@@ -226,22 +226,27 @@ def _listed(names: list[str], shown: int = SUMMARY_NAMES) -> str:
 
 
 def _print_summary(layout) -> None:
-    from dedup_assets.catalog import query
+    from dedup_assets.catalog import connect_views
+
+    con = connect_views(layout)  # one set of views for every count below
+
+    def query(sql: str) -> list[tuple]:
+        return con.execute(sql).fetchall()
 
     print(f"\nresults in {layout.home}")
     print(f"  Parquet:  {layout.uri(layout.parquet_root)}/<asset>/<batch>.parquet")
     print(f"  DuckDB:   {layout.catalog_path}")
     if not layout.catalog_path.exists():
         return
-    views = [row[0] for row in query(layout, "select view_name from duckdb_views() where not internal order by 1")]
+    views = [row[0] for row in query("select view_name from duckdb_views() where not internal order by 1")]
     for view in views:
-        count = query(layout, f'select count(*) from "{view}"')[0][0]
+        count = query(f'select count(*) from "{view}"')[0][0]
         print(f"    {view:<20} {count:>8} rows")
     if "clusters" in views:
-        (groups, drop) = query(layout, "select count(distinct cluster_id) filter (where cluster_size > 1), "
+        (groups, drop) = query("select count(distinct cluster_id) filter (where cluster_size > 1), "
                                        "count(*) filter (where not is_representative) from clusters")[0]
         print(f"\n{groups} duplicate group(s); {drop} copies can go. Largest groups (kept copy first):")
-        largest = query(layout, "select cluster_id, list(blob_name order by is_representative desc, blob_name) "
+        largest = query("select cluster_id, list(blob_name order by is_representative desc, blob_name) "
                                 "from clusters where cluster_size > 1 group by cluster_id "
                                 "order by count(*) desc, cluster_id limit 5")
         for cluster_id, members in largest:

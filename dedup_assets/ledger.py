@@ -11,7 +11,6 @@ etag) is batched again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import re
@@ -25,7 +24,7 @@ from typing import Iterable, Iterator
 import polars as pl
 import pyarrow.parquet as pq
 
-from dedup_assets.local_files import replaced_atomically, write_bytes_atomic
+from dedup_assets.local_files import exclusive_lock, replaced_atomically, write_bytes_atomic
 from dedup_assets.settings import SetupError
 from dedup_assets.sources import BlobInfo, SourceUnavailableError
 from dedup_assets.storage import StorageLayout
@@ -143,13 +142,8 @@ class BatchLedger:
     def _locked(self):
         # The sensor and `dedup run` may register at the same time. The lock is local:
         # registration happens on one machine (the daemon's), also with shared data.
-        self.layout.home.mkdir(parents=True, exist_ok=True)
-        with open(self.layout.home / ".ledger.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive_lock(self.layout.home / ".ledger.lock"):
+            yield
 
     @property
     def source_path(self) -> str:

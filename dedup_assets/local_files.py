@@ -7,6 +7,7 @@ module importing Polars or fsspec cost each of them ~0.1 s at every pool's start
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import uuid
 from pathlib import Path
@@ -29,6 +30,19 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, wait: bool = True) -> Iterator[None]:
+    """This machine's exclusive lock on the file `path` (created with its folder) for the
+    block; without `wait`, BlockingIOError when another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_bytes_atomic(data: bytes, path: Path) -> None:

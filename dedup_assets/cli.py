@@ -147,6 +147,8 @@ def _materialize_batches(instance, layout, progress: bool, summary: bool, run_co
     print(f"source: {source.describe()}")
     ledger.claim_source(source.identity)
     created = ledger.register(source.iter_blobs(), max_batch_size=whole_number("DEDUP_BATCH_SIZE"))
+    if note := source.not_listed_note():
+        print(f"dedup: {note}", file=sys.stderr)
     known = set(instance.get_dynamic_partitions(batch_partitions.name))
     missing = [key for key in ledger.batch_keys() if key not in known]
     if missing:

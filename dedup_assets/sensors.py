@@ -33,7 +33,10 @@ def register_new_batches(
     ledger.claim_source(source.identity)
     listing = ResumableListing(ledger.layout.home, image_source.uri)
     started, listed_before = time.monotonic(), listing.complete
-    if not listing.advance(source, LISTING_SECONDS_PER_TICK):
+    complete = listing.advance(source, LISTING_SECONDS_PER_TICK)
+    if log and (note := source.not_listed_note()):
+        log.warning(note)
+    if not complete:
         if log:
             log.info(f"listing {image_source.uri}: {listing.blobs_listed:,} blobs so far, continued next tick")
         return []

@@ -44,6 +44,18 @@ def test_run_registers_batches_materializes_them_and_says_where_results_are(home
     assert BatchLedger(StorageLayout(home)).tombstones().height == 0
 
 
+def test_a_source_of_links_says_why_it_found_nothing(home, image_folder, tmp_path):
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "photos").symlink_to(image_folder)
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update({"DEDUP_HOME": str(home), "DEDUP_SOURCE": str(linked)})
+    run = dedup("run", "--no-progress", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "0 new batch(es)" in run.stdout
+    assert f"dedup: not listed under {linked}: 1 symbolic link (e.g. photos/): links are not followed" in run.stderr
+
+
 def test_run_processes_a_blob_restored_from_the_archive_tier(home, image_folder, azurite, container):
     from dedup_assets_tests.test_azure_pipeline import upload_folder
 

@@ -154,3 +154,11 @@ def test_a_deleted_blob_leaves_the_clusters(instance, resources, image_folder, l
     per_cluster = query(layout, "select cluster_id, sum(is_representative::int) from clusters group by 1")
     assert all(count == 1 for _, count in per_cluster)
     assert tick(instance, resources, cursor)[0] == []
+
+
+def test_a_tick_warns_of_links_it_did_not_follow(instance, resources, image_folder, tmp_path, capfd):
+    (image_folder / "more").symlink_to(tmp_path)
+    requests, _ = tick(instance, resources, None)
+    assert len(requests) == 2  # the images themselves are batched as before
+    # Dagster's log handler writes to the process's stderr (the daemon's log, the tick's page).
+    assert "WARNING - not listed under" in capfd.readouterr().err

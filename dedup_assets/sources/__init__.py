@@ -72,3 +72,7 @@ class BlobSource(Protocol):
         """The first `length` bytes (all of a shorter blob)."""
 
     def describe(self) -> str: ...
+
+    def not_listed_note(self) -> str | None:
+        """One line on entries the listings so far passed over that a person may take for
+        images (a folder's symbolic links), or None."""

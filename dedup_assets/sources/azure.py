@@ -245,6 +245,9 @@ class AzureBlobSource:
             if not pages.continuation_token:
                 return
 
+    def not_listed_note(self) -> str | None:
+        return None  # a container's listing holds every blob under the prefix
+
     def _blob_info(self, blob) -> BlobInfo:
         return BlobInfo(
             name=blob.name[len(self.prefix):],

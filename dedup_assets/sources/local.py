@@ -51,10 +51,15 @@ class SourceFolderMissing(SetupError, FileNotFoundError):
     """The folder named as the source is not there (a typo, an unmounted share)."""
 
 
+NOT_LISTED_EXAMPLES = 3
+
+
 class LocalFolderSource:
     supports_tags = False  # files have no blob index tags; quarantine copies instead
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
+        # What listings passed over that a person may take for images: kind -> (count, first names).
+        self.not_listed: dict[str, tuple[int, list[str]]] = {}
 
     def describe(self) -> str:
         return str(self.root)
@@ -67,7 +72,9 @@ class LocalFolderSource:
         """Every visible regular file under the root, in path order.
 
         Hidden files and folders (a leading '.') are skipped: copy tools write their
-        partial files that way. Symlinks are not followed.
+        partial files that way. Symlinks are not followed (a link and the file it leads to
+        would be offered as copies of each other, and a link may lead out of the root);
+        they and special files are counted in `not_listed`, for `not_listed_note`.
         """
         for page, _ in self.list_pages():
             yield from page
@@ -113,8 +120,32 @@ class LocalFolderSource:
             within = after[1:] if after and entry.name == after[0] else ()
             if entry.is_dir(follow_symlinks=False):
                 yield from self._files(Path(entry.path), within)
-            elif entry.is_file(follow_symlinks=False) and not (after and entry.name == after[0]):
+            elif after and entry.name == after[0]:
+                continue  # listed on the page before
+            elif entry.is_file(follow_symlinks=False):
                 yield entry
+            else:
+                self._pass_over(entry)
+
+    def _pass_over(self, entry: os.DirEntry) -> None:
+        kind = "symbolic link" if entry.is_symlink() else "FIFO, socket or device file"
+        count, examples = self.not_listed.get(kind, (0, []))
+        relative = stored_name(Path(entry.path).relative_to(self.root).as_posix())
+        if len(examples) < NOT_LISTED_EXAMPLES:
+            examples = examples + [relative + ("/" if entry.is_dir() else "")]
+        self.not_listed[kind] = (count + 1, examples)
+
+    def not_listed_note(self) -> str | None:
+        """One line on what the listings so far passed over, or None: without it a folder
+        of links to the pictures (a NAS's folders linked into one) would find nothing, silently."""
+        if not self.not_listed:
+            return None
+        parts = [f"{count:,} {kind if count == 1 else kind.replace('link', 'links').replace(' file', ' files')} "
+                 f"(e.g. {', '.join(examples)})"
+                 for kind, (count, examples) in sorted(self.not_listed.items())]
+        advice = (": links are not followed (a link and its file would be offered as copies of each other); "
+                  "give the folder they lead to as the source" if "symbolic link" in self.not_listed else "")
+        return f"not listed under {self.root}: {'; '.join(parts)}{advice}"
 
     def _resolve(self, name: str) -> Path:
         literal = self.root / name

@@ -30,6 +30,29 @@ def test_refuses_names_and_links_that_escape_the_root(tmp_path):
             source.read_bytes(name)
 
 
+def test_links_and_special_files_passed_over_are_named_not_silent(tmp_path):
+    """A folder of links to the pictures (a NAS's folders linked into one) lists nothing:
+    said in one line, with how many, a few names, and what to do."""
+    elsewhere = tmp_path / "nas"
+    elsewhere.mkdir()
+    (elsewhere / "a.jpg").write_bytes(b"1")
+    root = tmp_path / "root"
+    (root / "albums").mkdir(parents=True)
+    (root / "albums" / "real.jpg").write_bytes(b"2")
+    (root / "2019").symlink_to(elsewhere)
+    (root / "albums" / "b.jpg").symlink_to(elsewhere / "a.jpg")
+    (root / "albums" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    os.mkfifo(root / "albums" / "pipe.jpg")
+    source = LocalFolderSource(root)
+    assert source.not_listed_note() is None
+    assert [b.name for b in source.iter_blobs()] == ["albums/real.jpg"]
+    assert source.not_listed_note() == (
+        f"not listed under {root}: 1 FIFO, socket or device file (e.g. albums/pipe.jpg); 3 symbolic links "
+        "(e.g. 2019/, albums/b.jpg, albums/gone.jpg): links are not followed (a link and its file would be "
+        "offered as copies of each other); give the folder they lead to as the source")
+    assert LocalFolderSource(elsewhere).not_listed_note() is None
+
+
 def test_a_file_changed_after_listing_is_reported(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"first")
     source = LocalFolderSource(tmp_path)

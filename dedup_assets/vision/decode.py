@@ -144,6 +144,8 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
     try:
         image = Image.open(io.BytesIO(data))
     except Image.UnidentifiedImageError:
+        if data[:4] in TIFF_SIGNATURES:
+            return _decode_tiff_with_tifffile(data, side, "Pillow does not read its samples")
         if is_heif_container(data):  # pillow-heif reads the whole container on opening
             raise DecodeError("corrupt or truncated HEIF image (HEIC, AVIF): its container could not be read") from None
         raise DecodeError(_unrecognised(data)) from None
@@ -181,8 +183,75 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
     except DecodeError:
         raise
     except Exception as error:
+        if image_format == "TIFF":  # a compression or sample layout Pillow lacks
+            return _decode_tiff_with_tifffile(data, side, f"Pillow: {str(error).strip()}")
         raise DecodeError(f"corrupt or truncated image data: {str(error).strip()}") from None
     return DecodedImage(pixels, upright_w, upright_h, image_format, quality)
+
+
+# Classic TIFF and BigTIFF, either byte order.
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_ORIENTED = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_90}
+
+
+def _decode_tiff_with_tifffile(data: bytes, side: int, pillow_problem: str) -> DecodedImage:
+    """TIFFs Pillow cannot read, through tifffile (scikit-image's TIFF reader): floating-point
+    colour (an HDR merge, a 32-bit export) and sample layouts Pillow lacks. First page only,
+    as Pillow reads a multi-page TIFF."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+            page = tiff.pages.first
+            height, width = page.imagelength, page.imagewidth
+            if too_many := _too_many_pixels(width, height):
+                raise DecodeError(too_many)
+            orientation = int(page.tags.valueof(274, 1) or 1)
+            array = page.asarray()
+            axes = page.axes
+    except DecodeError:
+        raise
+    except Exception as error:
+        raise DecodeError(f"TIFF not decodable ({pillow_problem}; tifffile: {str(error).strip()})") from None
+    if axes.startswith("S"):  # planar: one plane per sample
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3 and array.shape[-1] not in (1, 3, 4) or array.ndim not in (2, 3):
+        raise DecodeError(f"TIFF not decodable ({pillow_problem}; tifffile: samples shaped {array.shape})")
+    factor = _reduction(width, height, side) if max(width, height) >= 2 * side else 1
+    image = _to_rgb(Image.fromarray(_to_8bit(_box_reduced(array, factor))))
+    if orientation in _ORIENTED:
+        image = image.transpose(_ORIENTED[orientation])
+    if max(image.size) >= 2 * side:
+        image.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    upright_w, upright_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return DecodedImage(np.asarray(image.convert("RGB")), upright_w, upright_h, "TIFF", None)
+
+
+def _box_reduced(array: np.ndarray, factor: int) -> np.ndarray:
+    """The mean of each factor × factor block (as Pillow's `reduce`, the ragged edge cut),
+    in float32: a large scan gets no full-size floating-point copy."""
+    if factor == 1:
+        return array
+    height, width = array.shape[0] // factor * factor, array.shape[1] // factor * factor
+    blocks = array[:height, :width].reshape(height // factor, factor, width // factor, factor, *array.shape[2:])
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def _to_8bit(array: np.ndarray) -> np.ndarray:
+    """Samples of any depth or type as 8 bits, scaled by the brightest (a 12-bit sensor's
+    data stored in 16 bits, a float image in 0-1 or in scene units); an alpha sample apart,
+    by its own peak. One sample: 2-D."""
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.dtype == np.uint8:
+        return array
+    if array.ndim == 3 and array.shape[-1] in (2, 4):  # alpha last
+        return np.dstack([_to_8bit(array[..., :-1]), _to_8bit(array[..., -1])])
+    values = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
+    peak = values.max() or 1.0
+    return (values * (255.0 / peak)).astype(np.uint8)
 
 
 def _ends_with_eoi(data: bytes) -> bool:
@@ -317,10 +386,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = array.max() or 1.0
-        return Image.fromarray((array * (255.0 / peak)).astype(np.uint8)).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit, 32-bit and floating-point grey
+        return Image.fromarray(_to_8bit(np.asarray(image))).convert("RGB")
     return image.convert("RGB")
 
 

@@ -60,6 +60,56 @@ def test_exif_orientation_is_applied(photo):
     assert decoded.thumbnail.shape[0] > decoded.thumbnail.shape[1]
 
 
+def _tiff(array: np.ndarray, **options) -> bytes:
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, **options)
+    return buffer.getvalue()
+
+
+def _same_picture(decoded, reference) -> bool:
+    return decoded.thumbnail.shape == reference.thumbnail.shape and \
+        np.abs(decoded.thumbnail.astype(int) - reference.thumbnail).mean() < 3
+
+
+@pytest.mark.parametrize("depth", ["float32 grey", "float32 colour", "float32 colour, planar",
+                                   "float64 colour with alpha", "float32 colour in scene units"])
+def test_a_floating_point_tiff_decodes_as_its_8_bit_picture(photo, depth):
+    """An HDR merge or a 32-bit export: Pillow reads floating-point grey as values 0-1 it then
+    clipped (a black frame, which matched every other such file by hash) and refuses
+    floating-point colour; both decode now, and compare with the picture's JPEG."""
+    rgb = np.asarray(photo.resize((600, 400))).astype(np.float64) / 255
+    if depth == "float32 grey":
+        samples, reference = rgb[..., 1].astype(np.float32), Image.fromarray(np.asarray(photo.resize((600, 400)))[..., 1])
+    else:
+        samples, reference = rgb.astype(np.float32), photo.resize((600, 400))
+    options = {"planarconfig": "separate"} if "planar" in depth else {}
+    if "alpha" in depth:
+        samples = np.dstack([rgb, np.ones(rgb.shape[:2])])
+        options = {"extrasamples": ["unassalpha"]}
+    if "scene units" in depth:
+        samples = samples * 40.0
+    if "planar" in depth:
+        samples = np.moveaxis(samples, -1, 0)  # one plane per colour
+    decoded = decode_thumbnail(_tiff(samples, photometric="minisblack" if samples.ndim == 2 else "rgb", **options))
+    assert (decoded.format, decoded.width, decoded.height) == ("TIFF", 600, 400)
+    assert _same_picture(decoded, decode_thumbnail(encode(reference, "PNG")))
+
+
+def test_a_tiff_neither_reader_decodes_says_it_is_a_tiff():
+    data = _tiff(np.ones((64, 64, 3), dtype=np.float32), photometric="rgb")
+    with pytest.raises(DecodeError, match=r"TIFF not decodable \(Pillow does not read its samples; tifffile: "):
+        decode_thumbnail(data[:200])
+
+
+def test_a_tiff_read_by_tifffile_is_turned_upright(photo):
+    samples = np.asarray(photo.resize((400, 200))).astype(np.float32) / 255
+    decoded = decode_thumbnail(_tiff(samples, photometric="rgb", extratags=[(274, "H", 1, 6, True)]))
+    assert (decoded.width, decoded.height) == (200, 400)
+    assert decoded.thumbnail.shape[0] > decoded.thumbnail.shape[1]
+
+
 def test_transparent_png_is_composited_on_white():
     rgba = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     decoded = decode_thumbnail(encode(rgba, "PNG"))

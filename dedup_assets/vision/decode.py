@@ -220,7 +220,9 @@ def _decode_tiff_with_tifffile(data: bytes, side: int, pillow_problem: str) -> D
     if array.ndim == 3 and array.shape[-1] not in (1, 3, 4) or array.ndim not in (2, 3):
         raise DecodeError(f"TIFF not decodable ({pillow_problem}; tifffile: samples shaped {array.shape})")
     factor = _reduction(width, height, side) if max(width, height) >= 2 * side else 1
-    image = _to_rgb(Image.fromarray(_to_8bit(_box_reduced(array, factor))))
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    image = _to_rgb(Image.fromarray(_to_8bit(_box_reduced(array, factor), white_points(array))))
     if orientation in _ORIENTED:
         image = image.transpose(_ORIENTED[orientation])
     if max(image.size) >= 2 * side:
@@ -239,19 +241,44 @@ def _box_reduced(array: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
-def _to_8bit(array: np.ndarray) -> np.ndarray:
-    """Samples of any depth or type as 8 bits, scaled by the brightest (a 12-bit sensor's
-    data stored in 16 bits, a float image in 0-1 or in scene units); an alpha sample apart,
-    by its own peak. One sample: 2-D."""
+def _to_8bit(array: np.ndarray, white: np.ndarray | None = None) -> np.ndarray:
+    """Samples of any depth or type as 8 bits, as a viewer shows them (`white_points`);
+    `white`: those of the samples before a reduction made them float. One sample: 2-D."""
+    white = white_points(array) if white is None else white
     if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
+        array, white = array[..., 0], white[..., 0]
     if array.dtype == np.uint8:
         return array
-    if array.ndim == 3 and array.shape[-1] in (2, 4):  # alpha last
-        return np.dstack([_to_8bit(array[..., :-1]), _to_8bit(array[..., -1])])
     values = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
-    peak = values.max() or 1.0
-    return (values * (255.0 / peak)).astype(np.uint8)
+    return (values * (255.0 / white)).clip(max=255).astype(np.uint8)
+
+
+def white_points(array: np.ndarray) -> np.ndarray:
+    """The value shown as white for each sample of `array` (H×W or H×W×C, alpha last):
+    16-bit samples on their full scale (a dark photo's 16-bit copy stays as dark as its
+    JPEG: scaled by its brightest, a night shot's 16-bit PNG measured 14 of 64 hash bits
+    from its JPEG and was missed); floating-point ones on 0-1, unless they go above
+    (scene units: then the brightest); 8 bits 255; other integers (no agreed scale) by
+    their brightest. Colour samples share one; an alpha sample (2 or 4) has its own."""
+    channels = array.shape[-1] if array.ndim == 3 else 1
+    if array.dtype == np.uint8:
+        return np.full(channels, 255.0)
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:
+        return np.full(channels, 65535.0)
+    alpha = channels in (2, 4)
+    colour = array[..., :-1] if alpha else array
+    points = [_brightest(colour, array.dtype.kind == "f")] * (channels - alpha)
+    return np.array(points + ([_brightest(array[..., -1], array.dtype.kind == "f")] if alpha else []))
+
+
+def _brightest(samples: np.ndarray, floating: bool) -> float:
+    peak = float(np.nanmax(samples)) if samples.size else 0.0  # no copy of a large scan
+    if floating and not np.isfinite(peak):  # an infinity among them (NaNs alone are skipped)
+        finite = samples[np.isfinite(samples)]
+        peak = float(finite.max()) if finite.size else 0.0
+    if floating and peak <= 1.0:
+        return 1.0
+    return peak if peak > 0 else 1.0
 
 
 def _ends_with_eoi(data: bytes) -> bool:

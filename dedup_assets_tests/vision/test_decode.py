@@ -97,6 +97,20 @@ def test_a_floating_point_tiff_decodes_as_its_8_bit_picture(photo, depth):
     assert _same_picture(decoded, decode_thumbnail(encode(reference, "PNG")))
 
 
+@pytest.mark.parametrize("store", ["16-bit PNG", "16-bit colour TIFF", "float TIFF 0-1"])
+def test_a_dark_photo_stays_as_dark_at_any_depth(photo, store):
+    """Samples are shown on their format's scale, not stretched to the brightest: a night
+    shot's 16-bit copy had decoded 3x brighter than its JPEG and was missed as its copy."""
+    dark = (np.asarray(photo.resize((600, 400))).astype(np.float64) * 0.35).astype(np.uint8)
+    if store == "16-bit PNG":
+        data = encode(Image.fromarray(dark[..., 1].astype(np.uint16) * 257), "PNG")
+        reference = encode(Image.fromarray(dark[..., 1]), "PNG")
+    else:
+        samples = dark.astype(np.uint16) * 257 if store.startswith("16") else dark.astype(np.float32) / 255
+        data, reference = _tiff(samples, photometric="rgb"), encode(Image.fromarray(dark), "PNG")
+    assert _same_picture(decode_thumbnail(data), decode_thumbnail(reference))
+
+
 def test_a_tiff_neither_reader_decodes_says_it_is_a_tiff():
     data = _tiff(np.ones((64, 64, 3), dtype=np.float32), photometric="rgb")
     with pytest.raises(DecodeError, match=r"TIFF not decodable \(Pillow does not read its samples; tifffile: "):

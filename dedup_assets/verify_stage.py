@@ -19,6 +19,7 @@ from dedup_assets.corpus import StoredVectors, embeddings_matrix, grouped, read_
 from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide
+from dedup_assets.vision.clustering import FIDELITY_TIE, RESOLUTION_TIE, adjacency, fidelity, reachable
 from dedup_assets.vision.color import color_distance, has_colour
 from dedup_assets.vision.cores import usable_cores
 from dedup_assets.vision.decode import opencv_single_threaded
@@ -114,6 +115,61 @@ def one_pair_per_content(found: pl.DataFrame, features: pl.DataFrame) -> pl.Data
                  pl.col("source").unique().sort().str.join("+").alias("found_by"), pl.col("cosine").max())
             .select("blob_a", "blob_b", "found_by", "cosine", "content_a", "content_b")
             .sort("blob_a", "blob_b"))
+
+
+def large_families(decided: pl.DataFrame, neighbours: int) -> list[set[str]]:
+    """Sets of copies joined by `decided`'s duplicates (blob_a, blob_b, is_duplicate) into
+    more than `neighbours` images: more than each search gives an image as candidates.
+
+    In such a family (a placeholder or logo saved again and again) no copy is compared
+    with every other, and a group holds only the kept copy's own verified duplicates: 120
+    re-encoded copies of one photo came out as 4 groups, 4 copies kept."""
+    duplicates = decided.filter(pl.col("is_duplicate"))
+    if duplicates.height < neighbours:
+        return []
+    linked = adjacency(zip(duplicates["blob_a"].to_list(), duplicates["blob_b"].to_list()))
+    seen: set[str] = set()
+    families = []
+    for start in sorted(linked):
+        if start not in seen:
+            family = reachable([start], linked)
+            seen |= family
+            if len(family) > neighbours:
+                families.append(family)
+    return families
+
+
+FAMILY_QUALITY_COLUMNS = ["blob_name", "width", "height", "picture_width", "picture_height", "format", "jpeg_quality"]
+
+
+def family_candidates(families: list[set[str]], decided: pl.DataFrame, quality: pl.DataFrame) -> pl.DataFrame:
+    """Pairs (blob_a, blob_b, source "family", no cosine) not in `decided` that join each
+    member of each family to the copies the kept one is chosen from first (`quality`:
+    FAMILY_QUALITY_COLUMNS of the members that can be verified; the largest pictures, within
+    `RESOLUTION_TIE`, then the most faithful, within `FIDELITY_TIE`): a few pairs per
+    member, not every pair of the family."""
+    compared = {frozenset(pair) for pair in zip(decided["blob_a"].to_list(), decided["blob_b"].to_list())}
+    facts = {row["blob_name"]: row for row in quality.unique(subset="blob_name", keep="last").iter_rows(named=True)}
+    pairs = []
+    for family in families:
+        for kept in _likeliest_kept(sorted(family & facts.keys()), facts):
+            pairs += [(min(kept, other), max(kept, other)) for other in sorted(family & facts.keys())
+                      if other != kept and frozenset((kept, other)) not in compared]
+    return (pl.DataFrame(pairs, schema={"blob_a": pl.String, "blob_b": pl.String}, orient="row").unique()
+            .with_columns(pl.lit("family").alias("source"), pl.lit(None, pl.Float32).alias("cosine"))
+            .sort("blob_a", "blob_b"))
+
+
+def _likeliest_kept(names: list[str], facts: dict[str, dict]) -> list[str]:
+    """The copies `clustering.pick_representative` chooses among first, by what is known
+    before the groups are: the picture's resolution, then the file's fidelity."""
+    pixels = {name: (facts[name]["picture_width"] or facts[name]["width"] or 0)
+              * (facts[name]["picture_height"] or facts[name]["height"] or 0) for name in names}
+    most = max(pixels.values(), default=0)
+    largest = [name for name in names if pixels[name] >= RESOLUTION_TIE * most]
+    faithful = {name: fidelity(facts[name]["format"], facts[name]["jpeg_quality"]) for name in largest}
+    best = max(faithful.values(), default=0.0)
+    return [name for name in largest if faithful[name] >= best - FIDELITY_TIE]
 
 
 def pair_cosines(vectors: pl.DataFrame, blob_a: pl.Series, blob_b: pl.Series,

@@ -56,6 +56,30 @@ def test_a_source_of_links_says_why_it_found_nothing(home, image_folder, tmp_pat
     assert f"dedup: not listed under {linked}: 1 symbolic link (e.g. photos/): links are not followed" in run.stderr
 
 
+def test_more_copies_than_the_searches_neighbours_make_one_group(home, tmp_path):
+    """A photo saved again and again (re-sized, re-encoded), more times than each search
+    gives an image neighbours, across batches: one group, one copy kept (it had split into
+    several, each keeping a copy)."""
+    from dedup_assets.demo_data import shipped_photos
+
+    photo = shipped_photos()["coffee"].convert("RGB")
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    for i in range(24):
+        width = 300 + 9 * i
+        photo.resize((width, width * photo.height // photo.width)).save(folder / f"copy_{i:02d}.jpg",
+                                                                         quality=70 + i % 25)
+    config = tmp_path / "run.yaml"
+    config.write_text("ops:\n  color_candidates: {config: {neighbours: 6}}\n  verified_pairs: {config: {neighbours: 6}}\n")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update({"DEDUP_HOME": str(home), "DEDUP_SOURCE": str(folder)})
+    run = dedup("run", "--batch-size", "8", "--no-progress", "--config", str(config), env=env)
+    assert run.returncode == 0, run.stderr
+    manifest = pl.read_parquet(home / "review" / "keep_drop_manifest.parquet")
+    assert manifest.filter(pl.col("action") == "keep")["blob_name"].to_list() == ["copy_23.jpg"]  # the largest
+    assert manifest.filter(pl.col("action") == "drop").height == 23
+
+
 def test_run_processes_a_blob_restored_from_the_archive_tier(home, image_folder, azurite, container):
     from dedup_assets_tests.test_azure_pipeline import upload_folder
 

@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 from dedup_assets.corpus import StoredVectors
 from dedup_assets.demo_data import product_shot, recolor, shipped_photos, transform
 from dedup_assets.storage import StorageLayout
-from dedup_assets.verify_stage import (FeatureStore, embedding_pairs, pair_cosines, verification_threads, verify_pairs,
+from dedup_assets.verify_stage import (FeatureStore, embedding_pairs, family_candidates, large_families,
+                                       pair_cosines, verification_threads, verify_pairs,
                                        with_hash_pairs_cosines)
 from dedup_assets.vision.cascade import CascadePolicy
 from dedup_assets.vision.color import SIGNATURE_SIZE
@@ -62,6 +63,32 @@ def stored_images(tmp_path):
     candidates = candidates.with_columns(
         pl.Series("cosine", pair_cosines(features, candidates["blob_a"], candidates["blob_b"])))
     return layout, features, candidates
+
+
+def _decided(pairs, duplicate=True):
+    return pl.DataFrame({"blob_a": [a for a, _ in pairs], "blob_b": [b for _, b in pairs],
+                         "is_duplicate": [duplicate] * len(pairs)})
+
+
+def test_a_family_larger_than_the_neighbours_is_paired_with_its_likeliest_kept_copies():
+    # 12 copies, each compared with its 2 nearest only (a chain), and a pair of 2 beside them.
+    chain = [(f"c{i:02d}", f"c{i + 1:02d}") for i in range(11)] + [(f"c{i:02d}", f"c{i + 2:02d}") for i in range(10)]
+    decided = pl.concat([_decided(chain + [("x1", "x2")]), _decided([("c00", "x1")], duplicate=False)])
+    families = large_families(decided, neighbours=4)
+    assert families == [{f"c{i:02d}" for i in range(12)}]  # the pair is no family to search again
+    quality = pl.DataFrame({
+        "blob_name": [f"c{i:02d}" for i in range(12)],
+        "width": [800] * 12, "height": [600] * 12,
+        # c05 and c07 the largest pictures (c07 within 90 % of c05), c07 the more faithful JPEG
+        "picture_width": [400] * 5 + [800, 400, 780] + [400] * 4, "picture_height": [300] * 5 + [600, 300, 590] + [300] * 4,
+        "format": ["JPEG"] * 12, "jpeg_quality": [90] * 5 + [70, 90, 95] + [90] * 4})
+    pairs = family_candidates(families, decided, quality)
+    assert set(pairs["source"]) == {"family"}
+    joined = {frozenset(p) for p in pairs.select("blob_a", "blob_b").iter_rows()}
+    compared = {frozenset(p) for p in chain}
+    # Every copy gets a pair with c07 (chosen first: large, then faithful); c05 (less faithful) none.
+    assert joined == {frozenset(("c07", f"c{i:02d}")) for i in range(12) if i != 7} - compared
+    assert large_families(decided, neighbours=12) == []  # as many as the searches give: nothing to add
 
 
 def test_pair_cosines_match_the_whole_matrix_in_any_block_size():

@@ -70,7 +70,8 @@ def test_more_copies_than_the_searches_neighbours_make_one_group(home, tmp_path)
         photo.resize((width, width * photo.height // photo.width)).save(folder / f"copy_{i:02d}.jpg",
                                                                          quality=70 + i % 25)
     config = tmp_path / "run.yaml"
-    config.write_text("ops:\n  color_candidates: {config: {neighbours: 6}}\n  verified_pairs: {config: {neighbours: 6}}\n")
+    config.write_text("ops:\n  color_candidates: {config: {neighbours: 6}}\n"
+                      "  verified_pairs: {config: {neighbours: 6}}\n")
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env.update({"DEDUP_HOME": str(home), "DEDUP_SOURCE": str(folder)})
     run = dedup("run", "--batch-size", "8", "--no-progress", "--config", str(config), env=env)

@@ -80,7 +80,8 @@ def test_a_family_larger_than_the_neighbours_is_paired_with_its_likeliest_kept_c
         "blob_name": [f"c{i:02d}" for i in range(12)],
         "width": [800] * 12, "height": [600] * 12,
         # c05 and c07 the largest pictures (c07 within 90 % of c05), c07 the more faithful JPEG
-        "picture_width": [400] * 5 + [800, 400, 780] + [400] * 4, "picture_height": [300] * 5 + [600, 300, 590] + [300] * 4,
+        "picture_width": [400] * 5 + [800, 400, 780] + [400] * 4,
+        "picture_height": [300] * 5 + [600, 300, 590] + [300] * 4,
         "format": ["JPEG"] * 12, "jpeg_quality": [90] * 5 + [70, 90, 95] + [90] * 4})
     pairs = family_candidates(families, decided, quality)
     assert set(pairs["source"]) == {"family"}

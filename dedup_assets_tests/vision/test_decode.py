@@ -81,7 +81,8 @@ def test_a_floating_point_tiff_decodes_as_its_8_bit_picture(photo, depth):
     floating-point colour; both decode now, and compare with the picture's JPEG."""
     rgb = np.asarray(photo.resize((600, 400))).astype(np.float64) / 255
     if depth == "float32 grey":
-        samples, reference = rgb[..., 1].astype(np.float32), Image.fromarray(np.asarray(photo.resize((600, 400)))[..., 1])
+        samples = rgb[..., 1].astype(np.float32)
+        reference = Image.fromarray(np.asarray(photo.resize((600, 400)))[..., 1])
     else:
         samples, reference = rgb.astype(np.float32), photo.resize((600, 400))
     options = {"planarconfig": "separate"} if "planar" in depth else {}

@@ -149,10 +149,17 @@ def _environment() -> Environment:
                        autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 
 
+# Each copy's pair with the kept copy says why it goes: all are shown. Pairs between two
+# copies only add context, and a family of thousands of copies has hundreds of thousands
+# (120 re-encoded copies of one photo: 4,000 pairs, a page of 1.3 MB): a few, and how many more.
+OTHER_PAIRS_PER_CLUSTER = 100
+
+
 def _cluster_records(groups: pl.DataFrame, images: pl.DataFrame, pairs: pl.DataFrame, layout: StorageLayout,
-                     out_dir: Path) -> dict[str, dict]:
+                     out_dir: Path, other_pairs: int = OTHER_PAIRS_PER_CLUSTER) -> dict[str, dict]:
     """The template's view of every cluster: members (kept copy first) and the pairs
-    between them, in one pass over each table."""
+    between them (those with the kept copy first, then up to `other_pairs` others), in
+    one pass over each table."""
     members = groups.join(images, on="blob_name", how="left").sort(
         ["cluster_id", "is_representative", "quality_score"], descending=[False, True, True])
     cluster_of = groups.select("blob_name", "cluster_id")
@@ -164,12 +171,21 @@ def _cluster_records(groups: pl.DataFrame, images: pl.DataFrame, pairs: pl.DataF
     data_from_pages = Path(os.path.relpath(layout.data_root, out_dir)) if layout.is_local else Path(".")
     records: dict[str, dict] = {}
     for row in members.iter_rows(named=True):
-        record = records.setdefault(row["cluster_id"], {"id": row["cluster_id"], "members": [], "pairs": []})
+        record = records.setdefault(row["cluster_id"], {"id": row["cluster_id"], "members": [], "pairs": [],
+                                                        "other_pairs": [], "more_pairs": 0})
         row["src"] = (data_from_pages / row["thumbnail"]).as_posix() if row["thumbnail"] else None
         record["members"].append(row)
         record["size"] = len(record["members"])
     for pair in inside.sort("blob_a", "blob_b").iter_rows(named=True):
-        records[pair["cluster_id"]]["pairs"].append(pair)
+        record = records[pair["cluster_id"]]
+        if record["members"][0]["blob_name"] in (pair["blob_a"], pair["blob_b"]):
+            record["pairs"].append(pair)
+        elif len(record["other_pairs"]) < other_pairs:
+            record["other_pairs"].append(pair)
+        else:
+            record["more_pairs"] += 1
+    for record in records.values():
+        record["pairs"] += record.pop("other_pairs")
     return records
 
 
@@ -180,7 +196,8 @@ def _copy_thumbnails(layout: StorageLayout, relative_paths: list[str], out_dir: 
             write_bytes_atomic(data, out_dir / relative)
 
 
-def write_gallery(layout: StorageLayout, out_dir: Path, clusters_per_page: int = 50) -> Gallery:
+def write_gallery(layout: StorageLayout, out_dir: Path, clusters_per_page: int = 50,
+                  other_pairs_per_cluster: int = OTHER_PAIRS_PER_CLUSTER) -> Gallery:
     """index.html plus one page per `clusters_per_page` clusters, largest first; the
     thumbnails are linked relative to the pages, so the folder opens with no server."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +217,7 @@ def write_gallery(layout: StorageLayout, out_dir: Path, clusters_per_page: int =
              .sort(["n", "cluster_id"], descending=[True, False])["cluster_id"].to_list())
     page_count = max(1, math.ceil(len(order) / clusters_per_page))
     page_name = "page-{:05d}.html".format
-    records = _cluster_records(groups, images, pairs, layout, out_dir)
+    records = _cluster_records(groups, images, pairs, layout, out_dir, other_pairs_per_cluster)
     if not layout.is_local:
         shown = {m["thumbnail"] for record in records.values() for m in record["members"] if m["thumbnail"]}
         _copy_thumbnails(layout, sorted(shown), out_dir)

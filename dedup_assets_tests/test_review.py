@@ -2,6 +2,7 @@
 
 import csv
 import html.parser
+import re
 
 import dagster as dg
 import numpy as np
@@ -105,6 +106,24 @@ def test_the_gallery_shows_each_cluster_with_its_kept_copy_and_pair_scores(
     assert all((page.parent / src).resolve().is_file() for src in parsed.images)
     text = page.read_text()
     assert "decided by" in text and ("verify" in text or "hash" in text)
+
+
+def test_a_large_group_shows_every_pair_with_its_kept_copy_and_a_few_others(run_everything, resources, layout):
+    run_everything(resources)
+    write_gallery(layout, layout.review_dir / "few", other_pairs_per_cluster=3)
+    text = (layout.review_dir / "few" / "page-00001.html").read_text()
+    shown = re.findall(r'<td class="name">(.*?) ↔ (.*?)</td>', text)
+    kept = {name for (name,) in query(layout, "select representative from clusters where cluster_size > 1")}
+    pairs = query(layout, "select p.blob_a, p.blob_b, c.representative from verified_pairs p join clusters a "
+                          "on a.blob_name = p.blob_a join clusters b on b.blob_name = p.blob_b join clusters c "
+                          "on c.blob_name = c.representative and c.cluster_id = a.cluster_id "
+                          "where a.cluster_id = b.cluster_id and a.cluster_size > 1")
+    with_kept = {(a, b) for a, b, representative in pairs if representative in (a, b)}
+    others = [(a, b) for a, b, representative in pairs if representative not in (a, b)]
+    assert with_kept and with_kept <= set(shown)  # why each copy goes: all shown
+    assert len([pair for pair in shown if not kept & set(pair)]) == 3 * len(kept)
+    more = sum(int(n) for n in re.findall(r"and (\d+) more pairs between copies", text))
+    assert more == len(others) - 3 * len(kept) > 0
 
 
 def test_the_gallery_pages_large_results_and_links_them(run_everything, resources, layout):

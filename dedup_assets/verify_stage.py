@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 import polars as pl
 
-from dedup_assets.corpus import StoredVectors, embeddings_matrix, grouped, read_rows
+from dedup_assets.corpus import StoredVectors, embeddings_matrix, grouped, latest_duplicate_pairs, read_rows
 from dedup_assets.embedding_stage import decode_thumbnail
 from dedup_assets.storage import StorageLayout
 from dedup_assets.vision.cascade import CascadePolicy, decide
@@ -115,6 +115,53 @@ def one_pair_per_content(found: pl.DataFrame, features: pl.DataFrame) -> pl.Data
                  pl.col("source").unique().sort().str.join("+").alias("found_by"), pl.col("cosine").max())
             .select("blob_a", "blob_b", "found_by", "cosine", "content_a", "content_b")
             .sort("blob_a", "blob_b"))
+
+
+def verification_features(layout: StorageLayout, names: set[str]) -> pl.DataFrame:
+    """What verification reads of these images (the latest row of each), for those with an embedding."""
+    embedded = read_rows(layout, "embeddings", ["blob_name"], names)["blob_name"]
+    return (read_rows(layout, "wavelet_hashes", ["blob_name", "content_hash", "wavelet_hash", "color_signature",
+                                                 "thumbnail"], names)
+            .unique(subset="blob_name", keep="last")
+            .filter(pl.col("blob_name").is_in(embedded.implode())))
+
+
+def verify_large_families(pairs: pl.DataFrame, batch_names: set[str], features: pl.DataFrame,
+                          layout: StorageLayout, verifier: Verifier, policy: CascadePolicy, neighbours: int,
+                          workers: int = 0, keep_features: bool = True) -> tuple[pl.DataFrame, float, int]:
+    """After a batch's `pairs` are verified: the pairs `family_candidates` adds for each
+    family of copies, stored ones included, that outgrew `neighbours` and holds one of
+    `batch_names`, verified; with the seconds it took and how many families there were.
+    `features`: the batch's `verification_features`."""
+    decided = pairs.select("blob_a", "blob_b", "is_duplicate")
+    if not crowded_with_copies(decided, neighbours):  # no family can have outgrown them: nothing stored read
+        return pl.DataFrame(schema=VERIFIED_SCHEMA), 0.0, 0
+    decided = pl.concat([decided, latest_duplicate_pairs(layout, []).select(decided.columns)])
+    families = [family for family in large_families(decided, neighbours) if family & batch_names]
+    if not families:
+        return pl.DataFrame(schema=VERIFIED_SCHEMA), 0.0, 0
+    members = set().union(*families)
+    # Every pair of theirs already verified, in any batch, is not verified again.
+    compared = pl.concat([decided.select("blob_a", "blob_b"),
+                          *(read_rows(layout, "verified_pairs", ["blob_a", "blob_b"], members, key=end)
+                            for end in ("blob_a", "blob_b"))])
+    family_features = verification_features(layout, members | set(features["blob_name"]))
+    quality = read_rows(layout, "wavelet_hashes", FAMILY_QUALITY_COLUMNS, members)
+    extra = family_candidates(families, compared,
+                              quality.filter(pl.col("blob_name").is_in(family_features["blob_name"].implode())))
+    more, seconds = verify_pairs(with_hash_pairs_cosines(one_pair_per_content(extra, family_features), layout),
+                                 family_features, layout, verifier, policy, workers, keep_features=keep_features)
+    return more, seconds, len(families)
+
+
+def crowded_with_copies(decided: pl.DataFrame, neighbours: int) -> bool:
+    """Whether an image has at least half as many duplicates among `decided` (blob_a,
+    blob_b, is_duplicate) as the searches give it neighbours: only then can a family have
+    outgrown them (a copy searched among more copies than that gets its neighbours'
+    worth), and its stored members are worth reading."""
+    duplicates = decided.filter(pl.col("is_duplicate"))
+    ends = pl.concat([duplicates["blob_a"], duplicates["blob_b"]])
+    return ends.len() > 0 and int(ends.value_counts()["count"].max()) >= max(1, neighbours // 2)
 
 
 def large_families(decided: pl.DataFrame, neighbours: int) -> list[set[str]]:

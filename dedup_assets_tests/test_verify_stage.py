@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 from dedup_assets.corpus import StoredVectors
 from dedup_assets.demo_data import product_shot, recolor, shipped_photos, transform
 from dedup_assets.storage import StorageLayout
-from dedup_assets.verify_stage import (FeatureStore, embedding_pairs, family_candidates, large_families,
+from dedup_assets.verify_stage import (FeatureStore, crowded_with_copies, embedding_pairs, family_candidates,
+                                       large_families,
                                        pair_cosines, verification_threads, verify_pairs,
                                        with_hash_pairs_cosines)
 from dedup_assets.vision.cascade import CascadePolicy
@@ -90,6 +91,8 @@ def test_a_family_larger_than_the_neighbours_is_paired_with_its_likeliest_kept_c
     # Every copy gets a pair with c07 (chosen first: large, then faithful); c05 (less faithful) none.
     assert joined == {frozenset(("c07", f"c{i:02d}")) for i in range(12) if i != 7} - compared
     assert large_families(decided, neighbours=12) == []  # as many as the searches give: nothing to add
+    # Stored pairs are read only where an image's duplicates filled half its neighbours (4 of 8).
+    assert crowded_with_copies(decided, neighbours=8) and not crowded_with_copies(decided, neighbours=10)
 
 
 def test_pair_cosines_match_the_whole_matrix_in_any_block_size():

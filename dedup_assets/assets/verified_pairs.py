@@ -8,14 +8,14 @@ from pydantic import Field
 
 from dedup_assets.assets.reporting import log_progress, markdown_preview, timing
 from dedup_assets.plots import markdown_image, similarity_distributions
-from dedup_assets.corpus import latest_duplicate_pairs, read_rows, resident_embeddings
+from dedup_assets.corpus import resident_embeddings
 from dedup_assets.embedding_index import DEFAULT_SPEC, PROBES as INDEX_PROBES, cross_batch_pairs
 from dedup_assets.memory import release_freed_memory
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.placement import GPU_POOL, gpu_step_tags
 from dedup_assets.resources import DedupStorageResource
-from dedup_assets.verify_stage import (FAMILY_QUALITY_COLUMNS, family_candidates, large_families, one_pair_per_content,
-                                       verify_pairs, with_hash_pairs_cosines)
+from dedup_assets.verify_stage import (one_pair_per_content, verification_features, verify_large_families, verify_pairs,
+                                       with_hash_pairs_cosines)
 from dedup_assets.vision.cascade import CascadePolicy
 from dedup_assets.vision.verify import ORB_FEATURES, VERIFY_SIDE, load_verifier
 
@@ -72,15 +72,6 @@ class VerifiedPairsConfig(dg.Config):
 _load_verifier = functools.lru_cache(maxsize=2)(load_verifier)
 
 
-def _verification_features(layout, names: set[str]) -> pl.DataFrame:
-    """What verification reads of these images (the latest row of each), for those with an embedding."""
-    embedded = read_rows(layout, "embeddings", ["blob_name"], names)["blob_name"]
-    return (read_rows(layout, "wavelet_hashes", ["blob_name", "content_hash", "wavelet_hash", "color_signature",
-                                                 "thumbnail"], names)
-            .unique(subset="blob_name", keep="last")
-            .filter(pl.col("blob_name").is_in(embedded.implode())))
-
-
 @dg.asset(
     partitions_def=batch_partitions,
     group_name="cascade",
@@ -114,7 +105,7 @@ def verified_pairs(
                                 pl.lit(None, pl.Float32).alias("cosine")),
         from_embeddings.select("blob_a", "blob_b", pl.lit("embedding").alias("source"), "cosine"),
     ])
-    features = _verification_features(layout, set(candidates["blob_a"]) | set(candidates["blob_b"]))
+    features = verification_features(layout, set(candidates["blob_a"]) | set(candidates["blob_b"]))
     # A concurrent run may have hashed its batch but not embedded it yet: such a pair
     # waits for that batch's own run, which searches it against this one.
     ready = candidates["blob_a"].is_in(features["blob_name"]) & candidates["blob_b"].is_in(features["blob_name"])
@@ -134,29 +125,16 @@ def verified_pairs(
     pairs, seconds = verify_pairs(candidates, features, layout, verifier, policy, config.workers,
                                   on_progress=log_progress(context.log, "verified"),
                                   keep_features=config.keep_features)
-    # A family of more copies than the searches' neighbours (with the stored batches' copies):
-    # its members are compared with the copies likeliest to be kept too, or it splits.
-    decided = pairs.select("blob_a", "blob_b", "is_duplicate")
-    if decided["is_duplicate"].any():
-        decided = pl.concat([decided, latest_duplicate_pairs(layout, []).select(decided.columns)])
-    batch_names = set(embeddings["blob_name"])
-    if families := [family for family in large_families(decided, config.neighbours) if family & batch_names]:
-        members = set().union(*families)
-        decided = pl.concat([decided.select("blob_a", "blob_b"),
-                             *(read_rows(layout, "verified_pairs", ["blob_a", "blob_b"], members, key=end)
-                               for end in ("blob_a", "blob_b"))])
-        quality = read_rows(layout, "wavelet_hashes", FAMILY_QUALITY_COLUMNS, members)
-        family_features = _verification_features(layout, members | set(features["blob_name"]))
-        readable = quality.filter(pl.col("blob_name").is_in(family_features["blob_name"].implode()))
-        extra = family_candidates(families, decided, readable)
-        if extra.height:
-            more, more_seconds = verify_pairs(
-                with_hash_pairs_cosines(one_pair_per_content(extra, family_features), layout), family_features,
-                layout, verifier, policy, config.workers, keep_features=config.keep_features)
-            pairs, seconds = pl.concat([pairs, more]), seconds + more_seconds
-            context.log.info(f"{len(families)} famil{'y' if len(families) == 1 else 'ies'} of more than "
-                             f"{config.neighbours} copies: {more.height} more pairs verified, each member "
-                             "against the copies likeliest to be kept")
+    # A family of more copies than the searches' neighbours: its members are verified against
+    # the copies likeliest to be kept too, or it splits into several groups.
+    more, more_seconds, families = verify_large_families(pairs, set(embeddings["blob_name"]), features, layout,
+                                                         verifier, policy, config.neighbours, config.workers,
+                                                         keep_features=config.keep_features)
+    if families:
+        pairs, seconds = pl.concat([pairs, more]), seconds + more_seconds
+        context.log.info(f"{families} famil{'y' if families == 1 else 'ies'} of more than {config.neighbours} "
+                         f"copies: {more.height} more pairs verified, each member against the copies likeliest "
+                         "to be kept")
     verified = pairs.height  # every pair, near-identical ones included (for detail their hashes miss)
     release_freed_memory()  # batch after batch in one process: keep RSS flat
     return dg.Output(pairs, metadata={

@@ -138,13 +138,14 @@ def _materialize_batches(instance, layout, progress: bool, summary: bool, run_co
     from dedup_assets.definitions import defs
     from dedup_assets.ledger import BatchLedger, batch_sequence
     from dedup_assets.partitions import batch_partitions
-    from dedup_assets.sources.factory import source_from_environment
+    from dedup_assets.sources.factory import check_results_outside, source_from_environment
     from dedup_assets.work_planning import (batches_readable_again, batches_with_deletions_not_applied,
                                             partitions_needing_work)
 
     source = source_from_environment()
     ledger = BatchLedger(layout)
     print(f"source: {source.describe()}")
+    check_results_outside(source, layout)
     ledger.claim_source(source.identity)
     created = ledger.register(source.iter_blobs(), max_batch_size=whole_number("DEDUP_BATCH_SIZE"))
     if note := source.not_listed_note():

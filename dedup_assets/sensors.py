@@ -12,6 +12,7 @@ from dedup_assets.jobs import dedup_job
 from dedup_assets.ledger import BatchLedger, ResumableListing, batch_sequence
 from dedup_assets.partitions import batch_partitions
 from dedup_assets.resources import BatchingResource, DedupStorageResource, ImageSourceResource
+from dedup_assets.sources.factory import check_results_outside
 from dedup_assets.work_planning import partitions_in_progress, partitions_needing_work, readable_again_requests
 
 
@@ -30,6 +31,7 @@ def register_new_batches(
     way (it goes on at the next call). A listing finished early in this call is used at
     once, so a small source's new blobs are batched at the tick that sees them."""
     source = image_source.open()
+    check_results_outside(source, ledger.layout)
     ledger.claim_source(source.identity)
     listing = ResumableListing(ledger.layout.home, image_source.uri)
     started, listed_before = time.monotonic(), listing.complete

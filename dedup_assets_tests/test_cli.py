@@ -81,6 +81,19 @@ def test_more_copies_than_the_searches_neighbours_make_one_group(home, tmp_path)
     assert manifest.filter(pl.col("action") == "drop").height == 23
 
 
+def test_a_home_inside_the_source_folder_is_refused(image_folder):
+    """Its thumbnails and files would be listed as new images by the next run (probed: the
+    second run found 12 images each a "duplicate" of its own thumbnail)."""
+    home = image_folder / "results"
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update({"DEDUP_HOME": str(home), "DEDUP_SOURCE": str(image_folder)})
+    run = dedup("run", "--no-progress", env=env)
+    assert run.returncode == 2
+    assert run.stderr.strip() == (f"dedup: DEDUP_HOME={home} lies inside the source folder {image_folder}: the "
+                                  "results would be listed as new images by the next run; put them outside it")
+    assert not (home / "batches").exists()
+
+
 def test_run_processes_a_blob_restored_from_the_archive_tier(home, image_folder, azurite, container):
     from dedup_assets_tests.test_azure_pipeline import upload_folder
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from dedup_assets.settings import SetupError, whole_number
 from dedup_assets.sources.azure import AzureBlobSource, AzureSettings, azure_address_hint, without_query
@@ -44,3 +45,19 @@ def source_from_environment():
         sas_token=values["AZURE_STORAGE_SAS_TOKEN"],
         download_concurrency=whole_number("DEDUP_DOWNLOAD_CONCURRENCY"),
     )
+
+
+def check_results_outside(source, layout) -> None:
+    """Refuse a home (or data root) inside the folder it scans: its thumbnails, Parquet
+    files and Dagster's own files would be listed as new blobs by the next run, the
+    thumbnails found as copies of the images they show (probed: 12 images, then 12
+    "duplicate groups" of an image and its own thumbnail), more of them each run."""
+    if not isinstance(source, LocalFolderSource):
+        return
+    folders = {"DEDUP_HOME": Path(layout.home)}
+    if layout.is_local:
+        folders["DEDUP_DATA_URL"] = Path(layout.data_root)
+    for setting, folder in folders.items():
+        if folder.resolve().is_relative_to(source.root):
+            raise SetupError(f"{setting}={folder} lies inside the source folder {source.root}: the results would "
+                             "be listed as new images by the next run; put them outside it")

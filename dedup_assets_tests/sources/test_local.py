@@ -145,3 +145,18 @@ def test_an_unreadable_folder_stops_the_listing_instead_of_looking_deleted(tmp_p
     monkeypatch.setattr(os, "scandir", refusing)
     with pytest.raises(PermissionError, match="cannot list .*locked: permission denied"):
         list(LocalFolderSource(tmp_path).iter_blobs())
+
+
+def test_results_inside_the_scanned_folder_are_refused(tmp_path):
+    from dedup_assets.settings import SetupError
+    from dedup_assets.sources.factory import check_results_outside
+    from dedup_assets.storage import StorageLayout
+
+    source = LocalFolderSource(tmp_path / "photos")
+    (tmp_path / "photos").mkdir()
+    check_results_outside(source, StorageLayout(tmp_path / "results"))  # beside it: fine
+    for layout, setting in [(StorageLayout(tmp_path / "photos"), "DEDUP_HOME"),
+                            (StorageLayout(tmp_path / "photos" / "out"), "DEDUP_HOME"),
+                            (StorageLayout(tmp_path / "home", str(tmp_path / "photos" / "data")), "DEDUP_DATA_URL")]:
+        with pytest.raises(SetupError, match=f"{setting}=.* lies inside the source folder"):
+            check_results_outside(source, layout)

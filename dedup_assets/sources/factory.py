@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 from dedup_assets.settings import SetupError, whole_number
-from dedup_assets.sources.azure import AzureBlobSource, AzureSettings, azure_address_hint, without_query
+from dedup_assets.sources.azure import (AzureBlobSource, AzureSettings, azure_address_hint, parse_azure_uri,
+                                         without_query)
 from dedup_assets.sources.local import LocalFolderSource
 
 AZURE_ENV = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_URL", "AZURE_STORAGE_KEY",
@@ -52,7 +53,14 @@ def check_results_outside(source, layout) -> None:
     files and Dagster's own files would be listed as new blobs by the next run, the
     thumbnails found as copies of the images they show (probed: 12 images, then 12
     "duplicate groups" of an image and its own thumbnail), more of them each run."""
-    if not isinstance(source, LocalFolderSource):
+    if isinstance(source, AzureBlobSource):
+        if not layout.is_local and is_azure(layout.data_url):
+            container, prefix = parse_azure_uri(layout.data_url)
+            if (_account_name(layout.fs) == source.client.account_name
+                    and container == source.container and prefix.startswith(source.prefix)):
+                raise SetupError(f"DEDUP_DATA_URL={without_query(layout.data_url)} lies inside the source "
+                                 f"{source.describe()}: the results would be listed as new images by the next "
+                                 "run; put them outside it")
         return
     folders = {"DEDUP_HOME": Path(layout.home)}
     if layout.is_local:
@@ -61,3 +69,11 @@ def check_results_outside(source, layout) -> None:
         if folder.resolve().is_relative_to(source.root):
             raise SetupError(f"{setting}={folder} lies inside the source folder {source.root}: the results would "
                              "be listed as new images by the next run; put them outside it")
+
+
+def _account_name(fs) -> str | None:
+    """The storage account of an adlfs file system (named, or in its connection string)."""
+    if name := getattr(fs, "account_name", None):
+        return name
+    client = getattr(fs, "service_client", None)
+    return getattr(client, "account_name", None)

@@ -240,3 +240,21 @@ def test_errors_never_show_the_account_key(azurite):
         list(source.iter_blobs())
     text = str(raised.value) + repr(source)
     assert KEY not in text and KEY[:20] not in text
+
+
+def test_a_data_root_inside_the_scanned_container_prefix_is_refused(azurite, container):
+    from dedup_assets.settings import SetupError
+    from dedup_assets.sources.factory import check_results_outside, open_source
+    from dedup_assets.storage import StorageLayout, data_storage_options
+
+    name = container.container_name
+    options = data_storage_options(connection_string=azurite.connection_string)
+    photos = open_source(f"az://{name}/photos", connection_string=azurite.connection_string)
+    for beside in (f"az://{name}/results", f"az://{name}/photos-results", f"az://other{name}/photos/results"):
+        check_results_outside(photos, StorageLayout("home", beside, options))
+    for inside in (f"az://{name}/photos/results", f"az://{name}/photos"):
+        with pytest.raises(SetupError, match="lies inside the source"):
+            check_results_outside(photos, StorageLayout("home", inside, options))
+    with pytest.raises(SetupError, match="lies inside the source"):  # a whole container holds every prefix
+        check_results_outside(open_source(f"az://{name}", connection_string=azurite.connection_string),
+                              StorageLayout("home", f"az://{name}/dedup", options))

@@ -12,7 +12,8 @@
 3. Everything else is verified geometrically: enough inliers under one homography, not
    packed into one small patch (two products sharing a photo patch); once
    aligned, pixels that agree over the whole overlap (a caption or logo shared by two
-   different photos matches, but the rest of the images does not), or in most of its
+   different photos matches, but the rest of the images does not) or beside a background
+   the two have in colours far apart (a cut-out on white and on black), or in most of its
    windows (an overlay on one copy, a sticker, disagrees only where it lies); and the shared
    region covering enough of *both* images (so a crop keeping most of the frame is a
    duplicate, while two neighbouring crops, or a collage and one of its parts, are not).
@@ -129,6 +130,10 @@ def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gra
                         "smaller image (a shared patch or logo?)")
     shared = f"shared region covers {verification.coverage_a:.0%} / {verification.coverage_b:.0%}"
     if verification.agreement < policy.min_agreement:
+        if verification.matte_agreement >= policy.min_agreement:
+            return Decision(True, "verify", f"{inliers}, {shared}; the pixels agree {verification.matte_agreement:.2f} "
+                            f"beside a background of other colours in each (a cut-out on another matte), "
+                            f"{verification.agreement:.2f} over all")
         if verification.window_agreement < policy.min_window_agreement:
             return Decision(False, "verify", f"{inliers}, but once aligned the pixels agree only "
                             f"{verification.agreement:.2f}, and in {verification.window_agreement:.0%} of "

@@ -47,6 +47,8 @@ class Verification:
     agreement: float = 0.0  # correlation of the two images' pixels where they overlap
     # The share of the overlap's textured windows whose pixels correlate (`Agreement`).
     window_agreement: float = 0.0
+    # The correlation beside a background the two have in colours far apart (`Agreement.beside_matte`).
+    matte_agreement: float = 0.0
     # Where the other image lies whole inside this one: the share of its footprint's sides
     # here where the picture ends (`frame_sides`; None otherwise, or not measured).
     frame_a: float | None = None
@@ -219,7 +221,8 @@ def measured_fit(points_a: np.ndarray, points_b: np.ndarray, homography: np.ndar
     agreement = photometric_agreement(gray_a, gray_b, homography)
     frame_a, frame_b = frames(gray_a, gray_b, homography, coverage_a, coverage_b)
     return Verification(len(points_a), inliers, coverage_a, coverage_b, spread=spread, agreement=agreement.whole,
-                        window_agreement=agreement.windows, frame_a=frame_a, frame_b=frame_b, method=method)
+                        window_agreement=agreement.windows, matte_agreement=agreement.beside_matte,
+                        frame_a=frame_a, frame_b=frame_b, method=method)
 
 
 # The windows `photometric_agreement` also compares one by one, in pixels of its 192 px
@@ -236,6 +239,44 @@ _MIN_WINDOWS = 4  # fewer textured windows: no share is measured (0)
 class Agreement(NamedTuple):
     whole: float  # Pearson correlation over the whole overlap
     windows: float  # the share of the overlap's textured windows correlating ≥ _WINDOW_CORRELATION
+    # Over the overlap less a background both images have in other colours (`_mattes_apart`); 0: none.
+    beside_matte: float = 0.0
+
+
+_MATTE_STD = 1.0  # gray levels (3 × 3 standard deviation): a fill, not a picture's smooth part
+_MATTE_OUTLINE = 11  # px of the 192 px comparison: a blurred outline's width, both sides
+_MATTE_SHARE = 0.1  # of the overlap, at least
+_MATTES_APART = 64.0  # gray levels between the two mattes: white against black, say
+
+
+def _matte(image: np.ndarray) -> np.ndarray:
+    """Flat fill reaching the frame's edge: the background a cut-out was exported on."""
+    mean = cv2.blur(image, (3, 3))
+    flat = (np.sqrt(np.maximum(cv2.blur(image * image, (3, 3)) - mean * mean, 0.0)) < _MATTE_STD).astype(np.uint8)
+    count, labels = cv2.connectedComponents(flat, connectivity=4)
+    if count <= 1:
+        return np.zeros(image.shape, bool)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.isin(labels, edge[edge > 0]) & flat.astype(bool)
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    denominator = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denominator) if denominator > 1e-6 else 0.0
+
+
+def _beside_mattes_apart(x: np.ndarray, y: np.ndarray, inside: np.ndarray) -> float:
+    """The correlation beside a background both images have, in colours far apart: a
+    cut-out exported on white by one tool and on black by another (its alpha dropped)
+    disagrees over all (-0.8 for a round cut-out) for its background alone. 0 without one."""
+    apart = _matte(x) & _matte(y) & inside & (np.abs(x - y) >= _MATTES_APART)
+    if apart.sum() < _MATTE_SHARE * inside.sum():
+        return 0.0
+    # With the outline: blurred (and ringing, in a JPEG), it steps from the picture to
+    # white in one copy and to black in the other.
+    rest = inside & ~cv2.dilate(apart.astype(np.uint8), np.ones((_MATTE_OUTLINE, _MATTE_OUTLINE), np.uint8)).astype(bool)
+    return _correlation(x[rest], y[rest]) if rest.sum() >= 64 else 0.0
 
 
 def photometric_agreement(gray_a: np.ndarray, gray_b: np.ndarray, homography: np.ndarray,
@@ -255,11 +296,11 @@ def photometric_agreement(gray_a: np.ndarray, gray_b: np.ndarray, homography: np
         return Agreement(0.0, 0.0)
     small_b = cv2.resize(gray_b, size_b, interpolation=cv2.INTER_AREA).astype(np.float32)
     blurred_a, blurred_b = cv2.GaussianBlur(warped, (5, 5), 0), cv2.GaussianBlur(small_b, (5, 5), 0)
-    x, y = blurred_a[inside], blurred_b[inside]
-    x, y = x - x.mean(), y - y.mean()
-    denominator = float(np.sqrt((x * x).sum() * (y * y).sum()))
-    whole = float((x * y).sum() / denominator) if denominator > 1e-6 else 0.0
-    return Agreement(whole, _window_agreement(blurred_a, blurred_b, inside))
+    whole = _correlation(blurred_a[inside], blurred_b[inside])
+    windows = _window_agreement(blurred_a, blurred_b, inside)
+    if whole >= 0.5:  # the copies this measure is for disagree over all (-0.8 for a round cut-out)
+        return Agreement(whole, windows)
+    return Agreement(whole, windows, _beside_mattes_apart(blurred_a, blurred_b, inside))
 
 
 def _window_agreement(x: np.ndarray, y: np.ndarray, inside: np.ndarray) -> float:
@@ -542,6 +583,7 @@ class _MirrorAware:
                 return Verification(mirrored.matches, mirrored.inliers, mirrored.coverage_a,
                                     mirrored.coverage_b, mirrored=True, spread=mirrored.spread,
                                     agreement=mirrored.agreement, window_agreement=mirrored.window_agreement,
+                                    matte_agreement=mirrored.matte_agreement,
                                     frame_a=mirrored.frame_a, frame_b=mirrored.frame_b)
         return result
 

@@ -16,7 +16,8 @@ from dedup_assets.vision.cascade import CascadePolicy, decide
 from dedup_assets.vision.decode import decode_thumbnail, encode_jpeg
 from dedup_assets.vision.hashing import downsample, to_gray, wavelet_hash
 from dedup_assets.vision.verify import (WHOLE_INSIDE, AlikedVerifier, LightGlueVerifier, OrbVerifier, Verification,
-                                       fit_homography, load_verifier, ransac_iterations, ratio_test_matches)
+                                       fit_homography, load_verifier, photometric_agreement, ransac_iterations,
+                                       ratio_test_matches)
 from dedup_assets_tests.vision.conftest import encode, thumbnail
 
 POLICY = CascadePolicy()
@@ -72,6 +73,40 @@ def test_a_sticker_shared_by_two_photos_does_not_make_them_duplicates(orb, photo
     assert result.inliers >= POLICY.min_inliers  # the sticker matches itself ...
     assert result.window_agreement < POLICY.min_window_agreement  # ... and agrees only where it lies
     assert not decide(99, 99.0, 0.0, False, False, result, POLICY).is_duplicate
+
+
+def _cut_out(photo: Image.Image, matte: str | None) -> np.ndarray:
+    """A round cut-out as a design tool exports it: a PNG with alpha (None), or a JPEG on a
+    `matte` ("white"; "black": the alpha dropped, as transparent pixels are stored black)."""
+    picture = photo.convert("RGB").resize((600, 600))
+    mask = Image.new("L", picture.size, 0)
+    ImageDraw.Draw(mask).ellipse((60, 60, 540, 540), fill=255)
+    if matte is None:
+        transparent = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+        return decode_thumbnail(encode(Image.composite(picture.convert("RGBA"), transparent, mask), "PNG")).thumbnail
+    background = Image.new("RGB", picture.size, matte)
+    return decode_thumbnail(encode(Image.composite(picture, background, mask), quality=90)).thumbnail
+
+
+@pytest.mark.parametrize("name", ["brick", "chelsea", "coffee"])
+def test_a_cut_out_on_another_matte_is_a_copy(orb, photos, name):
+    """On white (its PNG shown, or a JPEG export) and on black: over all the pixels
+    disagree (-0.6 to -0.9, the background alone), beside the two backgrounds they agree."""
+    png, on_white, on_black = (_cut_out(photos[name], matte) for matte in (None, "white", "black"))
+    for a, b in [(png, on_black), (on_white, on_black)]:
+        result = orb.verify(a, b)
+        assert result.agreement < 0 and result.window_agreement < POLICY.min_window_agreement
+        decision = decide(99, 99.0, 0.0, False, False, result, POLICY)
+        assert decision.is_duplicate and "beside a background of other colours" in decision.reason, decision.reason
+
+
+def test_two_cut_outs_on_other_mattes_agree_beside_them_only_if_they_show_one_picture(photos):
+    a = cv2.cvtColor(_cut_out(photos["brick"], "white"), cv2.COLOR_RGB2GRAY)
+    b, same = (cv2.cvtColor(_cut_out(photos[name], "black"), cv2.COLOR_RGB2GRAY) for name in ("chelsea", "brick"))
+    assert photometric_agreement(a, b, np.eye(3)).beside_matte < 0.3
+    assert photometric_agreement(a, same, np.eye(3)).beside_matte > POLICY.min_agreement
+    # Mattes of one colour leave the measure out: the whole correlation says enough.
+    assert photometric_agreement(a, a, np.eye(3)).beside_matte == 0.0
 
 
 def test_windows_agreeing_rescue_a_fit_only_past_their_own_bar():

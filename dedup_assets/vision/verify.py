@@ -275,7 +275,8 @@ def _beside_mattes_apart(x: np.ndarray, y: np.ndarray, inside: np.ndarray) -> fl
         return 0.0
     # With the outline: blurred (and ringing, in a JPEG), it steps from the picture to
     # white in one copy and to black in the other.
-    rest = inside & ~cv2.dilate(apart.astype(np.uint8), np.ones((_MATTE_OUTLINE, _MATTE_OUTLINE), np.uint8)).astype(bool)
+    outline = np.ones((_MATTE_OUTLINE, _MATTE_OUTLINE), np.uint8)
+    rest = inside & ~cv2.dilate(apart.astype(np.uint8), outline).astype(bool)
     return _correlation(x[rest], y[rest]) if rest.sum() >= 64 else 0.0
 
 

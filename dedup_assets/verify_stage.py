@@ -142,7 +142,8 @@ def verify_large_families(pairs: pl.DataFrame, batch_names: set[str], features: 
         return pl.DataFrame(schema=VERIFIED_SCHEMA), 0.0, 0
     members = set().union(*families)
     # Every pair of theirs already verified, in any batch, is not verified again.
-    compared = pl.concat([decided.select("blob_a", "blob_b"),
+    involving = pl.col("blob_a").is_in(list(members)) | pl.col("blob_b").is_in(list(members))
+    compared = pl.concat([decided.filter(involving).select("blob_a", "blob_b"),
                           *(read_rows(layout, "verified_pairs", ["blob_a", "blob_b"], members, key=end)
                             for end in ("blob_a", "blob_b"))])
     family_features = verification_features(layout, members | set(features["blob_name"]))

@@ -191,6 +191,7 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
 
 # Classic TIFF and BigTIFF, either byte order.
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_TIFF_MIN_IS_WHITE, _TIFF_GREY_OR_RGB = 0, (0, 1, 2)  # TIFF's PhotometricInterpretation values
 _ORIENTED = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
              8: Image.Transpose.ROTATE_90}
@@ -209,6 +210,10 @@ def _decode_tiff_with_tifffile(data: bytes, side: int, pillow_problem: str) -> D
             if too_many := _too_many_pixels(width, height):
                 raise DecodeError(too_many)
             orientation = int(page.tags.valueof(274, 1) or 1)
+            photometric = int(page.photometric)
+            if photometric not in _TIFF_GREY_OR_RGB:  # CMYK, YCbCr, Lab...: its four samples are no RGBA
+                raise DecodeError(f"TIFF not decodable ({pillow_problem}; tifffile: photometric interpretation "
+                                  f"{page.photometric.name} is not read here)")
             array = page.asarray()
             axes = page.axes
     except DecodeError:
@@ -222,7 +227,10 @@ def _decode_tiff_with_tifffile(data: bytes, side: int, pillow_problem: str) -> D
     factor = _reduction(width, height, side) if max(width, height) >= 2 * side else 1
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    image = _to_rgb(Image.fromarray(_to_8bit(_box_reduced(array, factor), white_points(array))))
+    samples = _to_8bit(_box_reduced(array, factor), white_points(array))
+    if photometric == _TIFF_MIN_IS_WHITE:  # grey stored inverted (0 is white)
+        samples = 255 - samples
+    image = _to_rgb(Image.fromarray(samples))
     if orientation in _ORIENTED:
         image = image.transpose(_ORIENTED[orientation])
     if max(image.size) >= 2 * side:

@@ -112,6 +112,20 @@ def test_a_dark_photo_stays_as_dark_at_any_depth(photo, store):
     assert _same_picture(decode_thumbnail(data), decode_thumbnail(reference))
 
 
+def test_a_tiff_of_other_samples_than_grey_or_rgb_is_refused_by_name_not_misread():
+    # Four float samples of CMYK would otherwise be taken for RGB and alpha.
+    data = _tiff(np.ones((64, 64, 4), dtype=np.float32), photometric="separated")
+    with pytest.raises(DecodeError, match="photometric interpretation SEPARATED is not read here"):
+        decode_thumbnail(data)
+
+
+def test_grey_stored_inverted_decodes_the_right_way_round(photo):
+    # (64-bit samples: Pillow reads none, so tifffile reads them.)
+    grey = np.asarray(photo.convert("L").resize((300, 200))).astype(np.float64) / 255
+    inverted = decode_thumbnail(_tiff(1 - grey, photometric="miniswhite"))
+    assert _same_picture(inverted, decode_thumbnail(encode(Image.fromarray((grey * 255).astype(np.uint8)), "PNG")))
+
+
 def test_a_tiff_neither_reader_decodes_says_it_is_a_tiff():
     data = _tiff(np.ones((64, 64, 3), dtype=np.float32), photometric="rgb")
     with pytest.raises(DecodeError, match=r"TIFF not decodable \(Pillow does not read its samples; tifffile: "):

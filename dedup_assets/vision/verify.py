@@ -239,7 +239,7 @@ _MIN_WINDOWS = 4  # fewer textured windows: no share is measured (0)
 class Agreement(NamedTuple):
     whole: float  # Pearson correlation over the whole overlap
     windows: float  # the share of the overlap's textured windows correlating ≥ _WINDOW_CORRELATION
-    # Over the overlap less a background both images have in other colours (`_mattes_apart`); 0: none.
+    # Over the overlap less a background both images have in other colours (`_beside_mattes_apart`); 0: none.
     beside_matte: float = 0.0
 
 

@@ -77,7 +77,8 @@ def test_more_copies_than_the_searches_neighbours_make_one_group(home, tmp_path)
     run = dedup("run", "--batch-size", "8", "--no-progress", "--config", str(config), env=env)
     assert run.returncode == 0, run.stderr
     manifest = pl.read_parquet(home / "review" / "keep_drop_manifest.parquet")
-    assert manifest.filter(pl.col("action") == "keep")["blob_name"].to_list() == ["copy_23.jpg"]  # the largest
+    (kept,) = manifest.filter(pl.col("action") == "keep")["blob_name"].to_list()
+    assert kept in {"copy_21.jpg", "copy_22.jpg", "copy_23.jpg"}  # of the largest (age and resemblance then decide)
     assert manifest.filter(pl.col("action") == "drop").height == 23
 
 

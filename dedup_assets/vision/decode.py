@@ -239,6 +239,9 @@ def _decode_tiff_with_tifffile(data: bytes, side: int, pillow_problem: str) -> D
     return DecodedImage(np.asarray(image.convert("RGB")), upright_w, upright_h, "TIFF", None)
 
 
+DEEP_GREY = ("I;16", "I;16B", "I;16L", "I", "F")  # Pillow's 16-bit, 32-bit and floating-point grey
+
+
 def _box_reduced(array: np.ndarray, factor: int) -> np.ndarray:
     """The mean of each factor × factor block (as Pillow's `reduce`, the ragged edge cut),
     in float32: a large scan gets no full-size floating-point copy."""
@@ -257,8 +260,11 @@ def _to_8bit(array: np.ndarray, white: np.ndarray | None = None) -> np.ndarray:
         array, white = array[..., 0], white[..., 0]
     if array.dtype == np.uint8:
         return array
-    values = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
-    return (values * (255.0 / white)).clip(max=255).astype(np.uint8)
+    values = array.astype(np.float64)  # the one copy: the rest works in place
+    if values.dtype.kind == "f":
+        np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    values *= 255.0 / white
+    return np.clip(values, 0, 255, out=values).astype(np.uint8)
 
 
 def white_points(array: np.ndarray) -> np.ndarray:
@@ -400,14 +406,18 @@ def _decode_with_pillow(image: Image.Image, orientation: int, side: int) -> np.n
     image.load()
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
-    if image.mode not in ("RGB", "L"):
+    factor = _reduction(*image.size, side) if max(image.size) >= 2 * side else 1
+    if image.mode in DEEP_GREY:  # reduced before any floating-point copy: a 96 MP scan's was 0.8 GB each
+        samples = np.asarray(image)
+        image, factor = Image.fromarray(_to_8bit(_box_reduced(samples, factor), white_points(samples))), 1
+    elif image.mode not in ("RGB", "L"):
         image = _to_rgb(image)
     # Reduced as a JPEG's DCT decode is (a box average by 2, 4 or 8): a PNG or WebP copy
     # of a JPEG then gets a thumbnail of the JPEG's size, and measures alike (at 256 px
     # against the JPEG's 400, the same pixels read up to 3x sharper). A JPEG draft
     # already lands between `side` and twice that.
-    if max(image.size) >= 2 * side:  # (a JPEG 2000 image's `reduce` is its levels setting)
-        image = Image.Image.reduce(image, _reduction(*image.size, side))
+    if factor > 1:  # (a JPEG 2000 image's `reduce` is its levels setting)
+        image = Image.Image.reduce(image, factor)
     if max(image.size) >= 2 * side:
         image.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     if image.mode != "RGB":
@@ -421,7 +431,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit, 32-bit and floating-point grey
+    if image.mode in DEEP_GREY:
         return Image.fromarray(_to_8bit(np.asarray(image))).convert("RGB")
     return image.convert("RGB")
 

@@ -112,6 +112,19 @@ def test_a_dark_photo_stays_as_dark_at_any_depth(photo, store):
     assert _same_picture(decode_thumbnail(data), decode_thumbnail(reference))
 
 
+@pytest.mark.parametrize("depth", [np.uint16, np.int32, np.float32])
+def test_deep_grey_is_reduced_as_its_8_bit_copy_is(photo, depth):
+    """Reduced before it is made 8-bit (no full-size floating-point copy of a large scan),
+    to the same thumbnail as its 8-bit copy."""
+    grey = np.asarray(photo.convert("L").resize((2400, 1600)))
+    scale = {np.uint16: 257, np.int32: 257, np.float32: 1 / 255}[depth]
+    deep = (grey.astype(np.float64) * scale).astype(depth)
+    data = encode(Image.fromarray(deep), "PNG") if depth == np.uint16 else _tiff(deep, photometric="minisblack")
+    decoded, reference = decode_thumbnail(data), decode_thumbnail(encode(Image.fromarray(grey), "PNG"))
+    assert decoded.thumbnail.shape == reference.thumbnail.shape == (200, 300, 3)  # 2,400 px by 8
+    assert _same_picture(decoded, reference)
+
+
 def test_a_tiff_of_other_samples_than_grey_or_rgb_is_refused_by_name_not_misread():
     # Four float samples of CMYK would otherwise be taken for RGB and alpha.
     data = _tiff(np.ones((64, 64, 4), dtype=np.float32), photometric="separated")

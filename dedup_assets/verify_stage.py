@@ -146,7 +146,9 @@ def verify_large_families(pairs: pl.DataFrame, batch_names: set[str], features: 
     compared = pl.concat([decided.filter(involving).select("blob_a", "blob_b"),
                           *(read_rows(layout, "verified_pairs", ["blob_a", "blob_b"], members, key=end)
                             for end in ("blob_a", "blob_b"))])
-    family_features = verification_features(layout, members | set(features["blob_name"]))
+    # Only the stored members are read: the batch's are in hand (a stored partition may hold a column in another type).
+    stored = verification_features(layout, members - set(features["blob_name"])).cast(features.schema)
+    family_features = pl.concat([features, stored])
     quality = read_rows(layout, "wavelet_hashes", FAMILY_QUALITY_COLUMNS, members)
     extra = family_candidates(families, compared,
                               quality.filter(pl.col("blob_name").is_in(family_features["blob_name"].implode())))

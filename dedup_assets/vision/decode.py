@@ -227,7 +227,7 @@ def _decode_tiff_with_tifffile(data: bytes, side: int, pillow_problem: str) -> D
     factor = _reduction(width, height, side) if max(width, height) >= 2 * side else 1
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    samples = _to_8bit(_box_reduced(array, factor), white_points(array))
+    samples = _reduced_to_8bit(array, factor)
     if photometric == _TIFF_MIN_IS_WHITE:  # grey stored inverted (0 is white)
         samples = 255 - samples
     image = _to_rgb(Image.fromarray(samples))
@@ -252,17 +252,15 @@ def _box_reduced(array: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
-def _to_8bit(array: np.ndarray, white: np.ndarray | None = None) -> np.ndarray:
-    """Samples of any depth or type as 8 bits, as a viewer shows them (`white_points`);
-    `white`: those of the samples before a reduction made them float. One sample: 2-D."""
-    white = white_points(array) if white is None else white
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array, white = array[..., 0], white[..., 0]
-    if array.dtype == np.uint8:
-        return array
-    values = array.astype(np.float64)  # the one copy: the rest works in place
-    if values.dtype.kind == "f":
-        np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+def _reduced_to_8bit(samples: np.ndarray, factor: int) -> np.ndarray:
+    """Samples of any depth or type (H×W or H×W×C), box-reduced by `factor`, as 8 bits the
+    way a viewer shows them (`white_points`, taken before the reduction makes them float)."""
+    white = white_points(samples)
+    reduced = _box_reduced(samples, factor)
+    if reduced.dtype == np.uint8:
+        return reduced
+    values = reduced.astype(np.float64)  # the one copy: the rest works in place
+    np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     values *= 255.0 / white
     return np.clip(values, 0, 255, out=values).astype(np.uint8)
 
@@ -409,7 +407,7 @@ def _decode_with_pillow(image: Image.Image, orientation: int, side: int) -> np.n
     factor = _reduction(*image.size, side) if max(image.size) >= 2 * side else 1
     if image.mode in DEEP_GREY:  # reduced before any floating-point copy: a 96 MP scan's was 0.8 GB each
         samples = np.asarray(image)
-        image, factor = Image.fromarray(_to_8bit(_box_reduced(samples, factor), white_points(samples))), 1
+        image, factor = Image.fromarray(_reduced_to_8bit(samples, factor)), 1
     elif image.mode not in ("RGB", "L"):
         image = _to_rgb(image)
     # Reduced as a JPEG's DCT decode is (a box average by 2, 4 or 8): a PNG or WebP copy
@@ -431,8 +429,6 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in DEEP_GREY:
-        return Image.fromarray(_to_8bit(np.asarray(image))).convert("RGB")
     return image.convert("RGB")
 
 

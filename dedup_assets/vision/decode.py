@@ -156,7 +156,10 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
     width, height = image.size
     if too_many := _too_many_pixels(width, height):
         raise DecodeError(too_many)
-    image_format = image.format or "unknown"
+    # A JPEG that carries more pictures after the photo (a camera's large preview, a
+    # phone's HDR gain map or depth map: CIPA's Multi-Picture Format) opens as "MPO"; its
+    # first picture is the photo, an ordinary JPEG, and is measured and decoded as one.
+    image_format = "JPEG" if image.format == "MPO" else image.format or "unknown"
     quality = None
     if image_format == "JPEG":
         quality = estimate_jpeg_quality(getattr(image, "quantization", None))
@@ -399,7 +402,7 @@ def _decode_with_pillow(image: Image.Image, orientation: int, side: int) -> np.n
     # a phone stores in the file when one is at least thumbnail-sized and a scaled copy of
     # the image (pillow-heif checks its shape, orientation and colour profile): a 12 MP
     # HEIC decodes whole in ~0.36 s on one core, from its thumbnail in ~6 ms.
-    if image.format in ("JPEG", "HEIF"):
+    if image.format in ("JPEG", "MPO", "HEIF"):
         image.draft("RGB", _target_size(*image.size, side))
     image.load()
     if orientation != 1:

@@ -32,10 +32,15 @@ SHARPNESS_TIE = 1 / 3
 
 # As faithful as the best JPEGs, no more: a lossless copy of a JPEG adds nothing.
 LOSSLESS_FIDELITY = 0.95
+# A camera's raw file holds what every rendering of it was made from: above them all, a
+# quality-100 JPEG included, by more than FIDELITY_TIE.
+RAW_FIDELITY = 1.05
 
 
 def fidelity(image_format: str, jpeg_quality: int | None) -> float:
     """How faithfully the file stores its pixels, on the JPEG quality scale (0-1)."""
+    if image_format == "RAW":
+        return RAW_FIDELITY
     if image_format == "JPEG" and jpeg_quality:
         return jpeg_quality / 100
     if jpeg_quality:  # a WebP's setting, a HEIC's or AVIF's quantiser read from the file, a palette's measured one

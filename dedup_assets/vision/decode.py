@@ -12,6 +12,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps
 
+from dedup_assets.vision.camera_raw import CameraRawError, camera_raw_kind, read_camera_raw
 from dedup_assets.vision.heif import estimate_heif_quality, is_heif_container
 from dedup_assets.vision.webp import estimate_webp_quality
 
@@ -133,7 +134,7 @@ def header_problem(head: bytes) -> str | None:
         return f"{error}; not decoded"
     except Exception:
         signature = head[:16]
-        if is_heif_container(head) or any(accept and accept(signature) for _, accept in Image.OPEN.values()):
+        if is_heif_container(head) or camera_raw_kind(head) or any(accept and accept(signature) for _, accept in Image.OPEN.values()):
             return None
         return _unrecognised(head)
 
@@ -141,6 +142,13 @@ def header_problem(head: bytes) -> str | None:
 def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
     if not data:
         raise DecodeError("empty file (0 bytes)")
+    if raw_kind := camera_raw_kind(data):
+        try:
+            return _decode_camera_raw(data, side)
+        except DecodeError:
+            if raw_kind != "raw?":
+                raise
+            # Not a camera's: a TIFF whose first page is a smaller copy, read as before.
     try:
         image = Image.open(io.BytesIO(data))
     except Image.UnidentifiedImageError:
@@ -190,6 +198,20 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
             return _decode_tiff_with_tifffile(data, side, f"Pillow: {str(error).strip()}")
         raise DecodeError(f"corrupt or truncated image data: {str(error).strip()}") from None
     return DecodedImage(pixels, upright_w, upright_h, image_format, quality)
+
+
+def _decode_camera_raw(data: bytes, side: int) -> DecodedImage:
+    try:
+        raw = read_camera_raw(data, side, MAX_PIXELS)
+    except CameraRawError as error:
+        raise DecodeError(str(error)) from None
+    preview = Image.open(io.BytesIO(raw.preview)) if isinstance(raw.preview, bytes) else Image.fromarray(raw.preview)
+    try:  # the preview's own EXIF orientation is not the raw's: LibRaw's is applied after
+        pixels = _decode_with_pillow(preview, 1, side)
+    except Exception as error:
+        raise DecodeError(f"camera raw's preview not decodable: {str(error).strip()}") from None
+    pixels = np.ascontiguousarray(np.rot90(pixels, raw.quarter_turns))
+    return DecodedImage(pixels, raw.width, raw.height, "RAW", None)
 
 
 # Classic TIFF and BigTIFF, either byte order.

@@ -58,6 +58,15 @@ def test_a_coarser_webp_copy_is_not_kept_over_its_jpeg_original():
     assert pick_representative([webp_copy, original]).name == "original.jpg"
 
 
+def test_a_camera_raw_is_kept_over_every_rendering_of_it():
+    # A raw file and the camera's JPEG are stored in the same second at one size: the
+    # raw, read as the TIFF preview inside a DNG, had been dropped for its own JPEG.
+    raw = Image("IMG_0001.dng", 24_000_000, fidelity("RAW", None), 0.0, age_rank=1)
+    for rendering in [("IMG_0001.jpg", "JPEG", 100), ("IMG_0001.tif", "TIFF", None), ("IMG_0001.png", "PNG", None)]:
+        name, fmt, quality = rendering
+        assert pick_representative([Image(name, 24_000_000, fidelity(fmt, quality), 0.0, age_rank=0), raw]).name == raw.name
+
+
 def test_a_palette_copy_is_not_kept_over_its_truecolour_original():
     # A "PNG-8" export of a photo is lossless only for the 256 colours it kept.
     png8 = fidelity("PNG", PALETTE_QUALITY)

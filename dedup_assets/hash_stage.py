@@ -43,6 +43,9 @@ HASH_SCHEMA = {
     "wavelet_hash": pl.UInt64,
     "color_signature": pl.Array(pl.UInt8, SIGNATURE_SIZE),
     "thumbnail": pl.String,
+    # A GIF, WebP or APNG of more than one frame; added later: null in older partitions
+    # (read as stills).
+    "animated": pl.Boolean,
 }
 
 
@@ -165,16 +168,17 @@ def hash_blobs(
                     names[index], etags[index], outcome.content_hash, outcome.format,
                     outcome.width, outcome.height, outcome.picture_width, outcome.picture_height,
                     outcome.bytes, outcome.jpeg_quality,
-                    outcome.sharpness, outcome.wavelet_hash, outcome.color_signature, thumbnail,
+                    outcome.sharpness, outcome.wavelet_hash, outcome.color_signature, thumbnail, outcome.animated,
                 ))
             if on_progress:
                 on_progress(index + 1, len(names))
     finally:
         not_stored = uploads.finish()
     # A blob whose thumbnail could not be stored cannot reach the later stages: a failure.
-    failures += [{"blob_name": row[0], "stage": STAGE, "reason": not_stored[row[-1]]}
-                 for row in rows if row[-1] in not_stored]
-    rows = [row for row in rows if row[-1] not in not_stored]
+    thumbnail_column = list(HASH_SCHEMA).index("thumbnail")
+    failures += [{"blob_name": row[0], "stage": STAGE, "reason": not_stored[row[thumbnail_column]]}
+                 for row in rows if row[thumbnail_column] in not_stored]
+    rows = [row for row in rows if row[thumbnail_column] not in not_stored]
     return HashStageResult(_rows_to_frame(rows), failures, time.perf_counter() - started)
 
 

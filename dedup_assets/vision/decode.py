@@ -74,6 +74,7 @@ class DecodedImage:
     # quantisers (100: lossless), HEIC and AVIF from their quantisers, a palette image PALETTE_QUALITY
     # (a grayscale GIF: 100); None for other formats.
     jpeg_quality: int | None
+    animated: bool = False  # a GIF, WebP or APNG of more than one frame; its thumbnail is `_picture_frame`'s
 
 
 def estimate_jpeg_quality(quantization: dict[int, list[int]] | None) -> int | None:
@@ -189,7 +190,11 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
             pixels = _decode_jpeg_reduced(data, width, height, side)
         if pixels is None and image_format == "JPEG2000":
             pixels = _decode_jpeg2000(data, image, orientation, side)
+        # (Not `n_frames`: a GIF's count reads every frame; a 100-frame GIF took 5x longer.)
+        animated = image_format in ANIMATED_FORMATS and getattr(image, "is_animated", False)
         if pixels is None:
+            if animated:
+                image.seek(_picture_frame(image))
             pixels = _decode_with_pillow(image, orientation, side)
     except DecodeError:
         raise
@@ -197,7 +202,7 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
         if image_format == "TIFF":  # a compression or sample layout Pillow lacks
             return _decode_tiff_with_tifffile(data, side, f"Pillow: {str(error).strip()}")
         raise DecodeError(f"corrupt or truncated image data: {str(error).strip()}") from None
-    return DecodedImage(pixels, upright_w, upright_h, image_format, quality)
+    return DecodedImage(pixels, upright_w, upright_h, image_format, quality, animated)
 
 
 def _decode_camera_raw(data: bytes, side: int) -> DecodedImage:
@@ -417,6 +422,32 @@ def estimate_jpeg2000_quality(data: bytes, width: int, height: int, components: 
     unquantised = len(qcd) > 0 and qcd[0] & 0x1F == 0
     bits_per_sample = 8 * len(data) / max(1, width * height * components)
     return 100 if reversible and unquantised and bits_per_sample >= _LOSSLESS_BITS_PER_SAMPLE else None
+
+
+ANIMATED_FORMATS = ("GIF", "WEBP", "PNG")  # APNG; not a TIFF's pages, nor an MPO's or a HEIF's pictures
+FRAMES_EXAMINED = 100
+# Grey-level standard deviation (of 255, at 64 px) from which a frame shows a picture: a
+# photo's is 40-80, a blank or nearly faded-in frame's a few.
+PICTURE_CONTRAST = 32.0
+
+
+def _picture_frame(animation: Image.Image) -> int:
+    """The frame that stands for an animation: the first with PICTURE_CONTRAST, else the one
+    with the most among its first FRAMES_EXAMINED. Its first frame may show nothing yet (a
+    fade-in from black): every such animation hashed alike, and none like its own copy in
+    another format (a CDN's WebP of a GIF). Most animations stop at their first frame."""
+    contrasts = []
+    for index in range(FRAMES_EXAMINED):
+        try:
+            animation.seek(index)
+        except EOFError:
+            break
+        frame = animation.convert("RGBA")
+        frame.thumbnail((64, 64), Image.Resampling.BOX)
+        contrasts.append(float(np.asarray(_to_rgb(frame).convert("L")).std()))
+        if contrasts[-1] >= PICTURE_CONTRAST:
+            return index
+    return int(np.argmax(contrasts))
 
 
 def _decode_with_pillow(image: Image.Image, orientation: int, side: int) -> np.ndarray:

@@ -30,6 +30,7 @@ class ImageFeatures:
     wavelet_hash: int
     color_signature: np.ndarray
     thumbnail_jpeg: bytes
+    animated: bool = False  # an animation is never a copy of a still image
 
 
 def content_hash(data: bytes) -> str:
@@ -58,4 +59,5 @@ def extract_features(data: bytes) -> ImageFeatures:
         wavelet_hash=wavelet_hash(to_gray(small)),
         color_signature=color_signature(small),
         thumbnail_jpeg=encode_jpeg(thumbnail),
+        animated=decoded.animated,
     )

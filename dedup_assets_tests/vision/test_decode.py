@@ -4,7 +4,7 @@ import warnings
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from dedup_assets.demo_data import shipped_photos
 from dedup_assets.vision.decode import (MAX_PIXELS, PALETTE_QUALITY, THUMBNAIL_SIDE, DecodeError,
@@ -71,6 +71,30 @@ def test_a_jpeg_carrying_more_pictures_is_decoded_and_measured_as_a_jpeg(photo):
     assert (with_preview.format, with_preview.jpeg_quality) == ("JPEG", plain.jpeg_quality)
     assert (with_preview.width, with_preview.height) == (2000, 2000)
     assert np.array_equal(with_preview.thumbnail, plain.thumbnail)
+
+
+def _fade_in(picture: Image.Image, fmt: str) -> bytes:
+    frames = [ImageEnhance.Brightness(picture).enhance(step / 9) for step in range(10)] + [picture] * 5
+    return encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=80, loop=0)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_an_animation_is_shown_by_a_frame_that_holds_its_picture(photo, fmt):
+    # A banner fading in from black: its first frame showed nothing, so every such
+    # animation looked alike, and none like its own WebP copy.
+    picture = photo.resize((480, 360))
+    decoded = decode_thumbnail(_fade_in(picture, fmt))
+    still = decode_thumbnail(encode(picture, quality=95)).thumbnail
+    assert decoded.animated and _correlation(decoded.thumbnail, still) > 0.95  # a frame of the fade: darker
+    # An animation whose first frame is its picture is shown by that frame.
+    sliding = [picture] + [picture.rotate(angle) for angle in (10, 20, 30)]
+    first = decode_thumbnail(encode(sliding[0], fmt, save_all=True, append_images=sliding[1:], duration=80))
+    assert np.abs(first.thumbnail.astype(float) - still).mean() < 12
+    assert not decode_thumbnail(encode(picture, fmt)).animated
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.mean(axis=2).ravel(), b.mean(axis=2).ravel())[0, 1])
 
 
 def _tiff(array: np.ndarray, **options) -> bytes:

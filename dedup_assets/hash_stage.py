@@ -43,9 +43,10 @@ HASH_SCHEMA = {
     "wavelet_hash": pl.UInt64,
     "color_signature": pl.Array(pl.UInt8, SIGNATURE_SIZE),
     "thumbnail": pl.String,
-    # A GIF, WebP or APNG of more than one frame; added later: null in older partitions
-    # (read as stills).
-    "animated": pl.Boolean,
+    # Several pictures in one file: an animation (GIF, WebP, APNG of more than one frame)
+    # or a document of several pages (TIFF); added later: null in older partitions (read
+    # as one picture).
+    "multi_picture": pl.Boolean,
 }
 
 
@@ -168,7 +169,7 @@ def hash_blobs(
                     names[index], etags[index], outcome.content_hash, outcome.format,
                     outcome.width, outcome.height, outcome.picture_width, outcome.picture_height,
                     outcome.bytes, outcome.jpeg_quality,
-                    outcome.sharpness, outcome.wavelet_hash, outcome.color_signature, thumbnail, outcome.animated,
+                    outcome.sharpness, outcome.wavelet_hash, outcome.color_signature, thumbnail, outcome.multi_picture,
                 ))
             if on_progress:
                 on_progress(index + 1, len(names))

@@ -121,7 +121,7 @@ def verification_features(layout: StorageLayout, names: set[str]) -> pl.DataFram
     """What verification reads of these images (the latest row of each), for those with an embedding."""
     embedded = read_rows(layout, "embeddings", ["blob_name"], names)["blob_name"]
     return (read_rows(layout, "wavelet_hashes", ["blob_name", "content_hash", "wavelet_hash", "color_signature",
-                                                 "thumbnail", "animated"], names)
+                                                 "thumbnail", "multi_picture"], names)
             .unique(subset="blob_name", keep="last")
             .filter(pl.col("blob_name").is_in(embedded.implode())))
 
@@ -407,13 +407,13 @@ def verify_pairs(
     gray = ~has_colour(signatures)  # the same test `clusters` uses to prefer a colour copy
     informative = is_informative(hashes)
     thumbnails = features["thumbnail"].to_list()
-    # Null where stored before animations were told: read as a still.
-    animated = (features["animated"].fill_null(False).to_numpy() if "animated" in features.columns
-                else np.zeros(len(row_of), bool))
+    # Null where stored before these were told: read as one picture.
+    multi = (features["multi_picture"].fill_null(False).to_numpy() if "multi_picture" in features.columns
+             else np.zeros(len(row_of), bool))
 
     # Near-identical pairs too: verification may find the detail their hashes cannot see.
-    # Not an animation beside a still: policy settles it (`decide`).
-    to_verify = [i for i in range(len(a)) if animated[a[i]] == animated[b[i]]]
+    # Not an animation or a document of pages beside one picture: policy settles it (`decide`).
+    to_verify = [i for i in range(len(a)) if multi[a[i]] == multi[b[i]]]
 
     # An image takes part in many pairs (pairs come sorted by blob_a): decode and
     # describe each once. Thumbnails are fetched a slice of pairs at a time, together
@@ -579,7 +579,7 @@ def verify_pairs(
         decision = decide(int(hamming[i]), float(colour[i]), float(cosine[i]), bool(gray[a[i]]),
                           bool(gray[b[i]]), verifications.get(i), policy,
                           hashes_informative=bool(informative[a[i]] and informative[b[i]]),
-                          animated=(bool(animated[a[i]]), bool(animated[b[i]])))
+                          multi_picture=(bool(multi[a[i]]), bool(multi[b[i]])))
         # A pair the hashes settled keeps no verification scores (coverage would mark crops).
         verification = verifications.get(i) if decision.stage != "hash" else None
         v = verification or Verification(0, 0, 0.0, 0.0)

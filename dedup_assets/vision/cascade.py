@@ -93,14 +93,16 @@ def verification_can_overrule(verification: Verification | None, policy: Cascade
 
 def decide(hamming: int, color_distance: float, cosine: float, gray_a: bool, gray_b: bool,
            verification: Verification | None, policy: CascadePolicy, hashes_informative: bool = True,
-           animated: tuple[bool, bool] = (False, False)) -> Decision:
+           multi_picture: tuple[bool, bool] = (False, False)) -> Decision:
     """hashes_informative: both hashes split their cells nearly evenly
     (`hashing.is_informative`); else their agreement is no evidence of one picture.
-    animated: whether each is an animation (GIF, WebP, APNG of more than one frame)."""
-    if animated[0] != animated[1]:
-        # A slideshow GIF of photos and one of the photos (at 12 MP, or its poster) share a
-        # frame: either choice of a kept copy would lose the other.
-        return Decision(False, "policy", "an animation and a still image are different assets (one frame in common)")
+    multi_picture: whether each file holds several pictures (an animation, a document of pages)."""
+    if multi_picture[0] != multi_picture[1]:
+        # A slideshow GIF of photos and one of the photos (at 12 MP, or its poster), a
+        # scanned document and its cover page share a picture: either kept copy would
+        # lose the other.
+        return Decision(False, "policy", "a file of several pictures (an animation, a document of pages) and "
+                        "a single picture are different assets (one picture in common)")
     if gray_a != gray_b and not policy.grayscale_is_duplicate:
         return Decision(False, "policy", "grayscale copy of a colour image (grayscale_is_duplicate=false)")
     if (near_identical(hamming, color_distance, cosine, policy, hashes_informative)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -74,7 +75,9 @@ class DecodedImage:
     # quantisers (100: lossless), HEIC and AVIF from their quantisers, a palette image PALETTE_QUALITY
     # (a grayscale GIF: 100); None for other formats.
     jpeg_quality: int | None
-    animated: bool = False  # a GIF, WebP or APNG of more than one frame; its thumbnail is `_picture_frame`'s
+    # Several pictures: an animation (GIF, WebP, APNG of more than one frame; its thumbnail
+    # is `_picture_frame`'s) or a document of several pages (TIFF; its first page's).
+    multi_picture: bool = False
 
 
 def estimate_jpeg_quality(quantization: dict[int, list[int]] | None) -> int | None:
@@ -192,6 +195,7 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
             pixels = _decode_jpeg2000(data, image, orientation, side)
         # (Not `n_frames`: a GIF's count reads every frame; a 100-frame GIF took 5x longer.)
         animated = image_format in ANIMATED_FORMATS and getattr(image, "is_animated", False)
+        multi_picture = animated or (image_format == "TIFF" and _has_pages(image))
         if pixels is None:
             if animated:
                 image.seek(_picture_frame(image))
@@ -202,7 +206,7 @@ def decode_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> DecodedImage:
         if image_format == "TIFF":  # a compression or sample layout Pillow lacks
             return _decode_tiff_with_tifffile(data, side, f"Pillow: {str(error).strip()}")
         raise DecodeError(f"corrupt or truncated image data: {str(error).strip()}") from None
-    return DecodedImage(pixels, upright_w, upright_h, image_format, quality, animated)
+    return DecodedImage(pixels, upright_w, upright_h, image_format, quality, multi_picture)
 
 
 def _decode_camera_raw(data: bytes, side: int) -> DecodedImage:
@@ -246,6 +250,7 @@ def _decode_tiff_with_tifffile(data: bytes, side: int, pillow_problem: str) -> D
                                   f"{page.photometric.name} is not read here)")
             array = page.asarray()
             axes = page.axes
+            pages = sum(not getattr(other, "is_reduced", False) for other in itertools.islice(tiff.pages, PAGES_EXAMINED))
     except DecodeError:
         raise
     except Exception as error:
@@ -266,7 +271,7 @@ def _decode_tiff_with_tifffile(data: bytes, side: int, pillow_problem: str) -> D
     if max(image.size) >= 2 * side:
         image.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     upright_w, upright_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-    return DecodedImage(np.asarray(image.convert("RGB")), upright_w, upright_h, "TIFF", None)
+    return DecodedImage(np.asarray(image.convert("RGB")), upright_w, upright_h, "TIFF", None, pages > 1)
 
 
 DEEP_GREY = ("I;16", "I;16B", "I;16L", "I", "F")  # Pillow's 16-bit, 32-bit and floating-point grey
@@ -429,6 +434,26 @@ FRAMES_EXAMINED = 100
 # Grey-level standard deviation (of 255, at 64 px) from which a frame shows a picture: a
 # photo's is 40-80, a blank or nearly faded-in frame's a few.
 PICTURE_CONTRAST = 32.0
+
+
+PAGES_EXAMINED = 64
+
+
+def _has_pages(tiff: Image.Image) -> bool:
+    """Whether a TIFF holds more than one full page (a reduced copy, a thumbnail or a
+    pyramid's level, is none). Left at its first page."""
+    pages = 0
+    try:
+        for index in range(PAGES_EXAMINED):
+            tiff.seek(index)
+            pages += not tiff.tag_v2.get(254, 0) & 1  # NewSubfileType: reduced resolution
+            if pages > 1:
+                return True
+    except EOFError:
+        pass
+    finally:
+        tiff.seek(0)
+    return False
 
 
 def _picture_frame(animation: Image.Image) -> int:

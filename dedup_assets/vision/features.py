@@ -30,7 +30,7 @@ class ImageFeatures:
     wavelet_hash: int
     color_signature: np.ndarray
     thumbnail_jpeg: bytes
-    animated: bool = False  # an animation is never a copy of a still image
+    multi_picture: bool = False  # an animation or a document of pages: never a copy of one picture
 
 
 def content_hash(data: bytes) -> str:
@@ -59,5 +59,5 @@ def extract_features(data: bytes) -> ImageFeatures:
         wavelet_hash=wavelet_hash(to_gray(small)),
         color_signature=color_signature(small),
         thumbnail_jpeg=encode_jpeg(thumbnail),
-        animated=decoded.animated,
+        multi_picture=decoded.multi_picture,
     )

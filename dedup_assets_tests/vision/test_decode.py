@@ -85,12 +85,30 @@ def test_an_animation_is_shown_by_a_frame_that_holds_its_picture(photo, fmt):
     picture = photo.resize((480, 360))
     decoded = decode_thumbnail(_fade_in(picture, fmt))
     still = decode_thumbnail(encode(picture, quality=95)).thumbnail
-    assert decoded.animated and _correlation(decoded.thumbnail, still) > 0.95  # a frame of the fade: darker
+    assert decoded.multi_picture and _correlation(decoded.thumbnail, still) > 0.95  # a frame of the fade: darker
     # An animation whose first frame is its picture is shown by that frame.
     sliding = [picture] + [picture.rotate(angle) for angle in (10, 20, 30)]
     first = decode_thumbnail(encode(sliding[0], fmt, save_all=True, append_images=sliding[1:], duration=80))
     assert np.abs(first.thumbnail.astype(float) - still).mean() < 12
-    assert not decode_thumbnail(encode(picture, fmt)).animated
+    assert not decode_thumbnail(encode(picture, fmt)).multi_picture
+
+
+def test_a_tiff_of_several_pages_is_told_from_one_with_reduced_copies(photo):
+    pages = [photo.resize((400, 300)), photo.resize((400, 300)).rotate(90)]
+    document = decode_thumbnail(encode(pages[0], "TIFF", save_all=True, append_images=pages[1:]))
+    assert document.multi_picture and (document.width, document.height) == (400, 300)  # its first page
+    assert not decode_thumbnail(encode(pages[0], "TIFF")).multi_picture
+    # A first page and its thumbnail (NewSubfileType 1), as scanners and cameras store one.
+    import tifffile
+
+    buffer = io.BytesIO()
+    with tifffile.TiffWriter(buffer) as tiff:
+        tiff.write(np.asarray(pages[0]), photometric="rgb")
+        tiff.write(np.asarray(pages[0].resize((100, 75))), photometric="rgb", subfiletype=1)
+    assert not decode_thumbnail(buffer.getvalue()).multi_picture
+    # Pages Pillow cannot read (floating point) are counted by tifffile.
+    floating = np.asarray(pages[0], dtype=np.float32) / 255
+    assert decode_thumbnail(_tiff(np.stack([floating, floating]), photometric="rgb")).multi_picture
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:

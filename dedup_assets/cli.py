@@ -245,6 +245,8 @@ def _print_summary(layout) -> None:
     for view in views:
         count = query(f'select count(*) from "{view}"')[0][0]
         print(f"    {view:<20} {count:>8} rows")
+    if "failed_blobs" in views:
+        _print_not_used(query, "select blob_name from clusters" if "clusters" in views else "select null where false")
     if "clusters" in views:
         (groups, drop) = query("select count(distinct cluster_id) filter (where cluster_size > 1), "
                                        "count(*) filter (where not is_representative) from clusters")[0]
@@ -259,6 +261,23 @@ def _print_summary(layout) -> None:
     # A command to copy: the path quoted for the shell (a home may hold spaces or quotes).
     print(f'  try:      duckdb {shlex.quote(str(layout.catalog_path))} '
           '"select * from keep_drop_manifest where action = \'drop\'"')
+
+
+def _print_not_used(query, decided: str) -> None:
+    """How many blobs no result holds, by kind of reason: a folder of exports holds
+    sidecars (a Takeout's .json, Lightroom's .xmp) beside its photos."""
+    undecided = f"from failed_blobs where blob_name not in ({decided})"
+    # A reason's kind: its text before any detail after a colon.
+    kinds = query(f"select split_part(reason, ': ', 1) as kind, count(distinct blob_name) {undecided} "
+                  "group by kind order by 2 desc, 1")
+    if not kinds:
+        return
+    total = query(f"select count(distinct blob_name) {undecided}")[0][0]
+    print(f"\n{total} blob(s) not used (failed_blobs; 'review' in the manifest):")
+    for kind, count in kinds[:SUMMARY_NAMES]:
+        print(f"  {count:>8}  {kind}")
+    if len(kinds) > SUMMARY_NAMES:
+        print(f"  {sum(count for _, count in kinds[SUMMARY_NAMES:]):>8}  for {len(kinds) - SUMMARY_NAMES} other reasons")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -82,6 +82,22 @@ def test_more_copies_than_the_searches_neighbours_make_one_group(home, tmp_path)
     assert manifest.filter(pl.col("action") == "drop").height == 23
 
 
+def test_the_summary_counts_the_blobs_not_used_by_reason(home, demo_subset):
+    # A photo export holds sidecars beside its photos (a Takeout's .json, Lightroom's .xmp).
+    folder = demo_subset(2)
+    for name in ("a.jpg.json", "b.jpg.json"):
+        (folder / name).write_text('{"title": "a.jpg"}')
+    (folder / "a.xmp").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"></x:xmpmeta>')
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    run = dedup("run", "--no-progress", env={**env, "DEDUP_HOME": str(home), "DEDUP_SOURCE": str(folder)})
+    assert run.returncode == 0, run.stderr
+    summary = [line.split() for line in run.stdout.split("blob(s) not used")[1].splitlines()[1:3]]
+    assert run.stdout.count("3 blob(s) not used") == 1
+    assert [(line[0], " ".join(line[1:])) for line in summary] == [
+        ("2", "not a recognised image format (it looks like JSON text)"),
+        ("1", "not a recognised image format (it looks like XML or HTML text)")]
+
+
 def test_a_home_inside_the_source_folder_is_refused(image_folder):
     """Its thumbnails and files would be listed as new images by the next run (probed: the
     second run found 12 images each a "duplicate" of its own thumbnail)."""

@@ -107,7 +107,9 @@ _OTHER_FILES = [(0, b"%PDF-", "a PDF document"), (0, b"PK\x03\x04", "a ZIP archi
                 (0, b"Rar!\x1a\x07", "a RAR archive"), (0, b"\x1aE\xdf\xa3", "a Matroska or WebM video"),
                 (8, b"AVI ", "an AVI video"), (4, b"ftyp", "an MP4 or QuickTime video"),
                 (4, b"moov", "a QuickTime video"), (0, b"ID3", "an MP3 audio file"),
-                (0, b"{", "JSON text"), (0, b"<", "XML or HTML text")]
+                (0, b"{", "JSON text"), (0, b"<", "XML or HTML text"),
+                (0, b"\xff\x0a", "a JPEG XL image, a format not read here"),
+                (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n", "a JPEG XL image, a format not read here")]
 
 
 def _unrecognised(data: bytes) -> str:

@@ -233,6 +233,7 @@ MP4_HEAD = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
     (MP4_HEAD, "an MP4 or QuickTime video"), (b"%PDF-1.7\n", "a PDF document"),
     (b"PK\x03\x04\x14\x00", "a ZIP archive or Office document"), (b"\x1aE\xdf\xa3\x01", "a Matroska or WebM video"),
     (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "an SVG drawing"),
+    (b"\xff\x0a\xfa\x7f\x01\x90", "a JPEG XL image"), (b"\x00\x00\x00\x0cJXL \r\n\x87\n\x00\x00", "a JPEG XL image"),
 ])
 def test_a_file_that_is_not_an_image_is_named_from_its_first_bytes(head, kind):
     from dedup_assets.vision.decode import header_problem

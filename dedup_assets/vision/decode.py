@@ -140,7 +140,8 @@ def header_problem(head: bytes) -> str | None:
         return f"{error}; not decoded"
     except Exception:
         signature = head[:16]
-        if is_heif_container(head) or camera_raw_kind(head) or any(accept and accept(signature) for _, accept in Image.OPEN.values()):
+        if (is_heif_container(head) or camera_raw_kind(head)
+                or any(accept and accept(signature) for _, accept in Image.OPEN.values())):
             return None
         return _unrecognised(head)
 
@@ -252,7 +253,8 @@ def _decode_tiff_with_tifffile(data: bytes, side: int, pillow_problem: str) -> D
                                   f"{page.photometric.name} is not read here)")
             array = page.asarray()
             axes = page.axes
-            pages = sum(not getattr(other, "is_reduced", False) for other in itertools.islice(tiff.pages, PAGES_EXAMINED))
+            examined = itertools.islice(tiff.pages, PAGES_EXAMINED)
+            pages = sum(not getattr(other, "is_reduced", False) for other in examined)
     except DecodeError:
         raise
     except Exception as error:
@@ -451,7 +453,7 @@ def _has_pages(tiff: Image.Image) -> bool:
             pages += not tiff.tag_v2.get(254, 0) & 1  # NewSubfileType: reduced resolution
             if pages > 1:
                 return True
-    except EOFError:
+    except Exception:  # the last page, or a damaged one after the first: the pages counted so far
         pass
     finally:
         tiff.seek(0)
@@ -467,14 +469,14 @@ def _picture_frame(animation: Image.Image) -> int:
     for index in range(FRAMES_EXAMINED):
         try:
             animation.seek(index)
-        except EOFError:
+            frame = animation.convert("RGBA")
+        except Exception:  # the last frame, or a damaged one after the first: the frames read so far
             break
-        frame = animation.convert("RGBA")
         frame.thumbnail((64, 64), Image.Resampling.BOX)
         contrasts.append(float(np.asarray(_to_rgb(frame).convert("L")).std()))
         if contrasts[-1] >= PICTURE_CONTRAST:
             return index
-    return int(np.argmax(contrasts))
+    return int(np.argmax(contrasts)) if contrasts else 0
 
 
 def _decode_with_pillow(image: Image.Image, orientation: int, side: int) -> np.ndarray:

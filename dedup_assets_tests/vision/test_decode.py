@@ -111,6 +111,16 @@ def test_a_tiff_of_several_pages_is_told_from_one_with_reduced_copies(photo):
     assert decode_thumbnail(_tiff(np.stack([floating, floating]), photometric="rgb")).multi_picture
 
 
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF"])
+def test_a_file_cut_after_its_first_picture_still_decodes_from_what_is_there(photo, fmt):
+    # Its later frames or pages are examined now: a damaged one must not fail the file.
+    picture = photo.resize((480, 360))
+    blank = Image.new("RGB", picture.size)  # (a fade-in's first frame: the next ones are examined)
+    data = encode(blank, fmt, save_all=True, append_images=[picture, picture.rotate(90), picture.rotate(180)])
+    cut = decode_thumbnail(data[:len(data) * 2 // 3])
+    assert cut.thumbnail.std() > 10 if fmt == "GIF" else cut.thumbnail.max() == 0  # a TIFF shows its first page
+
+
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a.mean(axis=2).ravel(), b.mean(axis=2).ravel())[0, 1])
 

@@ -499,3 +499,49 @@ def build_distinct_set(out_dir: str | os.PathLike, count: int = 1000, side: int 
         image = distinct_image(rng, side, round(side * 0.75), photos)
         image.save(out / f"distinct_{number:06d}.jpg", quality=int(rng.integers(80, 95)))
     return out
+
+
+def camera_dng(photo: Image.Image, preview: str | None = "jpeg", orientation: int = 1,
+               preview_size: tuple[int, int] | None = None) -> bytes:
+    """A DNG as a camera or a raw converter writes one (for the tests and
+    bench/decode_formats.py; no raw file ships on PyPI): a 256 px preview in its first
+    directory, the sensor's RGGB mosaic of `photo` (linear, 12 bits, linear sRGB as its
+    camera space) in a sub-directory and, with `preview="jpeg"`, a JPEG preview of the
+    photo (or of `preview_size`) in another; "bitmap": the 256 px one alone; None: no preview."""
+    import tifffile
+
+    rgb = (np.asarray(photo.convert("RGB"), dtype=np.float32) / 255) ** 2.2
+    mosaic = np.empty(rgb.shape[:2], np.uint16)
+    for (dy, dx), channel in {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 2}.items():
+        mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, channel] * 4095
+    xyz_to_srgb = (32406, -15372, -4986, -9689, 18758, 415, 557, -2040, 10570)
+    dng_tags = [(50706, "B", 4, (1, 4, 0, 0), True), (50708, "s", 0, "Probe Camera", True),
+                (274, "H", 1, (orientation,), True)]
+    sensor_tags = [(33421, "H", 2, (2, 2), True), (33422, "B", 4, (0, 1, 1, 2), True),  # RGGB
+                   (50717, "I", 1, (4095,), True), (50721, "2i", 9, tuple(v for x in xyz_to_srgb for v in (x, 10000)), True),
+                   (50778, "H", 1, (21,), True), (50728, "2I", 3, (1, 1, 1, 1, 1, 1), True)]
+    buffer = io.BytesIO()
+    with tifffile.TiffWriter(buffer) as tiff:
+        if preview is None:
+            tiff.write(mosaic, photometric=32803, subfiletype=0, extratags=dng_tags + sensor_tags)
+            return buffer.getvalue()
+        small = photo.convert("RGB")
+        small.thumbnail((256, 256))
+        tiff.write(np.asarray(small), photometric="rgb", subfiletype=1, subifds=1 + (preview == "jpeg"), extratags=dng_tags)
+        tiff.write(mosaic, photometric=32803, subfiletype=0, extratags=sensor_tags)
+        if preview == "jpeg":
+            shown = photo.convert("RGB").resize(preview_size) if preview_size else photo.convert("RGB")
+            jpeg = io.BytesIO()
+            shown.save(jpeg, "JPEG", quality=90)
+            # The JPEG is encoded already; tifffile, without imagecodecs, only needs the
+            # lookup of JPEG compression (7) to succeed to store it as it is.
+            codecs = tifffile.TIFF.COMPRESSORS._codecs
+            missing = 7 not in codecs
+            codecs.setdefault(7, lambda data, *args, **kwargs: data)
+            try:
+                tiff.write(iter([jpeg.getvalue()]), shape=(shown.height, shown.width, 3), dtype=np.uint8,
+                           photometric="ycbcr", compression=7, subfiletype=1, rowsperstrip=shown.height)
+            finally:
+                if missing:
+                    del codecs[7]
+    return buffer.getvalue()

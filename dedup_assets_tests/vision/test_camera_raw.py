@@ -5,10 +5,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from dedup_assets.demo_data import shipped_photos
+from dedup_assets.demo_data import camera_dng, shipped_photos
 from dedup_assets.vision.camera_raw import camera_raw_kind, read_camera_raw
 from dedup_assets.vision.decode import MAX_PIXELS, DecodeError, decode_thumbnail, header_problem
-from dedup_assets_tests.vision.conftest import camera_dng, encode
+from dedup_assets_tests.vision.conftest import encode
 
 # Turns of the upright picture that give the stored one, for TIFF/EXIF orientations.
 _STORED_TURNS = {1: 0, 3: 2, 6: 1, 8: 3}

@@ -9,6 +9,7 @@ forkserver must not hold when it forks the workers (it preloads this module).
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from dedup_assets.local_files import thumbnail_key, write_bytes_atomic
@@ -66,8 +67,11 @@ def start_worker_process(source: BlobSource | None, thumbnail_root: str | None) 
 
     from dedup_assets.memory import fix_mmap_threshold
 
-    # One process per core already: OpenCV's own threads in each would oversubscribe them.
+    # One process per core already: OpenCV's own threads in each would oversubscribe them,
+    # and so would LibRaw's OpenMP team (a raw file without a usable preview is rendered by
+    # it: 2 threads here, one per core), which reads this when rawpy is first imported.
     cv2.setNumThreads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     fix_mmap_threshold(WORKER_MMAP_THRESHOLD)
     start_worker(source, thumbnail_root)
 

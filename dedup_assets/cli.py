@@ -246,7 +246,9 @@ def _print_summary(layout) -> None:
         count = query(f'select count(*) from "{view}"')[0][0]
         print(f"    {view:<20} {count:>8} rows")
     if "failed_blobs" in views:
-        _print_not_used(query, "select blob_name from clusters" if "clusters" in views else "select null where false")
+        from dedup_assets.review import decided_names_sql
+
+        _print_not_used(query, decided_names_sql(set(views)))
     if "clusters" in views:
         (groups, drop) = query("select count(distinct cluster_id) filter (where cluster_size > 1), "
                                        "count(*) filter (where not is_representative) from clusters")[0]

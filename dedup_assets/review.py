@@ -43,6 +43,12 @@ _EMPTY_MANIFEST = ("select null::varchar as blob_name, null::varchar as cluster_
                    "null::varchar as etag where false")
 
 
+def decided_names_sql(views: set[str]) -> str:
+    """The names `clusters` holds: a failed blob among them (its new version decided since)
+    is no 'review' row."""
+    return "select blob_name from clusters" if "clusters" in views else "select null where false"
+
+
 def manifest_sql(views: set[str]) -> str:
     """One row per inventoried blob: keep, drop (with the copy it duplicates) or review
     (it failed a stage: the reason says which and why), sorted by name."""
@@ -70,7 +76,7 @@ def manifest_sql(views: set[str]) -> str:
             f"from clusters c join {inventory} i using (blob_name)"
         )
     if "failed_blobs" in views:
-        decided = "select blob_name from clusters" if "clusters" in views else "select null where false"
+        decided = decided_names_sql(views)
         parts.append(
             "select f.blob_name, null::varchar as cluster_id, 'review' as action, "
             "'not decided: ' || string_agg(f.stage || ': ' || f.reason, '; ') as reason, "

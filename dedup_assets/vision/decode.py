@@ -438,9 +438,7 @@ FRAMES_EXAMINED = 100
 # Grey-level standard deviation (of 255, at 64 px) from which a frame shows a picture: a
 # photo's is 40-80, a blank or nearly faded-in frame's a few.
 PICTURE_CONTRAST = 32.0
-
-
-PAGES_EXAMINED = 64
+PAGES_EXAMINED = 64  # a TIFF's directories read to tell a document of pages
 
 
 def _has_pages(tiff: Image.Image) -> bool:
